@@ -1,0 +1,202 @@
+"""The public entry point: mount a union in a server process, and unmount it.
+
+Everything outside the filesystem itself (the CLI's background mode, the container runtime,
+the benchmarks, the tests) mounts through :func:`mount`, which starts
+``python -m unionfs mount --foreground`` as a separate process and returns once the mount is
+live. The server stays a separate process, so whatever happens to the caller (an OOM kill in
+a container, a ``kill -9 -1``) the union stays served until it is unmounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unionfs.errors import OperationFailed, UserError
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class MountOptions:
+    """How a union is mounted; the defaults suit most users."""
+
+    read_only: bool = False
+    allow_other: bool = False
+    workdir: PathLike | None = None
+    entry_timeout: float = 300.0
+    attr_timeout: float = 300.0
+    userxattr: bool | None = None  # None: decide by probing what the upper accepts
+    log_level: str = "warning"
+    log_file: PathLike | None = None
+    extra: list[str] = field(default_factory=list)
+
+    def to_args(self) -> list[str]:
+        """The ``unionfs mount`` command-line flags that say the same."""
+        args = ["--log-level", self.log_level]
+        if self.log_file:
+            args += ["--log-file", os.fspath(self.log_file)]
+        opts = [f"entry_timeout={self.entry_timeout}", f"attr_timeout={self.attr_timeout}"]
+        if self.read_only:
+            opts.append("ro")
+        if self.allow_other:
+            opts.append("allow_other")
+        if self.workdir:
+            opts.append(f"workdir={escape_option(os.fspath(self.workdir))}")
+        if self.userxattr is not None:
+            opts.append("userxattr" if self.userxattr else "nouserxattr")
+        opts += self.extra
+        return [*args, "-o", ",".join(opts)]
+
+
+def escape_option(value: str) -> str:
+    """Escape ',' and '\\' in a ``-o`` option value."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def escape_layer(path: str) -> str:
+    """Escape ':' and '\\' in one element of a ``lower1:lower2`` list, as overlayfs does."""
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@dataclass
+class MountHandle:
+    """A live union served by a background process."""
+
+    mountpoint: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def unmount(self, timeout: float = 30.0) -> None:
+        """Unmount and wait for the server to exit (it is killed if it does not)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OperationFailed):
+                unmount(self.mountpoint)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            unmount(self.mountpoint, lazy=True, missing_ok=True)
+
+    def __enter__(self) -> MountHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()
+
+
+def server_command(
+    lowers: Sequence[PathLike], mountpoint: PathLike, upper: PathLike | None,
+    options: MountOptions,
+) -> list[str]:
+    """The argv of a foreground server for this union."""
+    lowerspec = ":".join(escape_layer(os.fspath(p)) for p in lowers)
+    argv = [sys.executable, "-m", "unionfs", "mount", "--foreground", *options.to_args(), lowerspec]
+    if upper is not None:
+        argv.append(os.fspath(upper))
+    argv.append(os.fspath(mountpoint))
+    return argv
+
+
+def mount(
+    lowers: Sequence[PathLike],
+    mountpoint: PathLike,
+    upper: PathLike | None = None,
+    *,
+    options: MountOptions | None = None,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> MountHandle:
+    """Mount ``lowers`` (first has precedence) with optional ``upper`` at ``mountpoint``.
+
+    Returns once the mount is live. Raises :class:`UserError` with the server's one-line
+    message if it refuses the input, :class:`OperationFailed` if it dies or times out.
+    """
+    options = options or MountOptions()
+    read_fd, write_fd = os.pipe()
+    argv = server_command(lowers, mountpoint, upper, options)
+    argv[4:4] = ["--ready-fd", str(write_fd)]
+    proc = subprocess.Popen(
+        argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True, env=env,
+    )
+    os.close(write_fd)
+    try:
+        ready = _wait_ready(read_fd, proc, timeout)
+    finally:
+        os.close(read_fd)
+    if not ready:
+        err = _drain(proc)
+        raise (UserError if proc.returncode == 2 else OperationFailed)(
+            err or f"unionfs server exited with status {proc.returncode} before mounting"
+        )
+    # The server keeps stderr for its own log lines; stop reading it here.
+    assert proc.stderr is not None
+    proc.stderr.close()
+    return MountHandle(Path(mountpoint), proc)
+
+
+def _wait_ready(read_fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for the server's one-byte "mounted" message on the pipe."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([read_fd], [], [], 0.2)
+        if r:
+            return os.read(read_fd, 1) == b"1"
+        if proc.poll() is not None:
+            return False
+    proc.kill()
+    proc.wait()
+    raise OperationFailed(f"unionfs server did not mount within {timeout:.0f}s")
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> str:
+    """The server's last error line, once it has exited."""
+    proc.wait()
+    assert proc.stderr is not None
+    text = proc.stderr.read().decode(errors="replace").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1].removeprefix("unionfs: error: ") if lines else ""
+
+
+def is_mounted(path: PathLike) -> bool:
+    """True when ``path`` is a mount point in this mount namespace."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and _unescape_mountinfo(fields[4]) == target:
+                return True
+    return False
+
+
+def _unescape_mountinfo(field_: str) -> str:
+    return field_.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace(
+        "\\134", "\\"
+    )
+
+
+def unmount(mountpoint: PathLike, *, lazy: bool = False, missing_ok: bool = False) -> None:
+    """Unmount a union (``fusermount3 -u``); the server then exits by itself."""
+    if not is_mounted(mountpoint):
+        if missing_ok:
+            return
+        raise UserError(f"{os.fspath(mountpoint)} is not mounted")
+    argv = ["fusermount3", "-u", *(["-z"] if lazy else []), os.fspath(mountpoint)]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0 and is_mounted(mountpoint):
+        msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+        raise OperationFailed(f"cannot unmount {os.fspath(mountpoint)}: {msg}")

@@ -1,0 +1,72 @@
+"""The ``unionfs`` command: parses arguments, dispatches, prints one-line errors.
+
+Each command family lives in its own module with a ``register(subparsers)`` function that adds
+its subcommands; a subcommand stores its handler as ``func`` (``args -> int`` exit status).
+Modules are imported lazily per family so ``unionfs mount`` does not pay for the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from unionfs import __version__
+from unionfs.errors import UserError
+
+COMMAND_MODULES = (
+    "unionfs.cli.mount_cmd",
+    "unionfs.cli.store_cmd",
+    "runtime.cli",
+    "unionfs.cli.demo_cmd",
+)
+
+log = logging.getLogger("unionfs")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"unionfs: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="unionfs", description="A union filesystem, layer store and "
+                            "container runtime in user-space Python.")
+    parser.add_argument("--version", action="version", version=f"unionfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"unionfs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"unionfs: error: {_describe_oserror(exc)}", file=sys.stderr)
+        log.debug("details", exc_info=True)
+        return 1
+
+
+def _describe_oserror(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -1,0 +1,13 @@
+"""Errors that reach the user as one line, never as a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or an unusable environment: printed as one line, exit status 2."""
+
+    exit_code = 2
+
+
+class OperationFailed(UserError):
+    """A command that could not do its job for a reason outside the user's input: exit 1."""
+
+    exit_code = 1
