@@ -1,0 +1,170 @@
+"""The canonical layer tar: the OCI layer blob, and the thing a layer's digest is taken of.
+
+Definition (so two stores agree on a digest): a POSIX pax tar, uncompressed, of the layer's
+nodes in canonical order (:func:`unionfs.store.tree.sort_key`), without the root entry and
+without ``./`` prefixes. Each entry keeps mode (07777), uid, gid and mtime (whole seconds);
+user and group names are empty; atime and ctime are not recorded. Xattrs are pax
+``SCHILY.xattr.<name>`` records (the union's private ``*.overlay.*`` xattrs never appear).
+A whiteout is an empty regular file ``.wh.<name>`` (mode 0, owner 0, mtime 0); an opaque
+directory is followed by an empty ``<dir>/.wh..wh..opq`` entry with the same normalized
+metadata. The tar is ended by tarfile's standard end-of-archive blocks and record padding.
+
+The layer id is ``sha256:`` + the hex sha256 of these bytes, which is also its OCI diff_id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+from unionfs.core import whiteout as wh
+from unionfs.store.tree import Node, NodeType, join
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+
+_TAR_TYPES = {
+    NodeType.DIR: tarfile.DIRTYPE,
+    NodeType.REG: tarfile.REGTYPE,
+    NodeType.SYMLINK: tarfile.SYMTYPE,
+    NodeType.HARDLINK: tarfile.LNKTYPE,
+    NodeType.CHR: tarfile.CHRTYPE,
+    NodeType.BLK: tarfile.BLKTYPE,
+    NodeType.FIFO: tarfile.FIFOTYPE,
+}
+
+
+def decode(raw: bytes) -> str:
+    """A path or value as tarfile wants it (undecodable bytes kept as surrogates)."""
+    return raw.decode(ENCODING, ERRORS)
+
+
+def encode(text: str) -> bytes:
+    """The inverse of :func:`decode`."""
+    return text.encode(ENCODING, ERRORS)
+
+
+def marker_info(path: bytes) -> tarfile.TarInfo:
+    """An empty regular file with normalized metadata: a whiteout or the opaque marker."""
+    info = tarfile.TarInfo(decode(path))
+    info.mode, info.mtime, info.uid, info.gid = 0, 0, 0, 0
+    info.uname = info.gname = ""
+    return info
+
+
+def tar_info(node: Node) -> tarfile.TarInfo:
+    """The tar header of one (non-whiteout) node."""
+    info = tarfile.TarInfo(decode(node.path))
+    info.type = _TAR_TYPES[node.type]
+    info.mode = node.mode & 0o7777
+    info.uid, info.gid = node.uid, node.gid
+    info.uname = info.gname = ""
+    info.mtime = node.mtime_ns // 1_000_000_000
+    if node.type is NodeType.REG:
+        info.size = node.size
+    if node.type in (NodeType.SYMLINK, NodeType.HARDLINK):
+        info.linkname = decode(node.linkname)
+    if node.type in (NodeType.CHR, NodeType.BLK):
+        info.devmajor, info.devminor = node.devmajor, node.devminor
+    if node.xattrs:
+        info.pax_headers = {
+            XATTR_PAX_PREFIX + decode(k): decode(v) for k, v in sorted(node.xattrs.items())
+        }
+    return info
+
+
+Opener = Callable[[Node], BinaryIO]
+
+
+def _open_source(node: Node) -> BinaryIO:
+    assert node.source is not None
+    return open(node.source, "rb")
+
+
+def write_tar(nodes: Iterable[Node], out: BinaryIO, opener: Opener = _open_source,
+              progress: Callable[[int], None] | None = None) -> None:
+    """Write the canonical tar of ``nodes`` (already in canonical order) to ``out``."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
+                      encoding=ENCODING, errors=ERRORS) as tar:
+        for node in nodes:
+            _add_node(tar, node, opener)
+            if progress:
+                progress(node.size if node.type is NodeType.REG else 0)
+
+
+def _add_node(tar: tarfile.TarFile, node: Node, opener: Opener) -> None:
+    if node.type is NodeType.WHITEOUT:
+        tar.addfile(marker_info(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name)))
+        return
+    info = tar_info(node)
+    if node.type is NodeType.REG and node.size:
+        with opener(node) as f:
+            tar.addfile(info, _Exact(f, node.size))
+    else:
+        tar.addfile(info)
+    if node.type is NodeType.DIR and node.opaque:
+        tar.addfile(marker_info(join(node.path, wh.OCI_OPAQUE_MARKER)))
+
+
+class _Exact(io.RawIOBase):
+    """A reader that yields exactly ``size`` bytes: a file that shrank is an error."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        if len(data) < n:
+            raise OSError(f"file changed size while archiving: {getattr(self._f, 'name', '?')}")
+        self._left -= len(data)
+        return data
+
+
+class HashWriter(io.RawIOBase):
+    """A write-only sink that hashes (sha256) and counts, optionally teeing to a file."""
+
+    def __init__(self, tee: BinaryIO | None = None) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self._tee = tee
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.sha.update(b)
+        self.size += len(b)
+        if self._tee is not None:
+            self._tee.write(b)
+        return len(b)
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of what was written."""
+        return "sha256:" + self.sha.hexdigest()
+
+
+def layer_digest(nodes: Iterable[Node], opener: Opener = _open_source,
+                 progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """(digest, size) of the canonical tar of ``nodes``, without storing the tar."""
+    sink = HashWriter()
+    write_tar(nodes, sink, opener, progress)  # type: ignore[arg-type]
+    return sink.digest, sink.size
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()

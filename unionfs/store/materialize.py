@@ -1,0 +1,236 @@
+"""Write changeset nodes into a directory in the kernel overlayfs layer format.
+
+Whiteouts become character devices 0/0, opaque directories get ``trusted.overlay.opaque=y``
+(``user.overlay.opaque=y`` where trusted xattrs are not allowed, as in a user namespace).
+The target is always a fresh staging directory the store owns; entries are created with
+``O_EXCL``/``O_NOFOLLOW`` below parents this writer made itself, so nothing is followed.
+Directory metadata is applied last, deepest first, so adding children does not disturb it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+from typing import BinaryIO
+
+from unionfs.core import whiteout as wh
+from unionfs.errors import UserError
+from unionfs.store.tree import Node, NodeType, read_xattrs
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LayerWriter:
+    """Builds one layer directory from nodes given parent-first."""
+
+    def __init__(self, dest: str | os.PathLike[str], *, link_sources: bool = False) -> None:
+        self.dest = os.fsencode(dest)
+        os.makedirs(self.dest, mode=0o755, exist_ok=False)
+        self.link_sources = link_sources
+        self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
+        self._dirs: dict[bytes, Node] = {}
+        self._opaque_ns: bytes | None = None
+        self._can_chown = True
+        self.files = 0
+        self.bytes = 0
+
+    def full(self, path: bytes) -> bytes:
+        """The absolute path of a layer path inside the destination."""
+        return os.path.join(self.dest, path) if path else self.dest
+
+    def add(self, node: Node, content: BinaryIO | None = None) -> None:
+        """Create ``node``; REG content comes from ``content`` or from ``node.source``."""
+        self._ensure_parent(node.path)
+        self._replace_existing(node)
+        create = _CREATORS[node.type]
+        create(self, node, content)
+        self.types[node.path] = node.type
+        self.files += 1
+
+    def set_opaque(self, path: bytes) -> None:
+        """Mark an already added (or implicit) directory opaque."""
+        self._ensure_dir(path)
+        self._mark_opaque(self.full(path))
+        if path in self._dirs:
+            self._dirs[path].opaque = True
+
+    def finish(self) -> None:
+        """Apply directory metadata, deepest first."""
+        for path in sorted(self._dirs, key=lambda p: p.count(b"/"), reverse=True):
+            node = self._dirs[path]
+            full = self.full(path)
+            self._chown(full, node)
+            os.chmod(full, node.mode)
+            self._set_xattrs(full, node)
+            os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+
+    # -- parents and replacement -------------------------------------------------------
+
+    def _ensure_parent(self, path: bytes) -> None:
+        parent = path.rpartition(b"/")[0]
+        self._ensure_dir(parent)
+
+    def _ensure_dir(self, path: bytes) -> None:
+        kind = self.types.get(path)
+        if kind is NodeType.DIR:
+            return
+        if kind is not None:
+            raise UserError(f"{_show(path)} is used as a directory but is a {kind.value}")
+        self._ensure_parent(path)
+        os.mkdir(self.full(path), 0o755)
+        self.types[path] = NodeType.DIR
+
+    def _replace_existing(self, node: Node) -> None:
+        kind = self.types.get(node.path)
+        if kind is None:
+            return
+        if kind is NodeType.DIR and node.type is NodeType.DIR:
+            return
+        if kind is NodeType.DIR:
+            raise UserError(f"{_show(node.path)} is both a directory and a {node.type.value}")
+        os.unlink(self.full(node.path))
+        del self.types[node.path]
+
+    # -- creators ------------------------------------------------------------------------
+
+    def _dir(self, node: Node, _content: BinaryIO | None) -> None:
+        full = self.full(node.path)
+        if node.path not in self.types:
+            os.mkdir(full, 0o700)
+        self._dirs[node.path] = node
+        if node.opaque:
+            self._mark_opaque(full)
+
+    def _reg(self, node: Node, content: BinaryIO | None) -> None:
+        full = self.full(node.path)
+        if content is None and self.link_sources and self._linkable(node):
+            assert node.source is not None
+            os.link(node.source, full, follow_symlinks=False)
+            self.bytes += node.size
+            return
+        fd = os.open(full, _OPEN_FLAGS, 0o600)
+        try:
+            self.bytes += _copy_into(fd, node, content)
+            self._chown(fd, node)
+            os.fchmod(fd, node.mode)
+            self._set_xattrs(fd, node)
+            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _linkable(self, node: Node) -> bool:
+        """A source file can be shared by hard link when it has no private xattrs."""
+        return node.source is not None and not any(
+            wh.is_private_xattr(k) for k in read_xattrs(node.source)
+        )
+
+    def _symlink(self, node: Node, _content: BinaryIO | None) -> None:
+        full = self.full(node.path)
+        os.symlink(node.linkname, full)
+        self._chown(full, node)
+        self._set_xattrs(full, node)
+        os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+
+    def _hardlink(self, node: Node, _content: BinaryIO | None) -> None:
+        kind = self.types.get(node.linkname)
+        if kind is None or kind in (NodeType.DIR, NodeType.WHITEOUT):
+            raise UserError(f"hard link {_show(node.path)} points outside the layer")
+        os.link(self.full(node.linkname), self.full(node.path), follow_symlinks=False)
+
+    def _device(self, node: Node, _content: BinaryIO | None) -> None:
+        fmt = {NodeType.CHR: stat.S_IFCHR, NodeType.BLK: stat.S_IFBLK,
+               NodeType.FIFO: stat.S_IFIFO}[node.type]
+        full = self.full(node.path)
+        try:
+            os.mknod(full, fmt | 0o600, os.makedev(node.devmajor, node.devminor))
+        except PermissionError:
+            raise UserError(
+                f"device node {_show(node.path)} needs privilege (CAP_MKNOD) to be created"
+            ) from None
+        self._chown(full, node)
+        os.chmod(full, node.mode)
+        self._set_xattrs(full, node)
+        os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+
+    def _whiteout(self, node: Node, _content: BinaryIO | None) -> None:
+        os.mknod(self.full(node.path), stat.S_IFCHR, os.makedev(0, 0))
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def _mark_opaque(self, full: bytes) -> None:
+        names = [self._opaque_ns] if self._opaque_ns else [wh.TRUSTED.opaque, wh.USER.opaque]
+        for name in names:
+            try:
+                os.setxattr(full, name, wh.OPAQUE_YES, follow_symlinks=False)
+            except PermissionError:
+                continue
+            self._opaque_ns = name
+            return
+        raise UserError("cannot mark a directory opaque: no overlay xattr namespace is writable")
+
+    def _chown(self, target: bytes | int, node: Node) -> None:
+        if not self._can_chown:
+            return
+        try:
+            if isinstance(target, int):
+                os.fchown(target, node.uid, node.gid)
+            else:
+                os.lchown(target, node.uid, node.gid)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            log.info("not keeping file owners: %s", exc.strerror)
+            self._can_chown = False
+
+    def _set_xattrs(self, target: bytes | int, node: Node) -> None:
+        for name, value in node.xattrs.items():
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+                    raise
+                log.warning("%s: xattr %s not kept: %s", _show(node.path), name.decode(
+                    errors="replace"), exc.strerror)
+
+
+_CREATORS = {
+    NodeType.DIR: LayerWriter._dir,
+    NodeType.REG: LayerWriter._reg,
+    NodeType.SYMLINK: LayerWriter._symlink,
+    NodeType.HARDLINK: LayerWriter._hardlink,
+    NodeType.CHR: LayerWriter._device,
+    NodeType.BLK: LayerWriter._device,
+    NodeType.FIFO: LayerWriter._device,
+    NodeType.WHITEOUT: LayerWriter._whiteout,
+}
+
+
+def _copy_into(fd: int, node: Node, content: BinaryIO | None) -> int:
+    """Copy a REG node's data into ``fd``; returns the byte count."""
+    if content is not None:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            shutil.copyfileobj(content, out, 1 << 20)
+            return out.tell()
+    assert node.source is not None
+    src = os.open(node.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        total = 0
+        while True:
+            n = os.copy_file_range(src, fd, 1 << 24)
+            if n == 0:
+                return total
+            total += n
+    finally:
+        os.close(src)
+
+
+def _show(path: bytes) -> str:
+    return path.decode(errors="replace")

@@ -1,0 +1,493 @@
+"""The layer store: immutable content-addressed layers and named images, on one filesystem.
+
+Layout (everything below ``root``)::
+
+    lock                          flock held for every mutation
+    tags.json                     {"name:tag": "sha256:<image id>"}
+    images/sha256/<hex>.json      an image config (OCI form); the id is its sha256
+    layers/sha256/<hex>/fs/       a layer, overlayfs format, never written after creation
+    layers/sha256/<hex>/layer.json  size of its canonical tar, created time, origin
+    uppers/<kind>/<name>/{upper,work}  writable uppers of mounts and containers
+    committed.json                {old upper path: layer id} for uppers already committed
+    tmp/                          staging; a layer or image appears by one rename
+
+Expensive work (copying, hashing) happens in ``tmp/`` without the lock; publishing takes the
+lock, re-checks, and renames. A failure at any point leaves only ``tmp/`` debris, which
+:meth:`Store.open` clears when no one holds the lock.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import tarfile
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from unionfs.errors import UserError
+from unionfs.store import refs
+from unionfs.store.fsutil import (
+    canonical_json,
+    flock,
+    now_iso,
+    read_json,
+    rmtree,
+    write_atomic,
+)
+from unionfs.store.layertar import layer_digest
+from unionfs.store.materialize import LayerWriter
+from unionfs.store.tree import Node, scan
+from unionfs.store.untar import extract, open_stream
+
+Progress = Callable[[int], None]
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
+                   ValueError)
+
+
+def default_root() -> Path:
+    """``$UNIONFS_STORE``, else ``$XDG_DATA_HOME/unionfs`` (``~/.local/share/unionfs``)."""
+    env = os.environ.get("UNIONFS_STORE")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "unionfs"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One stored layer."""
+
+    store: Store
+    id: str  # sha256:<hex> of the canonical tar
+
+    @property
+    def hex(self) -> str:
+        return self.id.removeprefix("sha256:")
+
+    @property
+    def path(self) -> Path:
+        """The directory holding ``fs/`` and ``layer.json``."""
+        return self.store.root / "layers" / "sha256" / self.hex
+
+    @property
+    def dir(self) -> Path:
+        """The layer content, usable as a lower of unionfs or kernel overlayfs."""
+        return self.path / "fs"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.path / "layer.json", {}) or {}
+
+    @property
+    def size(self) -> int:
+        """Bytes of the layer's canonical tar."""
+        return int(self.meta.get("size", 0))
+
+
+@dataclass(frozen=True)
+class Image:
+    """A named, ordered list of layers plus a config."""
+
+    store: Store
+    id: str
+    config: dict[str, Any]
+
+    @property
+    def layer_ids(self) -> list[str]:
+        """Layer ids, bottom first (the OCI ``rootfs.diff_ids`` order)."""
+        return list(self.config["rootfs"]["diff_ids"])
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Layers, top first."""
+        return [Layer(self.store, d) for d in reversed(self.layer_ids)]
+
+    @property
+    def layer_dirs(self) -> list[Path]:
+        """Layer directories, top first: ready to be unionfs (or overlayfs) lowers."""
+        return [layer.dir for layer in self.layers]
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(t for t, i in self.store.tags().items() if i == self.id)
+
+    @property
+    def name(self) -> str:
+        """The first tag, or ``<none>``."""
+        tags = self.tags
+        return tags[0] if tags else "<none>"
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+
+class Store:
+    """A layer store rooted at a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- opening and locking -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Store:
+        """Open (creating if needed) the store at ``path`` or the default location."""
+        root = Path(path) if path is not None else default_root()
+        root = root.expanduser().absolute()
+        try:
+            for sub in ("layers/sha256", "images/sha256", "uppers", "tmp", "locks"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot use store {root}: {exc.strerror}") from None
+        store = cls(root)
+        store._clear_stale_tmp()
+        return store
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The store-wide mutation lock."""
+        with flock(self.root / "lock"):
+            yield
+
+    def _clear_stale_tmp(self) -> None:
+        """Remove staging left by a crashed process (entries whose owner pid is gone)."""
+        for entry in (self.root / "tmp").iterdir():
+            pid = entry.name.split("-", 2)[1] if entry.name.count("-") >= 2 else ""
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                rmtree(entry)
+
+    @contextlib.contextmanager
+    def staging(self, label: str) -> Iterator[Path]:
+        """A fresh directory in ``tmp/``, removed afterwards whatever happens."""
+        path = self.root / "tmp" / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path.mkdir(mode=0o700)
+        try:
+            yield path
+        finally:
+            rmtree(path)
+
+    # -- tags and images -----------------------------------------------------------------
+
+    def tags(self) -> dict[str, str]:
+        """All tags: ``name:tag`` -> image id."""
+        return dict(read_json(self.root / "tags.json", {}) or {})
+
+    def _write_tags(self, tags: dict[str, str]) -> None:
+        write_atomic(self.root / "tags.json", canonical_json(dict(sorted(tags.items()))))
+
+    def _config_path(self, image_id: str) -> Path:
+        return self.root / "images" / "sha256" / (image_id.removeprefix("sha256:") + ".json")
+
+    def image_ids(self) -> list[str]:
+        """Every stored image id."""
+        return sorted("sha256:" + p.stem for p in (self.root / "images" / "sha256").glob(
+            "*.json"))
+
+    def images(self) -> list[Image]:
+        """Every stored image, newest first."""
+        out = [self._load_image(i) for i in self.image_ids()]
+        return sorted(out, key=lambda im: (im.config.get("created", ""), im.id), reverse=True)
+
+    def _load_image(self, image_id: str) -> Image:
+        data = read_json(self._config_path(image_id))
+        if data is None:
+            raise UserError(f"unknown image: {image_id}")
+        return Image(self, image_id, data)
+
+    def image(self, ref: str) -> Image:
+        """The image called ``name[:tag]``, or with this (abbreviated) id."""
+        tags = self.tags()
+        name, tag = refs.split_ref(ref)
+        image_id = tags.get(f"{name}:{tag}")
+        if image_id is None:
+            image_id = self._match_id(ref, self.image_ids(), "image")
+        if image_id is None:
+            raise UserError(f"unknown image: {ref}")
+        return self._load_image(image_id)
+
+    def find_image(self, ref: str) -> Image | None:
+        """Like :meth:`image`, but None when there is no such image."""
+        try:
+            return self.image(ref)
+        except UserError as exc:
+            if str(exc).startswith("unknown image"):
+                return None
+            raise
+
+    @staticmethod
+    def _match_id(ref: str, ids: Iterable[str], what: str) -> str | None:
+        hexpart = refs.hex_of(ref)
+        if hexpart is None:
+            return None
+        found = [i for i in ids if i.removeprefix("sha256:").startswith(hexpart)]
+        if len(found) > 1:
+            raise UserError(f"ambiguous {what} id prefix: {ref}")
+        return found[0] if found else None
+
+    def layer(self, ref: str) -> Layer:
+        """The layer with this (abbreviated) id."""
+        ids = ["sha256:" + p.name for p in (self.root / "layers" / "sha256").iterdir()]
+        found = self._match_id(ref, ids, "layer")
+        if found is None:
+            raise UserError(f"unknown layer: {ref}")
+        return Layer(self, found)
+
+    def layer_ids(self) -> list[str]:
+        return sorted("sha256:" + p.name for p in (self.root / "layers" / "sha256").iterdir())
+
+    def publish_image(self, config: dict[str, Any], tag: str | None) -> Image:
+        """Store ``config`` (its layers must exist) and point ``tag`` at it."""
+        data = canonical_json(config)
+        image_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        with self.lock():
+            missing = [d for d in config["rootfs"]["diff_ids"]
+                       if not Layer(self, d).dir.is_dir()]
+            if missing:
+                raise UserError(f"layer {refs.short(missing[0])} was removed meanwhile")
+            path = self._config_path(image_id)
+            if not path.exists():
+                write_atomic(path, data)
+            if tag:
+                tags = self.tags()
+                tags[tag] = image_id
+                self._write_tags(tags)
+        return Image(self, image_id, config)
+
+    def tag(self, ref: str, new: str) -> Image:
+        """Give the image ``ref`` the additional name ``new``."""
+        image = self.image(ref)
+        new = refs.normalize_tag(new)
+        with self.lock():
+            tags = self.tags()
+            tags[new] = image.id
+            self._write_tags(tags)
+        return image
+
+    # -- layers --------------------------------------------------------------------------
+
+    def _publish_layer(self, staged: Path, digest: str, size: int, origin: str) -> Layer:
+        """Rename a staged ``<staged>/fs`` into place (or drop it if the layer exists)."""
+        layer = Layer(self, digest)
+        meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
+        write_atomic(staged / "layer.json", canonical_json(meta))
+        with self.lock():
+            if not layer.path.exists():
+                os.rename(staged, layer.path)
+                staged.mkdir()  # the staging context removes it
+        return layer
+
+    def add_layer_nodes(self, nodes: Iterable[Node], origin: str, *, link: bool = False,
+                        progress: Progress | None = None) -> Layer:
+        """A layer holding ``nodes`` (from :func:`scan` or a merge), content-addressed."""
+        with self.staging("layer") as staged:
+            writer = LayerWriter(staged / "fs", link_sources=link)
+            for node in nodes:
+                writer.add(node)
+                if progress:
+                    progress(node.size)
+            writer.finish()
+            digest, size = layer_digest(scan(staged / "fs"))
+            return self._publish_layer(staged, digest, size, origin)
+
+    def add_layer_dir(self, src: Path, origin: str = "", *, link: bool = False,
+                      progress: Progress | None = None) -> Layer:
+        """A layer with the content of directory ``src`` (any whiteout encoding)."""
+        if not src.is_dir():
+            raise UserError(f"not a directory: {src}")
+        return self.add_layer_nodes(scan(src), origin or f"dir {src}", link=link,
+                                    progress=progress)
+
+    def add_layer_tar(self, f: BinaryIO, origin: str,
+                      progress: Progress | None = None) -> tuple[Layer, str]:
+        """A layer from a tar stream: (layer, sha256 of the uncompressed tar as read)."""
+        from unionfs.store.untar import HashReader
+
+        with self.staging("layer") as staged:
+            writer = LayerWriter(staged / "fs")
+            reader = HashReader(_decompressed(f))
+            try:
+                with open_stream(reader) as tar:  # type: ignore[arg-type]
+                    extract(tar, writer, progress)
+                raw_digest = reader.drain()
+            except _ARCHIVE_ERRORS as exc:
+                raise UserError(f"malformed archive: {exc}") from None
+            digest, size = layer_digest(scan(staged / "fs"))
+            return self._publish_layer(staged, digest, size, origin), raw_digest
+
+    # -- uppers --------------------------------------------------------------------------
+
+    def new_upper(self, kind: str, name: str) -> tuple[Path, Path]:
+        """A fresh (upper, workdir) pair under ``uppers/<kind>/``; never reuses a directory.
+
+        The directory is ``<name>`` or, if that exists, ``<name>.<n>``.
+        """
+        for part in (kind, name):
+            if not part or "/" in part or part in (".", ".."):
+                raise UserError(f"invalid upper name: {kind}/{name}")
+        base = self.root / "uppers" / kind
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = base / (name if n == 0 else f"{name}.{n}")
+            try:
+                path.mkdir(mode=0o755)
+            except FileExistsError:
+                continue
+            (path / "upper").mkdir(mode=0o755)
+            (path / "work").mkdir(mode=0o700)
+            return path / "upper", path / "work"
+        raise UserError(f"too many uppers named {kind}/{name}")
+
+    def committed_layer(self, upper: Path) -> str | None:
+        """The layer an old (switched-out) upper was committed as, if any."""
+        data = read_json(self.root / "committed.json", {}) or {}
+        return data.get(os.path.realpath(upper))
+
+    def record_committed(self, upper: Path, layer: str) -> None:
+        with self.lock():
+            data = read_json(self.root / "committed.json", {}) or {}
+            data[os.path.realpath(upper)] = layer
+            write_atomic(self.root / "committed.json", canonical_json(data))
+
+    def layer_of_dir(self, path: Path) -> str | None:
+        """The id of the stored layer whose directory is ``path``, else a committed upper's."""
+        real = Path(os.path.realpath(path))
+        base = Path(os.path.realpath(self.root / "layers" / "sha256"))
+        if real.parent.parent == base and real.name == "fs":
+            return "sha256:" + real.parent.name
+        return self.committed_layer(real)
+
+    # -- commit and import ---------------------------------------------------------------
+
+    def commit(self, upper: Path, parent: str | None, tag: str, message: str = "",
+               created_by: str = "", author: str | None = None, *, link: bool = False,
+               progress: Progress | None = None) -> Image:
+        """Make ``upper`` a new layer on top of image ``parent`` and tag the result."""
+        base = self.image(parent) if parent else None
+        tag = refs.normalize_tag(tag)
+        layer = self.add_layer_dir(Path(upper), f"commit of {upper}", link=link,
+                                   progress=progress)
+        history = refs.history_entry(now_iso(), created_by, message, author)
+        config = refs.new_config(base.config if base else None, layer.id, history)
+        return self.publish_image(config, tag)
+
+    def commit_on_layers(self, upper: Path, lower_ids: list[str], tag: str, message: str = "",
+                         created_by: str = "", author: str | None = None, *,
+                         link: bool = False, progress: Progress | None = None) -> Image:
+        """Commit ``upper`` over the layers ``lower_ids`` (top first) of no named image.
+
+        The parent is the stored image with exactly those layers when there is one;
+        otherwise its history records the layers as added by ``unionfs commit``.
+        """
+        bottom_first = list(reversed(lower_ids))
+        parent = next((im for im in self.images() if im.layer_ids == bottom_first), None)
+        if parent is not None or not bottom_first:
+            return self.commit(upper, parent.id if parent else None, tag, message, created_by,
+                               author, link=link, progress=progress)
+        config: dict[str, Any] | None = None
+        for layer_id in bottom_first:
+            config = refs.new_config(config, layer_id, refs.history_entry(
+                now_iso(), "unionfs mount (lower layer)"))
+        image = self.publish_image(config, None)  # type: ignore[arg-type]
+        return self.commit(upper, image.id, tag, message, created_by, author, link=link,
+                           progress=progress)
+
+    def import_rootfs(self, src: Path, tag: str, message: str = "",
+                      progress: Progress | None = None) -> Image:
+        """A one-layer image from a root filesystem tarball or directory."""
+        src = Path(src)
+        tag = refs.normalize_tag(tag)
+        if src.is_dir():
+            layer = self.add_layer_dir(src, f"import {src}", progress=progress)
+        else:
+            try:
+                f = open(src, "rb")  # noqa: SIM115
+            except OSError as exc:
+                raise UserError(f"cannot read {src}: {exc.strerror}") from None
+            with f:
+                layer, _raw = self.add_layer_tar(f, f"import {src}", progress)
+        history = refs.history_entry(now_iso(), f"unionfs import {src.name}", message)
+        return self.publish_image(refs.new_config(None, layer.id, history), tag)
+
+    # -- removal -------------------------------------------------------------------------
+
+    def children(self, image: Image) -> list[Image]:
+        """Images built on top of ``image`` (its layers are a strict prefix of theirs)."""
+        mine = image.layer_ids
+        return [im for im in self.images()
+                if len(im.layer_ids) > len(mine) and im.layer_ids[: len(mine)] == mine]
+
+    def remove(self, ref: str, *, in_use: Callable[[Image], str | None]) -> list[str]:
+        """``rmi``: untag, or delete the image and the layers nothing else uses.
+
+        Returns what was done, one line each. Refuses (UserError) to delete an image that
+        another image is built on, or that ``in_use`` names a user of.
+        """
+        image = self.image(ref)
+        name, tag = refs.split_ref(ref)
+        tagname = f"{name}:{tag}"
+        with self.lock():
+            tags = self.tags()
+            if tags.get(tagname) == image.id and len(image.tags) > 1:
+                del tags[tagname]
+                self._write_tags(tags)
+                return [f"Untagged: {tagname}"]
+            kids = self.children(image)
+            if kids:
+                raise UserError(f"image {ref} is used by image {kids[0].name} "
+                                f"({refs.short(kids[0].id)}) built on it")
+            user = in_use(image)
+            if user:
+                raise UserError(f"image {ref} is in use by {user}")
+            done = [f"Untagged: {t}" for t in image.tags]
+            self._write_tags({t: i for t, i in tags.items() if i != image.id})
+            self._config_path(image.id).unlink()
+            done.append(f"Deleted: {image.id}")
+            done += self._gc_layers(image.layer_ids)
+        return done
+
+    def _gc_layers(self, candidates: list[str]) -> list[str]:
+        """Delete the candidate layers no remaining image refers to (lock held)."""
+        used = {d for im in self.images() for d in im.layer_ids}
+        done = []
+        for layer_id in dict.fromkeys(candidates):
+            if layer_id not in used:
+                layer = Layer(self, layer_id)
+                with self.staging("rm") as trash:
+                    os.rename(layer.path, trash / "layer")
+                done.append(f"Deleted layer: {layer_id}")
+        return done
+
+
+def _decompressed(f: BinaryIO) -> BinaryIO:
+    """``f`` uncompressed: gzip, bzip2 and xz are recognized by their magic bytes."""
+    buffered = io.BufferedReader(f) if not hasattr(f, "peek") else f  # type: ignore[arg-type]
+    head = buffered.peek(6)[:6]  # type: ignore[attr-defined]
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(buffered)  # type: ignore[return-value]
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(buffered)  # type: ignore[return-value]
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        raise UserError("zstd-compressed layers are not supported")
+    return buffered  # type: ignore[return-value]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

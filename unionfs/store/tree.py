@@ -1,0 +1,207 @@
+"""A layer's changeset as data: one :class:`Node` per path, read from a directory.
+
+A layer directory may use any whiteout/opaque encoding people have on disk (kernel overlayfs
+char 0/0 and ``overlay.opaque`` xattrs, OCI ``.wh.`` files, overlayfs xattr whiteouts);
+:func:`scan` reads them all into the same normalized nodes, in canonical order (a directory
+before its children, siblings by byte order). The union's private xattrs are dropped; only
+opacity survives, as :attr:`Node.opaque`.
+
+Paths are relative ``bytes`` without a leading ``./``; the layer root itself is not a node.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from unionfs.core import whiteout as wh
+
+
+class NodeType(enum.Enum):
+    """What a changeset entry is."""
+
+    DIR = "dir"
+    REG = "file"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    CHR = "chr"
+    BLK = "blk"
+    FIFO = "fifo"
+    WHITEOUT = "whiteout"
+
+
+@dataclass(slots=True)
+class Node:
+    """One path of a changeset, with the metadata a layer keeps."""
+
+    path: bytes
+    type: NodeType
+    mode: int = 0o644  # permission bits only (07777)
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    size: int = 0
+    linkname: bytes = b""  # symlink target, or the layer path a hard link points to
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    opaque: bool = False
+    source: bytes | None = None  # absolute path of the content, for REG nodes read from disk
+
+    @property
+    def name(self) -> bytes:
+        """The last component of the path."""
+        return self.path.rpartition(b"/")[2]
+
+    @property
+    def parent(self) -> bytes:
+        """The path of the containing directory (``b""`` for the layer root)."""
+        return self.path.rpartition(b"/")[0]
+
+
+def sort_key(path: bytes) -> tuple[bytes, ...]:
+    """Canonical order: by components, so a directory comes right before its contents."""
+    return tuple(path.split(b"/"))
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    """``parent/name`` for relative layer paths (``b""`` is the root)."""
+    return parent + b"/" + name if parent else name
+
+
+def read_xattrs(path: bytes) -> dict[bytes, bytes]:
+    """All xattrs of ``path`` (not following symlinks), names and values as bytes."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out: dict[bytes, bytes] = {}
+    for name in names:
+        try:
+            out[name.encode()] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+    return out
+
+
+def dir_opacity(xattrs: dict[bytes, bytes]) -> tuple[bool, bool]:
+    """(opaque, has_xattr_whiteouts) from a directory's raw xattrs."""
+    opaque = xattr_whiteouts = False
+    for ns in wh.NAMESPACES:
+        value = xattrs.get(ns.opaque)
+        opaque = opaque or wh.is_opaque_value(value)
+        xattr_whiteouts = xattr_whiteouts or value == wh.OPAQUE_HAS_XATTR_WHITEOUTS
+    return opaque, xattr_whiteouts
+
+
+def public_xattrs(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The xattrs that are layer content (the union's own are dropped), sorted by name."""
+    return {k: xattrs[k] for k in sorted(xattrs) if not wh.is_private_xattr(k)}
+
+
+def is_xattr_whiteout(xattrs: dict[bytes, bytes], st: os.stat_result) -> bool:
+    """True for an overlayfs "xattr whiteout": an empty file marked ``overlay.whiteout``."""
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_size == 0
+        and any(ns.whiteout in xattrs for ns in wh.NAMESPACES)
+    )
+
+
+def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[bytes, bytes]
+                   ) -> Node | None:
+    """The node for one on-disk entry, or None for what a layer cannot hold (sockets)."""
+    mode = st.st_mode
+    node = Node(path, NodeType.REG, stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns,
+                xattrs=public_xattrs(xattrs))
+    if stat.S_ISDIR(mode):
+        node.type = NodeType.DIR
+        node.opaque = dir_opacity(xattrs)[0]
+    elif stat.S_ISREG(mode):
+        node.size, node.source = st.st_size, full
+    elif stat.S_ISLNK(mode):
+        node.type, node.linkname = NodeType.SYMLINK, os.readlink(full)
+    elif wh.is_whiteout_stat(mode, st.st_rdev):
+        node.type, node.xattrs = NodeType.WHITEOUT, {}
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        node.type = NodeType.CHR if stat.S_ISCHR(mode) else NodeType.BLK
+        node.devmajor, node.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        node.type = NodeType.FIFO
+    else:
+        return None
+    return node
+
+
+def whiteout_node(path: bytes, st: os.stat_result | None = None) -> Node:
+    """A whiteout for ``path`` (metadata is not part of a whiteout's meaning)."""
+    return Node(path, NodeType.WHITEOUT, 0, 0, 0, st.st_mtime_ns if st else 0)
+
+
+def _list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
+    """Read one directory of a layer, every form of whiteout understood, sorted by name."""
+    full_dir = os.path.join(root, rel) if rel else root
+    with os.scandir(full_dir) as it:
+        raw = list(it)
+    names = {e.name for e in raw}
+    nodes: list[Node] = []
+    for entry in raw:
+        name, full = entry.name, entry.path
+        st = entry.stat(follow_symlinks=False)
+        if name == wh.OCI_OPAQUE_MARKER:
+            continue
+        target = wh.oci_whiteout_target(name)
+        if target is not None:
+            if target not in names:
+                nodes.append(whiteout_node(join(rel, target), st))
+            continue
+        xattrs = read_xattrs(full)
+        if xattr_whiteouts and is_xattr_whiteout(xattrs, st):
+            nodes.append(whiteout_node(join(rel, name), st))
+            continue
+        node = node_from_stat(join(rel, name), st, full, xattrs)
+        if node is not None:
+            if node.type is NodeType.DIR:
+                node.source = full
+                node.opaque = node.opaque or os.path.lexists(
+                    os.path.join(full, wh.OCI_OPAQUE_MARKER))
+            nodes.append(node)
+    nodes.sort(key=lambda n: n.path)
+    return nodes
+
+
+def scan(root: str | os.PathLike[str] | bytes) -> Iterator[Node]:
+    """Every node of the layer at ``root``, in canonical order, hard links detected.
+
+    Hard links within the layer: the first path (in canonical order) of an inode is a REG
+    node, later ones are HARDLINK nodes whose ``linkname`` is that first path. DIR nodes
+    carry their absolute path in ``source`` too.
+    """
+    base = os.fsencode(root)
+    yield from _scan_dir(base, b"", dir_opacity(read_xattrs(base))[1], {})
+
+
+def _scan_dir(root: bytes, rel: bytes, xattr_whiteouts: bool,
+              inodes: dict[tuple[int, int], bytes]) -> Iterator[Node]:
+    for node in _list_dir(root, rel, xattr_whiteouts):
+        if node.type is NodeType.REG and node.source is not None:
+            _detect_hardlink(node, inodes)
+        yield node
+        if node.type is NodeType.DIR:
+            assert node.source is not None
+            child_xw = dir_opacity(read_xattrs(node.source))[1]
+            yield from _scan_dir(root, node.path, child_xw, inodes)
+
+
+def _detect_hardlink(node: Node, inodes: dict[tuple[int, int], bytes]) -> None:
+    """Turn a second path of an inode into a HARDLINK node to the first."""
+    assert node.source is not None
+    st = os.lstat(node.source)
+    if st.st_nlink <= 1:
+        return
+    first = inodes.setdefault((st.st_dev, st.st_ino), node.path)
+    if first != node.path:
+        node.type, node.linkname, node.size, node.source = NodeType.HARDLINK, first, 0, None

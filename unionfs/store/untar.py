@@ -1,0 +1,216 @@
+"""Read a layer or root filesystem tar safely into a layer directory.
+
+Every member is checked before anything is written for it; the first bad one aborts with a
+one-line :class:`UserError` (the caller removes its staging directory, so the store never sees
+a partial layer). Rejected: absolute names, ``..`` components, entries below a non-directory
+(a symlink used as a path), relative symlinks that climb above the layer root, hard links to
+anything that is not an earlier non-directory entry of the same archive, entry types a layer
+cannot hold, and (when unprivileged) device nodes.
+
+Absolute symlink targets are kept: inside an image they name a path of the image itself
+(``/bin/sh -> /bin/busybox``), and nothing here ever follows a symlink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable
+from typing import BinaryIO
+
+from unionfs.core import whiteout as wh
+from unionfs.errors import UserError
+from unionfs.store.layertar import ENCODING, ERRORS, XATTR_PAX_PREFIX, encode
+from unionfs.store.materialize import LayerWriter
+from unionfs.store.tree import Node, NodeType, join, public_xattrs
+
+_TYPES = {
+    tarfile.REGTYPE: NodeType.REG,
+    tarfile.AREGTYPE: NodeType.REG,
+    tarfile.CONTTYPE: NodeType.REG,
+    tarfile.GNUTYPE_SPARSE: NodeType.REG,
+    tarfile.DIRTYPE: NodeType.DIR,
+    tarfile.SYMTYPE: NodeType.SYMLINK,
+    tarfile.LNKTYPE: NodeType.HARDLINK,
+    tarfile.CHRTYPE: NodeType.CHR,
+    tarfile.BLKTYPE: NodeType.BLK,
+    tarfile.FIFOTYPE: NodeType.FIFO,
+}
+
+
+def normalize_name(name: str) -> bytes:
+    """A member name as a relative layer path (``b""`` for the root); rejects unsafe names."""
+    raw = encode(name)
+    if raw.startswith(b"/"):
+        raise UserError(f"unsafe archive entry {name!r}: absolute path")
+    parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
+    if b".." in parts:
+        raise UserError(f"unsafe archive entry {name!r}: '..' in path")
+    return b"/".join(parts)
+
+
+def symlink_escapes(path: bytes, target: bytes) -> bool:
+    """True when a relative symlink at ``path`` resolves (lexically) above the layer root."""
+    if target.startswith(b"/"):
+        return False
+    depth = path.count(b"/")  # components of the parent directory
+    for part in target.split(b"/"):
+        if part == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in (b"", b"."):
+            depth += 1
+    return False
+
+
+def member_xattrs(info: tarfile.TarInfo) -> dict[bytes, bytes]:
+    """Xattrs recorded in a member's pax headers (``SCHILY.xattr.*``)."""
+    return {
+        encode(k[len(XATTR_PAX_PREFIX):]): encode(v)
+        for k, v in info.pax_headers.items()
+        if k.startswith(XATTR_PAX_PREFIX)
+    }
+
+
+class TarChecker:
+    """Validates members in archive order and turns them into nodes."""
+
+    def __init__(self) -> None:
+        self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
+
+    def check_parents(self, path: bytes, name: str) -> None:
+        """Every proper prefix of ``path`` must be a directory (or not yet seen)."""
+        parts = path.split(b"/")
+        for i in range(1, len(parts)):
+            prefix = b"/".join(parts[:i])
+            kind = self.types.get(prefix)
+            if kind is not None and kind is not NodeType.DIR:
+                raise UserError(
+                    f"unsafe archive entry {name!r}: goes through {kind.value} "
+                    f"{prefix.decode(errors='replace')!r}"
+                )
+            if kind is None:
+                self.types[prefix] = NodeType.DIR
+
+    def node(self, info: tarfile.TarInfo) -> Node | None:
+        """The node for ``info``, or None for the root directory entry."""
+        path = normalize_name(info.name)
+        kind = _TYPES.get(info.type)
+        if kind is None:
+            raise UserError(f"unsupported archive entry {info.name!r} (type {info.type!r})")
+        if not path:
+            if kind is not NodeType.DIR:
+                raise UserError(f"unsafe archive entry {info.name!r}: the root is not a dir")
+            return None
+        self.check_parents(path, info.name)
+        node = _to_node(path, kind, info)
+        self._check_links(node, info.name)
+        if node.type is NodeType.WHITEOUT or (node.type is NodeType.REG and wh.is_oci_marker(
+                node.name)):
+            self.types.setdefault(path, NodeType.WHITEOUT)
+        else:
+            self._check_replace(path, node.type, info.name)
+            self.types[path] = node.type
+        return node
+
+    def _check_replace(self, path: bytes, kind: NodeType, name: str) -> None:
+        old = self.types.get(path)
+        if old is NodeType.DIR and kind is not NodeType.DIR:
+            raise UserError(f"malformed archive: {name!r} replaces a directory")
+
+    def _check_links(self, node: Node, name: str) -> None:
+        if node.type is NodeType.SYMLINK and symlink_escapes(node.path, node.linkname):
+            raise UserError(f"unsafe archive entry {name!r}: symlink points outside the layer")
+        if node.type is NodeType.HARDLINK:
+            try:
+                target = normalize_name(node.linkname.decode(ENCODING, ERRORS))
+            except UserError:
+                target = b""
+            kind = self.types.get(target) if target else None
+            if kind is None or kind in (NodeType.DIR, NodeType.WHITEOUT) or target == node.path:
+                raise UserError(
+                    f"unsafe archive entry {name!r}: hard link points outside the archive"
+                )
+            node.linkname = target
+
+
+def _to_node(path: bytes, kind: NodeType, info: tarfile.TarInfo) -> Node:
+    raw_x = member_xattrs(info)
+    node = Node(path, kind, info.mode & 0o7777, info.uid, info.gid,
+                int(info.mtime) * 1_000_000_000, xattrs=public_xattrs(raw_x))
+    if kind is NodeType.REG:
+        node.size = info.size
+    elif kind in (NodeType.SYMLINK, NodeType.HARDLINK):
+        node.linkname = encode(info.linkname)
+    elif kind in (NodeType.CHR, NodeType.BLK):
+        node.devmajor, node.devminor = info.devmajor, info.devminor
+        if kind is NodeType.CHR and info.devmajor == 0 and info.devminor == 0:
+            node.type, node.xattrs = NodeType.WHITEOUT, {}
+    elif kind is NodeType.DIR:
+        node.opaque = any(wh.is_opaque_value(raw_x.get(ns.opaque)) for ns in wh.NAMESPACES)
+    return node
+
+
+def extract(tar: tarfile.TarFile, writer: LayerWriter,
+            progress: Callable[[int], None] | None = None) -> None:
+    """Check and write every member of ``tar`` (read sequentially) into ``writer``."""
+    checker = TarChecker()
+    whiteouts: list[bytes] = []
+    for info in tar:
+        node = checker.node(info)
+        if node is None:
+            continue
+        name = node.name
+        if node.type is NodeType.REG and name == wh.OCI_OPAQUE_MARKER:
+            writer.set_opaque(node.parent)
+        elif node.type is NodeType.REG and (target := wh.oci_whiteout_target(name)):
+            whiteouts.append(join(node.parent, target))
+        elif node.type is NodeType.REG:
+            f = tar.extractfile(info)
+            assert f is not None
+            with f:
+                writer.add(node, f)
+        else:
+            writer.add(node)
+        if progress:
+            progress(info.size if info.isfile() else 0)
+    for path in whiteouts:
+        if path not in writer.types:
+            writer.add(Node(path, NodeType.WHITEOUT, 0))
+    writer.finish()
+
+
+class HashReader(io.RawIOBase):
+    """Reads through to ``f`` and hashes (sha256) what was read."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.size += n
+        return n
+
+    def drain(self) -> str:
+        """Read to the end; returns ``sha256:<hex>`` of everything."""
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.sha.hexdigest()
+
+
+def open_stream(f: BinaryIO) -> tarfile.TarFile:
+    """A sequential reader of an uncompressed tar stream, with our name encoding."""
+    try:
+        return tarfile.open(fileobj=f, mode="r|", encoding=ENCODING, errors=ERRORS)
+    except tarfile.TarError as exc:
+        raise UserError(f"not a tar archive: {exc}") from None
