@@ -1,0 +1,223 @@
+"""The workloads: which layers each needs, and the one command whose run time is measured.
+
+A workload is data, not code that runs: the runner builds the layers it names, mounts them
+on a target, drops the caches, and times :attr:`Workload.command` (cold); workloads marked
+``warm`` are timed a second time on the same mount (warm caches). Every command runs as a
+child process with its working directory in the mount.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.data import tree_files
+from benchmarks.profiles import Sizes
+
+OPS_SCRIPT = str(Path(__file__).with_name("ops.py"))
+
+
+class NotAvailable(Exception):
+    """The workload has no meaning or no implementation on this target (yet)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A timed child process; ``parse`` reads the time from its output instead of the clock."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] | None = None
+    parse: Callable[[str], float] | None = None
+
+
+def ops_seconds(stdout: str) -> float:
+    """The time ops.py measured itself (without the interpreter's start-up)."""
+    return float(json.loads(stdout.strip().splitlines()[-1])["seconds"])
+
+
+def fio_seconds(stdout: str) -> float:
+    """fio's own time for the reads (without its start-up and file setup).
+
+    One synchronous job issues one read at a time, so the reads took their count times their
+    mean latency; fio's ``runtime`` says the same in whole milliseconds.
+    """
+    read = json.loads(stdout[stdout.index("{"):])["jobs"][0]["read"]
+    if read["total_ios"] and read["lat_ns"]["mean"]:
+        return float(read["total_ios"]) * float(read["lat_ns"]["mean"]) / 1e9
+    return float(read["runtime"]) / 1000.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a workload's command is built from."""
+
+    sizes: Sizes
+    data: Path  # the layer data cache
+    path: Path  # the mount (or native directory) to work in
+    upper: Path  # the upper layer (for native: the directory itself)
+    scratch: Path  # a private directory outside the mount, deleted afterwards
+    target: str  # the target's name
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One measured operation and the layers it runs on."""
+
+    name: str
+    title: Callable[[Sizes], str]
+    lowers: tuple[str, ...]  # dataset names, top first
+    command: Callable[[Context], Command]
+    upper_seed: str | None = None
+    warm: bool = False  # also measure a second run on the same mount
+    writes_lower: bool = False  # writes into existing lower files (native needs copies)
+    needs_mount: bool = True
+    prepare: Callable[[Context], None] | None = None  # untimed, before the mount
+
+    def phases(self) -> list[str]:
+        return ["cold", "warm"] if self.warm else ["cold"]
+
+
+def count(n: int) -> str:
+    """20000 -> '20k', 1536 -> '1536'."""
+    return f"{n // 1000}k" if n >= 10_000 and n % 1000 == 0 else str(n)
+
+
+def size(mib: int) -> str:
+    """1024 -> '1 GiB', 128 -> '128 MiB'."""
+    return f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+
+
+def _tool(*argv: str) -> Callable[[Context], Command]:
+    """A command that runs ``argv`` in the mount; ``{data}`` and ``{scratch}`` are filled in."""
+
+    def build(ctx: Context) -> Command:
+        args = [a.format(data=ctx.data, scratch=ctx.scratch) for a in argv]
+        return Command(args, ctx.path)
+
+    return build
+
+
+def _untar(ctx: Context) -> Command:
+    return Command(["tar", "-xf", str(ctx.data / "untar.tar")], ctx.path)
+
+
+def _seqread(ctx: Context) -> Command:
+    return Command(["dd", "if=big.bin", "of=/dev/null", "bs=1M"], ctx.path)
+
+
+def _seqwrite(ctx: Context) -> Command:
+    count_ = str(ctx.sizes.write_mib)
+    return Command(["dd", "if=/dev/zero", "of=written.bin", "bs=1M", f"count={count_}",
+                    "conv=fsync"], ctx.path)
+
+
+def _randread(ctx: Context) -> Command:
+    s = ctx.sizes
+    return Command(["fio", "--name=randread", "--filename=big.bin", "--readonly",
+                    "--rw=randread", "--bs=4k", f"--size={s.big_mib}M", f"--io_size={s.fio_mib}M",
+                    "--ioengine=psync", "--invalidate=0", "--randrepeat=1",
+                    "--output-format=json"], ctx.path, parse=fio_seconds)
+
+
+def _copyup_small(ctx: Context) -> Command:
+    paths = [f"small/f_{i:04d}.txt" for i in range(ctx.sizes.copyup_files)]
+    return Command([sys.executable, OPS_SCRIPT, "append", *paths], ctx.path, parse=ops_seconds)
+
+
+def _copyup_big(ctx: Context) -> Command:
+    return Command([sys.executable, OPS_SCRIPT, "append-fsync", "big.bin"], ctx.path,
+                   parse=ops_seconds)
+
+
+def _delete_list(ctx: Context) -> Path:
+    return ctx.scratch / "delete.list"
+
+
+def _prepare_delete(ctx: Context) -> None:
+    _delete_list(ctx).write_text("".join(f"{p}\n" for p in tree_files(ctx.sizes, "a")))
+
+
+def _delete(ctx: Context) -> Command:
+    return Command(["xargs", "-d", "\\n", "-a", str(_delete_list(ctx)), "rm", "--"], ctx.path)
+
+
+def _git_env(ctx: Context) -> dict[str, str]:
+    return {**os.environ, "HOME": str(ctx.scratch), "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_OPTIONAL_LOCKS": "1"}
+
+
+def _git_status(ctx: Context) -> Command:
+    return Command(["git", "status"], ctx.path, env=_git_env(ctx))
+
+
+def _compileall(ctx: Context) -> Command:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return Command([sys.executable, "-m", "compileall", "-q", "pkg"], ctx.path, env=env)
+
+
+@functools.cache
+def commit_unavailable() -> str | None:
+    """Why ``unionfs commit`` cannot be measured, or None when the command exists."""
+    res = subprocess.run([sys.executable, "-m", "unionfs", "commit", "--help"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        return "n/a: `unionfs commit` is not available yet"
+    return None
+
+
+def _commit(ctx: Context) -> Command:
+    """unionfs commits the upper into its layer store; the others are timed archiving it."""
+    if ctx.target != "unionfs":
+        return Command(["tar", "-cf", str(ctx.scratch / "upper.tar"), "-C", str(ctx.upper), "."],
+                       ctx.scratch)
+    reason = commit_unavailable()
+    if reason:
+        raise NotAvailable(reason)
+    env = {**os.environ, "UNIONFS_STORE": str(ctx.scratch / "store")}
+    argv = [sys.executable, "-m", "unionfs", "commit", "--upper", str(ctx.upper),
+            "bench:committed", "-m", "benchmark commit"]
+    return Command(argv, ctx.scratch, env=env)
+
+
+TREE = ("tree_a", "tree_b")
+
+WORKLOADS: list[Workload] = [
+    Workload("untar", lambda s: f"untar {count(s.untar_files)} small files", ("empty",), _untar),
+    Workload("find", lambda s: f"find over {count(2 * s.tree_files)} merged files", TREE,
+             _tool("find", "tree"), warm=True),
+    Workload("ls-lR", lambda s: f"ls -lR over {count(2 * s.tree_files)} merged files", TREE,
+             _tool("ls", "-lR", "tree"), warm=True),
+    Workload("bigdir", lambda s: f"ls -l of one {count(s.bigdir_entries)}-entry dir, 3 layers",
+             ("bigdir_1", "bigdir_2"), _tool("ls", "-l", "big"), upper_seed="bigdir_up",
+             warm=True),
+    Workload("seqread", lambda s: f"sequential read of a {size(s.big_mib)} lower file",
+             ("bigfile",), _seqread, warm=True),
+    Workload("seqwrite", lambda s: f"sequential write of {size(s.write_mib)} + fsync",
+             ("empty",), _seqwrite),
+    Workload("randread", lambda s: f"fio 4 KiB random reads, {size(s.fio_mib)} in total",
+             ("bigfile",), _randread, warm=True),
+    Workload("copyup-small", lambda s: f"copy-up of {s.copyup_files} small files", ("small",),
+             _copyup_small, writes_lower=True),
+    Workload("copyup-big", lambda s: f"copy-up of one {size(s.big_mib)} file + fsync",
+             ("bigfile",), _copyup_big, writes_lower=True),
+    Workload("delete", lambda s: f"delete {count(s.tree_files)} lower files (whiteouts)", TREE,
+             _delete, prepare=_prepare_delete),
+    Workload("rm-rf", lambda s: f"rm -rf of a {count(2 * s.tree_files)}-file merged tree", TREE,
+             _tool("rm", "-rf", "tree")),
+    Workload("git-status", lambda s: f"git status, {s.src_modules}-module repo in a lower",
+             ("src",), _git_status, warm=True, writes_lower=True),
+    Workload("compileall", lambda s: f"python -m compileall of {s.src_modules} lower modules",
+             ("src",), _compileall),
+    Workload("commit", lambda s: f"commit of an upper with {count(s.commit_files)} changed "
+             "files (others: tar -cf)", ("empty",), _commit, upper_seed="commit_upper",
+             needs_mount=False),
+]
+
+BY_NAME = {w.name: w for w in WORKLOADS}
