@@ -1,0 +1,59 @@
+"""The benchmark's pure parts: ordering, summaries, argument parsing, tree merging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from benchmarks.cli import parse_templates
+from benchmarks.profiles import TINY
+from benchmarks.runner import Sample, rotated
+from benchmarks.system import BenchError, merge_trees
+from benchmarks.targets import BUILTIN
+from benchmarks.workloads import BY_NAME
+
+
+def test_rounds_rotate_the_target_order() -> None:
+    targets = [BUILTIN[n]() for n in ("native", "overlayfs", "unionfs")]
+    orders = [[t.name for t in rotated(targets, r)] for r in range(3)]
+    assert orders[1] == ["overlayfs", "unionfs", "native"]
+    assert [o[0] for o in orders] == ["native", "overlayfs", "unionfs"]
+
+
+def test_summary_takes_medians_and_ratios_and_keeps_failures() -> None:
+    samples = [Sample("native", "find", "cold", r, seconds=s) for r, s in enumerate((1, 3, 2))]
+    samples += [Sample("fuse-overlayfs", "find", "cold", r, seconds=4.0) for r in range(3)]
+    samples += [Sample("unionfs", "find", "cold", r, error="failed: no mount") for r in range(3)]
+    rows = report.summarize(samples, [BY_NAME["find"]], ["native", "fuse-overlayfs", "unionfs"],
+                            TINY)
+    cold = rows[0]
+    assert cold.phase == "cold"
+    assert cold.cells["native"].median == 2
+    assert cold.cells["fuse-overlayfs"].vs_native == 2
+    assert cold.cells["native"].vs_fuse_overlayfs == 0.5
+    assert cold.cells["unionfs"].median is None
+    assert cold.cells["unionfs"].error == "failed: no mount"
+    assert rows[1].phase == "warm" and rows[1].cells["native"].error == "not run"
+
+
+def test_templates_need_a_name_and_a_mountpoint() -> None:
+    assert parse_templates(["x=mount {lowers} {mnt}"]) == {"x": "mount {lowers} {mnt}"}
+    with pytest.raises(BenchError):
+        parse_templates(["no-equals-sign"])
+    with pytest.raises(BenchError):
+        parse_templates(["x=mount {lowers}"])
+
+
+def test_merge_trees_upper_names_win(tmp_path: Path) -> None:
+    lower, upper, out = tmp_path / "l", tmp_path / "u", tmp_path / "o"
+    (lower / "d").mkdir(parents=True)
+    (upper / "d").mkdir(parents=True)
+    (lower / "d" / "a").write_text("lower")
+    (lower / "d" / "b").write_text("lower")
+    (upper / "d" / "a").write_text("upper")
+    merge_trees([lower, upper], out, link=True)
+    assert (out / "d" / "a").read_text() == "upper"
+    assert (out / "d" / "b").read_text() == "lower"
+    assert (out / "d" / "b").stat().st_ino == (lower / "d" / "b").stat().st_ino
