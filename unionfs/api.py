@@ -200,3 +200,12 @@ def unmount(mountpoint: PathLike, *, lazy: bool = False, missing_ok: bool = Fals
     if res.returncode != 0 and is_mounted(mountpoint):
         msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
         raise OperationFailed(f"cannot unmount {os.fspath(mountpoint)}: {msg}")
+
+
+def mount_info(mountpoint: PathLike) -> dict[str, object] | None:
+    """What the union at ``mountpoint`` is made of (lowers, upper, workdir, pid), or None."""
+    from unionfs.state import mount_record
+
+    if not is_mounted(mountpoint):
+        return None
+    return mount_record(os.fspath(mountpoint))

@@ -63,6 +63,16 @@ def default_root() -> Path:
 
 
 @dataclass(frozen=True)
+class StagedLayer:
+    """A layer written in staging, with its digest, waiting to be published."""
+
+    path: Path
+    digest: str
+    size: int
+    origin: str
+
+
+@dataclass(frozen=True)
 class Layer:
     """One stored layer."""
 
@@ -247,21 +257,31 @@ class Store:
 
     def publish_image(self, config: dict[str, Any], tag: str | None) -> Image:
         """Store ``config`` (its layers must exist) and point ``tag`` at it."""
+        with self.lock():
+            return self._publish_image_locked(config, tag)
+
+    def _publish_image_locked(self, config: dict[str, Any], tag: str | None) -> Image:
         data = canonical_json(config)
         image_id = "sha256:" + hashlib.sha256(data).hexdigest()
-        with self.lock():
-            missing = [d for d in config["rootfs"]["diff_ids"]
-                       if not Layer(self, d).dir.is_dir()]
-            if missing:
-                raise UserError(f"layer {refs.short(missing[0])} was removed meanwhile")
-            path = self._config_path(image_id)
-            if not path.exists():
-                write_atomic(path, data)
-            if tag:
-                tags = self.tags()
-                tags[tag] = image_id
-                self._write_tags(tags)
+        missing = [d for d in config["rootfs"]["diff_ids"] if not Layer(self, d).dir.is_dir()]
+        if missing:
+            raise UserError(f"layer {refs.short(missing[0])} was removed meanwhile")
+        path = self._config_path(image_id)
+        if not path.exists():
+            write_atomic(path, data)
+        if tag:
+            tags = self.tags()
+            tags[tag] = image_id
+            self._write_tags(tags)
         return Image(self, image_id, config)
+
+    def publish(self, layers: list[StagedLayer], images: list[tuple[dict[str, Any], str | None]]
+                ) -> list[Image]:
+        """Publish staged layers and then images, all under one hold of the lock."""
+        with self.lock():
+            for staged in layers:
+                self._publish_layer_locked(staged)
+            return [self._publish_image_locked(c, t) for c, t in images]
 
     def tag(self, ref: str, new: str) -> Image:
         """Give the image ``ref`` the additional name ``new``."""
@@ -275,29 +295,62 @@ class Store:
 
     # -- layers --------------------------------------------------------------------------
 
-    def _publish_layer(self, staged: Path, digest: str, size: int, origin: str) -> Layer:
-        """Rename a staged ``<staged>/fs`` into place (or drop it if the layer exists)."""
-        layer = Layer(self, digest)
-        meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
-        write_atomic(staged / "layer.json", canonical_json(meta))
-        with self.lock():
-            if not layer.path.exists():
-                os.rename(staged, layer.path)
-                staged.mkdir()  # the staging context removes it
+    def _publish_layer_locked(self, staged: StagedLayer) -> Layer:
+        """Rename a staged layer into place (or drop it if the layer exists); lock held."""
+        layer = Layer(self, staged.digest)
+        meta = {"id": staged.digest, "size": staged.size, "created": now_iso(),
+                "origin": staged.origin}
+        write_atomic(staged.path / "layer.json", canonical_json(meta))
+        if not layer.path.exists():
+            os.rename(staged.path, layer.path)
+            staged.path.mkdir()  # the staging context removes it
         return layer
+
+    def _publish_layer(self, staged: StagedLayer) -> Layer:
+        with self.lock():
+            return self._publish_layer_locked(staged)
+
+    def stage_nodes(self, path: Path, nodes: Iterable[Node], origin: str, *,
+                    link: bool = False, progress: Progress | None = None) -> StagedLayer:
+        """Write ``nodes`` as a layer in staging directory ``path`` (``path/fs``)."""
+        writer = LayerWriter(path / "fs", link_sources=link)
+        for node in nodes:
+            writer.add(node)
+            if progress:
+                progress(node.size)
+        writer.finish()
+        digest, size = layer_digest(scan(path / "fs"))
+        return StagedLayer(path, digest, size, origin)
+
+    def stage_tar(self, path: Path, f: BinaryIO, origin: str, *,
+                  expect_digest: str | None = None,
+                  progress: Progress | None = None) -> StagedLayer:
+        """Check and extract a layer tar stream into ``path/fs``.
+
+        ``expect_digest`` is the sha256 the uncompressed tar must have (an OCI diff_id).
+        """
+        from unionfs.store.untar import HashReader
+
+        writer = LayerWriter(path / "fs")
+        reader = HashReader(_decompressed(f))
+        try:
+            with open_stream(reader) as tar:  # type: ignore[arg-type]
+                extract(tar, writer, progress)
+            raw_digest = reader.drain()
+        except _ARCHIVE_ERRORS as exc:
+            raise UserError(f"malformed archive: {exc}") from None
+        if expect_digest is not None and raw_digest != expect_digest:
+            raise UserError(f"layer does not match its diff_id {refs.short(expect_digest)}"
+                            f" (content is {refs.short(raw_digest)})")
+        digest, size = layer_digest(scan(path / "fs"))
+        return StagedLayer(path, digest, size, origin)
 
     def add_layer_nodes(self, nodes: Iterable[Node], origin: str, *, link: bool = False,
                         progress: Progress | None = None) -> Layer:
         """A layer holding ``nodes`` (from :func:`scan` or a merge), content-addressed."""
         with self.staging("layer") as staged:
-            writer = LayerWriter(staged / "fs", link_sources=link)
-            for node in nodes:
-                writer.add(node)
-                if progress:
-                    progress(node.size)
-            writer.finish()
-            digest, size = layer_digest(scan(staged / "fs"))
-            return self._publish_layer(staged, digest, size, origin)
+            return self._publish_layer(self.stage_nodes(staged, nodes, origin, link=link,
+                                                        progress=progress))
 
     def add_layer_dir(self, src: Path, origin: str = "", *, link: bool = False,
                       progress: Progress | None = None) -> Layer:
@@ -308,21 +361,10 @@ class Store:
                                     progress=progress)
 
     def add_layer_tar(self, f: BinaryIO, origin: str,
-                      progress: Progress | None = None) -> tuple[Layer, str]:
-        """A layer from a tar stream: (layer, sha256 of the uncompressed tar as read)."""
-        from unionfs.store.untar import HashReader
-
+                      progress: Progress | None = None) -> Layer:
+        """A layer from a tar stream (plain, gzip, bzip2 or xz)."""
         with self.staging("layer") as staged:
-            writer = LayerWriter(staged / "fs")
-            reader = HashReader(_decompressed(f))
-            try:
-                with open_stream(reader) as tar:  # type: ignore[arg-type]
-                    extract(tar, writer, progress)
-                raw_digest = reader.drain()
-            except _ARCHIVE_ERRORS as exc:
-                raise UserError(f"malformed archive: {exc}") from None
-            digest, size = layer_digest(scan(staged / "fs"))
-            return self._publish_layer(staged, digest, size, origin), raw_digest
+            return self._publish_layer(self.stage_tar(staged, f, origin, progress=progress))
 
     # -- uppers --------------------------------------------------------------------------
 
@@ -414,7 +456,7 @@ class Store:
             except OSError as exc:
                 raise UserError(f"cannot read {src}: {exc.strerror}") from None
             with f:
-                layer, _raw = self.add_layer_tar(f, f"import {src}", progress)
+                layer = self.add_layer_tar(f, f"import {src}", progress)
         history = refs.history_entry(now_iso(), f"unionfs import {src.name}", message)
         return self.publish_image(refs.new_config(None, layer.id, history), tag)
 

@@ -1,0 +1,73 @@
+"""The container's root: the image's layers plus its upper, mounted as one tree.
+
+The one place that decides how: unionfs (the default, through :func:`unionfs.api.mount`,
+served by a separate process that stays outside the container's namespaces and cgroup), or
+the kernel's overlayfs (``UNIONFS_ROOTFS=overlay``: a fallback for comparing behaviour).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from unionfs.api import MountHandle, MountOptions, is_mounted, mount
+from unionfs.errors import OperationFailed
+
+BACKEND_ENV = "UNIONFS_ROOTFS"
+
+
+@dataclass
+class RootMount:
+    """A mounted container root; :meth:`release` unmounts it."""
+
+    path: Path
+    handle: MountHandle | None = None
+
+    def release(self) -> None:
+        """Unmount (idempotent)."""
+        if self.handle is not None:
+            self.handle.unmount()
+            self.handle = None
+        elif is_mounted(self.path):
+            subprocess.run(["umount", "-l", os.fspath(self.path)], check=False)
+
+
+def mount_root(lowers: list[str], upper: Path | None, work: Path | None, mountpoint: Path, *,
+               allow_other: bool, log_file: Path | None = None) -> RootMount:
+    """Mount ``lowers`` (top first) + ``upper`` at ``mountpoint`` (read-only without upper)."""
+    mountpoint.mkdir(exist_ok=True)
+    if os.environ.get(BACKEND_ENV) == "overlay":
+        return _mount_overlay(lowers, upper, work, mountpoint)
+    options = MountOptions(workdir=work, allow_other=allow_other, read_only=upper is None,
+                           log_file=log_file)
+    handle = mount(lowers, mountpoint, upper, options=options)
+    return RootMount(mountpoint, handle)
+
+
+def _mount_overlay(lowers: list[str], upper: Path | None, work: Path | None,
+                   mountpoint: Path) -> RootMount:
+    data = "lowerdir=" + ":".join(lowers)
+    if upper is not None and work is not None:
+        data += f",upperdir={upper},workdir={work}"
+    if len(lowers) == 1 and upper is None:
+        cmd = ["mount", "--bind", "-o", "ro", lowers[0], os.fspath(mountpoint)]
+    else:
+        cmd = ["mount", "-t", "overlay", "overlay", "-o", data, os.fspath(mountpoint)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise OperationFailed(f"cannot mount the container root: {res.stderr.strip()}")
+    return RootMount(mountpoint)
+
+
+def cleanup_stale(mountpoint: Path) -> None:
+    """Lazily unmount a root left behind by a supervisor that was killed."""
+    if is_mounted(mountpoint):
+        with contextlib.suppress(OSError):
+            subprocess.run(["fusermount3", "-u", "-z", os.fspath(mountpoint)], check=False,
+                           capture_output=True)
+        if is_mounted(mountpoint):
+            subprocess.run(["umount", "-l", os.fspath(mountpoint)], check=False,
+                           capture_output=True)

@@ -1,0 +1,285 @@
+"""Containers on disk: ``<store.root>/containers/<id>/`` holds ``config.json`` (what to run),
+``state.json`` (pid, status, exit code), ``container.log``, the ``rootfs`` mount point and the
+files bound onto /etc (hostname, hosts, resolv.conf).
+
+The store's CLI calls :func:`container_upper` and :func:`container_info` when the argument of
+``unionfs commit`` or ``unionfs inspect`` is a container, and :func:`image_user` (``rmi``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runtime.spec import Spec
+from unionfs.errors import UserError
+
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
+               "merry", "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
+_NOUNS = ("babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "kepler",
+          "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak")
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Container:
+    """One container's directory and its two JSON files."""
+
+    dir: Path
+    config: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.config["id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def spec(self) -> Spec:
+        return Spec.from_dict(self.config["spec"])
+
+    @property
+    def upper(self) -> Path | None:
+        return Path(self.config["upper"]) if self.config.get("upper") else None
+
+    @property
+    def work(self) -> Path | None:
+        return Path(self.config["work"]) if self.config.get("work") else None
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "container.log"
+
+    def state(self) -> dict[str, Any]:
+        """The saved state, with a dead supervisor's "running" corrected to "exited"."""
+        try:
+            data: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            data = {"status": "created"}
+        if data.get("status") == "running" and not pid_alive(data.get("supervisor"),
+                                                             data.get("supervisor_start")):
+            data["status"] = "exited"
+            data.setdefault("exit_code", 255)
+        return data
+
+    def write_state(self, **changes: Any) -> dict[str, Any]:
+        """Update state.json atomically with ``changes``."""
+        with self.locked():
+            try:
+                data = json.loads((self.dir / "state.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                data = {"status": "created"}
+            data.update(changes)
+            tmp = self.dir / "state.json.tmp"
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.dir / "state.json")
+        return data
+
+    def running(self) -> bool:
+        """True while the container's PID 1 is alive."""
+        st = self.state()
+        return st.get("status") == "running" and pid_alive(st.get("pid"), st.get("pid_start"))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """This container's lock (state updates, start, remove)."""
+        with open(self.dir / "lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+
+def containers_dir(store: Any) -> Path:
+    """Where containers live in a store."""
+    path = Path(store.root) / "containers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def all_containers(store: Any) -> list[Container]:
+    """Every container, oldest first."""
+    found = []
+    for d in containers_dir(store).iterdir():
+        try:
+            found.append(Container(d, json.loads((d / "config.json").read_text())))
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            continue
+    return sorted(found, key=lambda c: str(c.config.get("created", "")))
+
+
+def find(store: Any, ref: str) -> Container | None:
+    """The container called ``ref``, or with this (abbreviated) id."""
+    containers = all_containers(store)
+    for c in containers:
+        if ref in (c.name, c.id):
+            return c
+    matches = [c for c in containers if len(ref) >= 3 and c.id.startswith(ref)]
+    if len(matches) > 1:
+        raise UserError(f"multiple containers match {ref}")
+    return matches[0] if matches else None
+
+
+def get(store: Any, ref: str) -> Container:
+    """Like :func:`find`, but a one-line error when there is no such container."""
+    c = find(store, ref)
+    if c is None:
+        raise UserError(f"No such container: {ref}")
+    return c
+
+
+@contextlib.contextmanager
+def _store_lock(store: Any) -> Iterator[None]:
+    with open(containers_dir(store) / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def create(store: Any, spec: Spec, image: Any) -> Container:
+    """Record a new container (name checked unique under the lock) and make its upper."""
+    cid = secrets.token_hex(32)
+    with _store_lock(store):
+        names = {c.name for c in all_containers(store)}
+        if spec.name and spec.name in names:
+            raise UserError(f'Conflict. The container name "/{spec.name}" is already in use')
+        if not spec.name:
+            spec.name = _random_name(names)
+        upper = work = None
+        if not spec.read_only:
+            upper, work = store.new_upper("container", cid)
+        spec.hostname = spec.hostname or cid[:12]
+        config = {
+            "id": cid, "name": spec.name, "created": now_iso(), "spec": spec.to_dict(),
+            "image": spec.image, "image_id": image.id,
+            "layer_dirs": [str(p) for p in image.layer_dirs],
+            "upper": str(upper) if upper else None, "work": str(work) if work else None,
+        }
+        d = containers_dir(store) / cid
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config, indent=1))
+    container = Container(d, config)
+    container.write_state(status="created")
+    return container
+
+
+def _random_name(taken: set[str]) -> str:
+    while True:
+        name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+        if name not in taken:
+            return name
+        name = f"{name}{secrets.randbelow(100)}"
+        if name not in taken:
+            return name
+
+
+def delete(container: Container) -> None:
+    """Remove the container's directory and its upper (the container must have ended)."""
+    upper_root = container.upper.parent if container.upper else None
+    shutil.rmtree(container.dir, ignore_errors=True)
+    if upper_root is not None:
+        shutil.rmtree(upper_root, ignore_errors=True)
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks (``/proc/<pid>/stat`` field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2:].split()[19])
+
+
+def pid_alive(pid: int | None, start: int | None) -> bool:
+    """True when ``pid`` runs and is the same process as when ``start`` was recorded."""
+    if not pid:
+        return False
+    now = pid_start_time(pid)
+    if now is None:
+        return False
+    if _is_zombie(pid):
+        return False
+    return start is None or now == start
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2] in "ZX"
+
+
+def wait_gone(pid: int | None, start: int | None, timeout: float) -> bool:
+    """Wait until the process has ended; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# -- for the store's CLI ----------------------------------------------------------------
+
+
+def container_upper(store: Any, name: str) -> Path | None:
+    """The upper directory of container ``name`` (None: no such container, or read-only)."""
+    c = find(store, name)
+    return c.upper if c else None
+
+
+def container_info(store: Any, name: str) -> dict[str, Any] | None:
+    """``inspect`` data for container ``name``, or None when there is no such container."""
+    c = find(store, name)
+    if c is None:
+        return None
+    st = c.state()
+    running = st.get("status") == "running"
+    return {
+        "Id": c.id, "Name": c.name, "Created": c.config["created"],
+        "Image": c.config["image"], "ImageId": c.config["image_id"],
+        "Config": c.config["spec"],
+        "State": {
+            "Status": st.get("status"), "Running": running,
+            "Pid": st.get("pid") if running else 0, "ExitCode": st.get("exit_code", 0),
+            "OOMKilled": bool(st.get("oom_killed")), "StartedAt": st.get("started_at"),
+            "FinishedAt": st.get("finished_at"),
+        },
+        "Cgroup": st.get("cgroup") if running else None,
+        "Upper": c.config.get("upper"), "LowerDirs": c.config["layer_dirs"],
+        "RootFs": str(c.rootfs), "LogPath": str(c.log_path),
+    }
+
+
+def container_lowers(store: Any, name: str) -> list[str] | None:
+    """The image layer directories (top first) container ``name`` runs on."""
+    c = find(store, name)
+    return list(c.config["layer_dirs"]) if c else None
+
+
+def image_user(store: Any, image: Any) -> str | None:
+    """For ``rmi``: a container using ``image``, as ``container <name>``, or None."""
+    for c in all_containers(store):
+        if c.config.get("image_id") == image.id:
+            return f"container {c.name} ({c.id[:12]})"
+    return None

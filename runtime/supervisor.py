@@ -1,0 +1,289 @@
+"""The supervisor: one run of a container from mount to cleanup.
+
+Order: write the /etc files, make the cgroup, mount the root (the unionfs server is our
+child, started before the container, so it is in neither the container's pid namespace nor
+its cgroup), fork the container (see :mod:`runtime.child`), record it as running, wait while
+relaying signals and terminal, then remove the cgroup, release the mount and record the exit.
+The supervisor is a child subreaper, so PID 1 becomes its child once the intermediate exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime.rootfs import RootMount, cleanup_stale, mount_root
+from runtime.spec import Spec
+from unionfs.errors import UserError
+
+
+class StartFailed(UserError):
+    """The container could not start; the exit code is the one docker would give."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+@dataclass
+class Started:
+    """A container process we spawned."""
+
+    pid: int
+    master: int | None  # the pty's master side with -t
+
+
+def write_etc_files(container: state.Container, spec: Spec) -> None:
+    """The files bound onto /etc/hostname, /etc/hosts and /etc/resolv.conf."""
+    d = container.dir
+    (d / "hostname").write_text(f"{spec.hostname}\n")
+    (d / "hosts").write_text(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"127.0.1.1\t{spec.hostname}\n"
+    )
+    resolv = ""
+    if spec.network == "host":
+        with contextlib.suppress(OSError):
+            resolv = Path("/etc/resolv.conf").read_text()
+    (d / "resolv.conf").write_text(resolv)
+
+
+def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None:
+    """The container's cgroup with its limits; None when there can be none and none asked."""
+    try:
+        cg = cgroups.create(container.id)
+    except cgroups.CgroupUnavailable as exc:
+        if spec.limits.any():
+            raise UserError(f"cannot apply resource limits: {exc}") from None
+        return None
+    try:
+        cg.apply(spec.limits)
+    except OSError as exc:
+        cg.remove()
+        raise UserError(f"cannot apply resource limits: {exc.strerror}: {exc.filename}") from None
+    return cg
+
+
+def supervise(container: state.Container, *, attached: bool, notify: int | None = None) -> int:
+    """Run the container once; its exit code. ``notify`` gets ``"0 ok"`` once it started."""
+    spec = container.spec
+    userns = namespaces.wants_userns(spec.userns)
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    write_etc_files(container, spec)
+    cleanup_stale(container.rootfs)
+    cg = make_cgroup(container, spec)
+    root: RootMount | None = None
+    started: Started | None = None
+    try:
+        root = mount_root(container.config["layer_dirs"], container.upper, container.work,
+                          container.rootfs, allow_other=os.geteuid() == 0,
+                          log_file=container.dir / "unionfs.log")
+        started = spawn(container, spec, cg, userns=userns, attached=attached)
+        me = os.getpid()
+        container.write_state(
+            status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
+            supervisor=me, supervisor_start=state.pid_start_time(me),
+            cgroup=cg.to_dict() if cg else None, started_at=state.now_iso(),
+            exit_code=None, oom_killed=False, finished_at=None,
+        )
+        if notify is not None:
+            os.write(notify, b"0 ok")
+        status = wait_container(started, spec, container, attached=attached)
+        code = init.exit_code(status)
+        oom = cg.oom_killed() if cg else False
+        if oom and code != 0:
+            code = 137
+        container.write_state(status="exited", exit_code=code, oom_killed=oom,
+                              finished_at=state.now_iso())
+        return code
+    finally:
+        _cleanup(started, cg, root)
+        if spec.remove:
+            state.delete(container)
+
+
+def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, root: RootMount | None) -> None:
+    if started is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(started.pid, 0)
+        if started.master is not None:
+            os.close(started.master)
+    if cg is not None:
+        cg.remove()
+    if root is not None:
+        root.release()
+
+
+def _stdio(log_path: Path, spec: Spec, attached: bool,
+           ) -> tuple[child.Stdio, list[int], int | None]:
+    """The container's streams, the fds to close after the fork, and the pty master."""
+    if spec.tty:
+        master, slave = pty.openpty()
+        return child.Stdio(slave, slave, slave, tty=slave), [slave], master
+    if attached:
+        stdin = 0 if spec.interactive else os.open(os.devnull, os.O_RDONLY)
+        return child.Stdio(stdin, 1, 2), [stdin] if stdin != 0 else [], None
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    null = os.open(os.devnull, os.O_RDONLY)
+    return child.Stdio(null, log, log), [null, log], None
+
+
+def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
+          userns: bool, attached: bool) -> Started:
+    """Fork the container and wait for its exec; :class:`StartFailed` when it cannot start."""
+    stdio, to_close, master = _stdio(container.log_path, spec, attached)
+    down_r, down_w = os.pipe2(os.O_CLOEXEC)
+    up_r, up_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    cfg = child.ChildConfig(spec, str(container.rootfs), str(container.dir), userns, stdio,
+                            down_r, up_w, err_w)
+    pid = os.fork()
+    if pid == 0:
+        os.close(down_w)
+        os.close(up_r)
+        os.close(err_r)
+        if master is not None:
+            os.close(master)
+        child.intermediate(cfg)
+    for fd in (down_r, up_w, err_w, *to_close):
+        os.close(fd)
+    try:
+        pid1 = _handshake(pid, cg, userns, down_w, up_r)
+    finally:
+        os.close(down_w)
+        os.close(up_r)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    message = _read_all(err_r)
+    os.close(err_r)
+    if message or pid1 is None:
+        code, _, text = message.partition(" ")
+        if pid1 is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid1, 0)
+        if master is not None:
+            os.close(master)
+        raise StartFailed(text or "container process failed to start",
+                          int(code) if code.isdigit() else 1)
+    return Started(pid1, master)
+
+
+def _handshake(pid: int, cg: cgroups.Cgroup | None, userns: bool, down: int,
+               up: int) -> int | None:
+    """Place the intermediate in the cgroup, write its id maps; PID 1's pid (None: failed)."""
+    try:
+        if cg is not None:
+            cg.add(pid)
+        os.write(down, b"G")
+        if userns:
+            if os.read(up, 1) != b"U":
+                return None
+            uid_map, gid_map = namespaces.id_maps(os.geteuid(), os.getegid())
+            namespaces.write_id_maps(pid, uid_map, gid_map)
+            os.write(down, b"M")
+        line = _read_line(up)
+    except OSError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    return int(line[1:]) if line.startswith("P") else None
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def wait_container(started: Started, spec: Spec, container: state.Container, *,
+                   attached: bool) -> int:
+    """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status."""
+    with relay.forwarding(started.pid):
+        if started.master is None:
+            return relay.wait(started.pid)
+        if attached:
+            stdin = 0 if spec.interactive else None
+            return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=1)
+        log = os.open(container.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            return relay.pty_session(started.pid, started.master, stdin=None, stdout=log)
+        finally:
+            os.close(log)
+
+
+# -- foreground and detached ------------------------------------------------------------
+
+
+def run_attached(container: state.Container) -> int:
+    """``run`` without ``-d``: supervise here; the container's exit code."""
+    return supervise(container, attached=True)
+
+
+def run_detached(container: state.Container) -> None:
+    """Start a daemon that supervises the container; return once it runs (or failed)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _daemon(container, w)
+    os.close(w)
+    os.waitpid(pid, 0)
+    message = _read_all(r)
+    os.close(r)
+    code, _, text = message.partition(" ")
+    if code != "0":
+        raise StartFailed(text or "the container supervisor died while starting",
+                          int(code) if code.isdigit() else 1)
+
+
+def _daemon(container: state.Container, notify: int) -> Any:
+    """The detached supervisor: a new session, stdio to files, then :func:`supervise`."""
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        log = os.open(container.dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o640)
+        for target, fd in ((0, null), (1, log), (2, log)):
+            os.dup2(fd, target)
+        os.close(null)
+        os.close(log)
+        os.chdir("/")
+        code = supervise(container, attached=False, notify=notify)
+    except UserError as exc:
+        with contextlib.suppress(OSError):
+            os.write(notify, f"{exc.exit_code} {exc}".encode())
+        code = exc.exit_code
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(notify, f"1 supervisor failed: {exc!r}".encode())
+    os._exit(code)
+
+
+def discard(container: state.Container) -> None:
+    """Forget a container that never ran (bad input found while starting it)."""
+    state.delete(container)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(container.dir)

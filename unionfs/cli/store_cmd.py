@@ -1,0 +1,389 @@
+"""``unionfs import|commit|images|history|inspect|diff|rmi|tag|squash|save|load``.
+
+Argument parsing and printing only; the work is in :mod:`unionfs.store`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from unionfs.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from unionfs.store import Store
+
+    return Store.open(args.store)
+
+
+def _add_common(p: argparse.ArgumentParser, *, fmt: bool = False) -> None:
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="layer store (default: $UNIONFS_STORE or ~/.local/share/unionfs)")
+    if fmt:
+        p.add_argument("--format", choices=("table", "json"), default="table",
+                       help="output format (default: table)")
+
+
+def _progress(label: str, total: int | None = None) -> Any:
+    from unionfs.store.progress import progress
+
+    return progress(label, total)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Left-aligned columns separated by three spaces, like ``docker images``."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for line in [list(headers), *rows]:
+        print("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def human_size(n: int) -> str:
+    """Bytes as ``1.5MB`` (decimal units, as docker prints them)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{n}B"
+
+
+def _short(digest: str) -> str:
+    from unionfs.store.refs import short
+
+    return short(digest)
+
+
+def _container(store: Any, name: str, what: str) -> Any:
+    """``runtime.state.container_upper`` / ``container_info`` if the runtime provides it."""
+    try:
+        from runtime import state  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    func = getattr(state, what, None)
+    return func(store, name) if func else None
+
+
+# -- import, commit ---------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    store = _store(args)
+    src = Path(args.source)
+    if not src.exists():
+        raise UserError(f"no such file or directory: {src}")
+    total = src.stat().st_size if src.is_file() else None
+    with _progress(f"importing {src.name}", total) as advance:
+        image = store.import_rootfs(src, args.tag, args.message, progress=advance)
+    print(image.id)
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    store = _store(args)
+    created_by = args.created_by or "unionfs commit " + shlex.join(sys.argv[2:])
+    opts = {"message": args.message, "created_by": created_by, "author": args.author}
+    if args.upper:
+        if len(args.targets) != 1:
+            raise UserError("with --upper give only the new image name")
+        image = _commit_upper(store, Path(args.upper), args.targets[0], args.parent, opts)
+    else:
+        if len(args.targets) != 2:
+            raise UserError("usage: unionfs commit MOUNTPOINT|CONTAINER NEW-IMAGE [-m MSG]")
+        image = _commit_target(store, args.targets[0], args.targets[1], args.parent, opts)
+    print(image.id)
+    return 0
+
+
+def _commit_upper(store: Any, upper: Path, tag: str, parent: str | None,
+                  opts: dict[str, Any]) -> Any:
+    from unionfs.store.mounts import lower_layer_ids, upper_lowers
+
+    if not upper.is_dir():
+        raise UserError(f"not a directory: {upper}")
+    with _progress("committing") as advance:
+        if parent is None and (lowers := upper_lowers(upper)) is not None:
+            ids = lower_layer_ids(store, lowers, advance)
+            return store.commit_on_layers(upper, ids, tag, progress=advance, **opts)
+        return store.commit(upper, parent, tag, progress=advance, **opts)
+
+
+def _commit_target(store: Any, target: str, tag: str, parent: str | None,
+                   opts: dict[str, Any]) -> Any:
+    from unionfs.store.mounts import commit_mounted, is_mounted
+
+    if os.path.isdir(target) and is_mounted(target):
+        with _progress("committing") as advance:
+            return commit_mounted(store, Path(target), tag, progress=advance, **opts)
+    upper = _container(store, target, "container_upper")
+    if upper is None:
+        raise UserError(f"{target} is neither a mount point nor a container")
+    info = _container(store, target, "container_info") or {}
+    return _commit_upper(store, Path(upper), tag, parent or info.get("image"), opts)
+
+
+# -- images, history, inspect -----------------------------------------------------------------
+
+
+def _image_row(image: Any) -> dict[str, Any]:
+    from unionfs.store.refs import split_ref
+
+    name, tag = split_ref(image.tags[0]) if image.tags else ("<none>", "<none>")
+    return {"repository": name, "tag": tag, "id": image.id, "tags": image.tags,
+            "created": image.config.get("created", ""), "size": image.size,
+            "layers": image.layer_ids}
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    store = _store(args)
+    images = store.images()
+    if args.format == "json":
+        _print_json([_image_row(im) for im in images])
+    elif args.tree:
+        from unionfs.store.report import image_tree
+
+        for line in image_tree(images):
+            print(line)
+    else:
+        rows = []
+        for im in images:
+            r = _image_row(im)
+            for tag in im.tags or ["<none>:<none>"]:
+                name, _, t = tag.rpartition(":")
+                rows.append([name, t, _short(r["id"]), r["created"], human_size(r["size"]),
+                             str(len(r["layers"]))])
+        _print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "LAYERS"], rows)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from unionfs.store.report import history_rows
+
+    image = _store(args).image(args.image)
+    rows = history_rows(image)
+    if args.format == "json":
+        _print_json(rows)
+        return 0
+    def cut(s: str) -> str:
+        return s if args.no_trunc or len(s) <= 45 else s[:44] + "…"
+    _print_table(["LAYER", "CREATED", "SIZE", "COMMENT", "CREATED BY"], [
+        [r["layer"] if args.no_trunc else _short(r["layer"]), r["created"],
+         human_size(r["size"]), cut(r["comment"]), cut(r["created_by"])] for r in rows])
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from unionfs.store.report import inspect_image, inspect_layer
+
+    store = _store(args)
+    out = []
+    for ref in args.refs:
+        image = store.find_image(ref)
+        if image is not None:
+            out.append(inspect_image(image))
+            continue
+        info = _container(store, ref, "container_info")
+        out.append(info if info is not None else inspect_layer(store.layer(ref)))
+    _print_json(out)
+    return 0
+
+
+# -- diff, squash -----------------------------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from unionfs.store.diff import changes
+
+    store = _store(args)
+    upper, lowers = _diff_sides(store, args)
+    items = [(letter, os.fsdecode(path)) for letter, path in changes(upper, lowers)]
+    if args.format == "json":
+        _print_json([{"kind": k, "path": p} for k, p in items])
+    else:
+        for letter, path in items:
+            print(f"{letter} {path}")
+    return 0
+
+
+def _diff_sides(store: Any, args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """(upper, lowers top first) for ``diff``'s argument."""
+    from unionfs.store.mounts import is_mounted, mount_info, upper_lowers
+
+    if args.upper:
+        upper = Path(args.upper)
+        if args.target:
+            return upper, store.image(args.target).layer_dirs
+        return upper, [Path(p) for p in upper_lowers(upper) or []]
+    if not args.target:
+        raise UserError("diff needs a MOUNTPOINT, IMAGE or --upper DIR")
+    if os.path.isdir(args.target) and is_mounted(args.target):
+        info = mount_info(store, args.target)
+        if info is None or not info.get("upper"):
+            raise UserError(f"{args.target} is not a unionfs mount with an upper")
+        return Path(info["upper"]), [Path(p) for p in info.get("lowers", [])]
+    image = store.find_image(args.target)
+    if image is None:
+        upper = _container(store, args.target, "container_upper")
+        if upper is None:
+            raise UserError(f"unknown image, mount or container: {args.target}")
+        return Path(upper), [Path(p) for p in upper_lowers(Path(upper)) or []]
+    dirs = image.layer_dirs
+    return dirs[0], dirs[1:]
+
+
+def cmd_squash(args: argparse.Namespace) -> int:
+    from unionfs.store.squash import squash_image
+
+    store = _store(args)
+    with _progress("squashing") as advance:
+        image = squash_image(store, args.image, args.into, args.message, progress=advance)
+    print(image.id)
+    return 0
+
+
+# -- rmi, tag ---------------------------------------------------------------------------------
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    from unionfs.store.mounts import image_user
+
+    store = _store(args)
+    status = 0
+    for ref in args.images:
+        try:
+            for line in store.remove(ref, in_use=lambda im: image_user(store, im)):
+                print(line)
+        except UserError as exc:
+            print(f"unionfs: error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+    return status
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    image = _store(args).tag(args.source, args.target)
+    print(image.id)
+    return 0
+
+
+# -- save, load -------------------------------------------------------------------------------
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    from unionfs.store import oci
+
+    store = _store(args)
+    image = store.image(args.image)
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise UserError(f"no such directory: {out.parent}")
+    with _progress(f"saving {args.image}", image.size) as advance:
+        manifest = oci.save(store, args.image, out, progress=advance)
+    if args.format == "json":
+        _print_json({"image": image.id, "output": str(out), "manifest": manifest})
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from unionfs.store import oci
+
+    store = _store(args)
+    src = Path(args.input)
+    total = src.stat().st_size if src.is_file() else None
+    with _progress(f"loading {src.name}", total) as advance:
+        images = oci.load(store, src, args.tag, progress=advance)
+    if args.format == "json":
+        _print_json([{"id": im.id, "tags": im.tags} for im in images])
+    else:
+        for im in images:
+            print(f"Loaded image: {', '.join(im.tags) or im.id}")
+    return 0
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    """Add the store commands to the ``unionfs`` parser."""
+    _register_build(sub)
+    _register_query(sub)
+    _register_manage(sub)
+    _register_transfer(sub)
+
+
+def _parser(sub: Any, name: str, func: Handler, help_: str, *, fmt: bool = False) -> Any:
+    p = sub.add_parser(name, help=help_, description=help_)
+    _add_common(p, fmt=fmt)
+    p.set_defaults(func=func)
+    return p
+
+
+def _register_build(sub: Any) -> None:
+    p = _parser(sub, "import", cmd_import, "Make a base image from a root filesystem "
+                "tarball (any compression) or directory.")
+    p.add_argument("source", metavar="ROOTFS.tar|DIR")
+    p.add_argument("--tag", "-t", required=True, help="name[:tag] of the new image")
+    p.add_argument("--message", "-m", default="", help="comment recorded in the history")
+    p = _parser(sub, "commit", cmd_commit, "Turn the upper of a live mount (or container, "
+                "or --upper DIR) into a new read-only layer and image.")
+    p.add_argument("targets", nargs="+", metavar="MOUNTPOINT|CONTAINER NEW-IMAGE")
+    p.add_argument("--upper", metavar="DIR", help="commit this unmounted upper directory")
+    p.add_argument("--parent", metavar="IMAGE", help="image the upper sits on (with --upper)")
+    p.add_argument("--message", "-m", default="", help="commit message")
+    p.add_argument("--author", "-a", default=None)
+    p.add_argument("--created-by", default="", help="command recorded as creating the layer")
+    p = _parser(sub, "squash", cmd_squash, "Merge an image's layers into one layer "
+                "(whiteouts applied, opaque directories resolved).")
+    p.add_argument("image")
+    p.add_argument("--into", metavar="NEW", help="name of the squashed image (default: "
+                   "replace IMAGE's tag)")
+    p.add_argument("--message", "-m", default="")
+
+
+def _register_query(sub: Any) -> None:
+    p = _parser(sub, "images", cmd_images, "List images.", fmt=True)
+    p.add_argument("--tree", action="store_true", help="show which images share layers")
+    p = _parser(sub, "history", cmd_history, "Show the layers of an image.", fmt=True)
+    p.add_argument("image")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and texts")
+    p = _parser(sub, "inspect", cmd_inspect, "Show an image, layer or container as JSON.")
+    p.add_argument("refs", nargs="+", metavar="IMAGE|LAYER")
+    p = _parser(sub, "diff", cmd_diff, "List changes (A added, C changed, D deleted) of a "
+                "mount's upper, a container, an image's top layer, or --upper DIR.", fmt=True)
+    p.add_argument("target", nargs="?", metavar="MOUNTPOINT|IMAGE|CONTAINER")
+    p.add_argument("--upper", metavar="DIR", help="diff this upper (against IMAGE if given)")
+
+
+def _register_manage(sub: Any) -> None:
+    p = _parser(sub, "rmi", cmd_rmi, "Remove images (refused while another image is built on "
+                "one or a mount uses it).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = _parser(sub, "tag", cmd_tag, "Give an image another name.")
+    p.add_argument("source", metavar="IMAGE")
+    p.add_argument("target", metavar="NEW[:TAG]")
+
+
+def _register_transfer(sub: Any) -> None:
+    p = _parser(sub, "save", cmd_save, "Write an image as an OCI image layout archive.",
+                fmt=True)
+    p.add_argument("image")
+    p.add_argument("--output", "-o", required=True, metavar="FILE.tar")
+    p = _parser(sub, "load", cmd_load, "Load images from an OCI image layout archive "
+                "(or directory).", fmt=True)
+    p.add_argument("--input", "-i", required=True, metavar="FILE.tar|DIR")
+    p.add_argument("--tag", "-t", default=None, help="name the loaded image")

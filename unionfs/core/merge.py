@@ -1,0 +1,91 @@
+"""Precedence and merged listings: which layer answers for each name of a directory.
+
+Layers are numbered by position in the stack, 0 = top (the upper when there is one). A
+directory's *contributing layers* are the layers, top down, in which it exists as a directory,
+cut after the first layer where it is opaque. The rules, applied top down over those layers:
+
+* the first layer that has a name decides it;
+* a whiteout ends the search: the name does not exist;
+* a non-directory ends the search: it hides everything below;
+* a directory merges with the directories of the same name below it, until a whiteout, a
+  non-directory, or (decided when the child itself is entered) an opaque layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from unionfs.core.whiteout import Kind
+
+
+@dataclass(slots=True)
+class LayerListing:
+    """One layer's view of one directory, markers already translated."""
+
+    entries: dict[bytes, Kind]
+    opaque: bool = False
+
+
+@dataclass(slots=True)
+class Entry:
+    """A name in a merged directory: where it lives and which layers it merges."""
+
+    layer: int
+    kind: Kind
+    dir_layers: tuple[int, ...] = ()
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIR
+
+
+def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
+    """The merged directory from its contributing layers' listings, given top down.
+
+    Names keep the order in which they are first met (top layer first), so a listing is
+    stable for as long as the directory does not change.
+    """
+    merged: dict[bytes, Entry] = {}
+    closed: set[bytes] = set()
+    for layer, listing in listings:
+        for name, kind in listing.entries.items():
+            if name in closed:
+                continue
+            entry = merged.get(name)
+            if entry is None:
+                if kind is Kind.DIR:
+                    merged[name] = Entry(layer, kind, (layer,))
+                    continue
+                closed.add(name)
+                if kind is Kind.OTHER:
+                    merged[name] = Entry(layer, kind)
+            elif kind is Kind.DIR:
+                entry.dir_layers += (layer,)
+            else:
+                closed.add(name)
+    return merged
+
+
+def contributing_layers(
+    dir_layers: Sequence[int], is_opaque: Callable[[int], bool]
+) -> tuple[int, ...]:
+    """Cut a directory's layers after the first one in which it is opaque."""
+    for i, layer in enumerate(dir_layers):
+        if is_opaque(layer):
+            return tuple(dir_layers[: i + 1])
+    return tuple(dir_layers)
+
+
+def hidden_below(entries_below: Iterable[LayerListing], name: bytes) -> bool:
+    """True when some lower listing has ``name`` (as anything but a whiteout).
+
+    Tells whether removing ``name`` from the upper needs a whiteout to keep it deleted.
+    """
+    for listing in entries_below:
+        kind = listing.entries.get(name)
+        if kind is Kind.WHITEOUT:
+            return False
+        if kind is not None:
+            return True
+    return False

@@ -1,0 +1,459 @@
+"""Changes to the union: create, remove, rename, link, attributes, xattrs.
+
+Every change lands in the upper in the kernel overlayfs format, and every change that replaces
+something is prepared in the work dir and renamed into place, so a crash leaves the old state
+or the new one. The merged views of the directories involved are updated in place, never
+recomputed, so a directory being filled does not cost a rescan per file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from unionfs.core.merge import Entry
+from unionfs.core.whiteout import Kind, is_private_xattr
+from unionfs.engine.nodes import Node
+from unionfs.engine.union import NAME_MAX, Union, fail
+from unionfs.layers.layer import join
+from unionfs.layers.syscalls import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
+    renameat2,
+)
+
+WHITEOUT_MODE = stat.S_IFCHR
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who asks: new entries belong to them."""
+
+    uid: int
+    gid: int
+
+
+Make = Callable[[int, bytes], None]
+
+
+class Changes:
+    """The write side of a :class:`Union`."""
+
+    def __init__(self, union: Union) -> None:
+        self.u = union
+
+    # ---- creating ------------------------------------------------------------------------
+
+    def create(self, parent: Node, name: bytes, mode: int, flags: int,
+               caller: Caller) -> tuple[int, Node, os.stat_result]:
+        """Create and open a regular file; returns (fd, node, stat)."""
+        fds: list[int] = []
+
+        def make(dir_fd: int, entry_name: bytes) -> None:
+            open_flags = (flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC) & ~(
+                os.O_TRUNC
+            )
+            fds.append(os.open(entry_name, open_flags, stat.S_IMODE(mode), dir_fd=dir_fd))
+
+        try:
+            node, st = self._make_entry(parent, name, mode, caller, make)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds[0], node, st
+
+    def mkdir(self, parent: Node, name: bytes, mode: int,
+              caller: Caller) -> tuple[Node, os.stat_result]:
+        def make(dir_fd: int, entry_name: bytes) -> None:
+            os.mkdir(entry_name, stat.S_IMODE(mode), dir_fd=dir_fd)
+
+        return self._make_entry(parent, name, stat.S_IFDIR | mode, caller, make)
+
+    def mknod(self, parent: Node, name: bytes, mode: int, rdev: int,
+              caller: Caller) -> tuple[Node, os.stat_result]:
+        def make(dir_fd: int, entry_name: bytes) -> None:
+            os.mknod(entry_name, mode, rdev, dir_fd=dir_fd)
+
+        return self._make_entry(parent, name, mode, caller, make)
+
+    def symlink(self, parent: Node, name: bytes, target: bytes,
+                caller: Caller) -> tuple[Node, os.stat_result]:
+        def make(dir_fd: int, entry_name: bytes) -> None:
+            os.symlink(target, entry_name, dir_fd=dir_fd)
+
+        return self._make_entry(parent, name, stat.S_IFLNK | 0o777, caller, make)
+
+    def link(self, node: Node, parent: Node, name: bytes) -> tuple[Node, os.stat_result]:
+        """A hard link to ``node`` at ``parent/name`` (copying ``node`` up first)."""
+        u = self.u
+        if node.is_dir:
+            raise fail(errno.EPERM)
+        self._check_new_name(parent, name)
+        u.copy_up(node)
+        src_parent = node.parent
+        assert src_parent is not None
+        upper = u.layers[0]
+        src_fd = upper.dir_fd(src_parent.path())
+        src_name = node.name
+
+        def make(dir_fd: int, entry_name: bytes) -> None:
+            os.link(src_name, entry_name, src_dir_fd=src_fd, dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
+
+        self._place(parent, name, make, Kind.OTHER, owner=None)
+        st = upper.lstat(parent.path(), name)
+        u.table.adopt(node, parent, name)
+        return node, st
+
+    def _check_new_name(self, parent: Node, name: bytes) -> None:
+        if len(name) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG, name)
+        if name in self.u.merged(parent):
+            raise fail(errno.EEXIST, name)
+
+    def _make_entry(self, parent: Node, name: bytes, mode: int, caller: Caller,
+                    make: Make) -> tuple[Node, os.stat_result]:
+        self._check_new_name(parent, name)
+        self.u.copy_up(parent)
+        owner = self._owner(parent, caller)
+        kind = Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
+        self._place(parent, name, make, kind, owner, mode)
+        found = self.u.lookup(parent, name)
+        assert found is not None
+        return found
+
+    def _owner(self, parent: Node, caller: Caller) -> tuple[int, int, bool]:
+        """uid, gid and set-gid inheritance for a new entry in ``parent``."""
+        pst = self.u.layers[0].stat_path(parent.path())
+        if pst.st_mode & stat.S_ISGID:
+            return caller.uid, pst.st_gid, True
+        return caller.uid, caller.gid, False
+
+    def _place(self, parent: Node, name: bytes, make: Make, kind: Kind,
+               owner: tuple[int, int, bool] | None, mode: int = 0) -> None:
+        """Create an entry in the upper: in place, or over a whiteout via the work dir."""
+        u = self.u
+        copier = u.require_upper()
+        upper = u.layers[0]
+        pfd = upper.dir_fd(parent.path())
+        if name not in parent.whiteouts:
+            make(pfd, name)
+            self._finish(pfd, name, owner, mode, kind)
+        else:
+            work = copier.work
+            tmp = work.new_name()
+            try:
+                make(work.fd, tmp)
+                self._finish(work.fd, tmp, owner, mode, kind)
+                if kind is Kind.DIR:
+                    self._set_opaque(os.fsencode(work.tmp_path) + b"/" + tmp)
+                    renameat2(work.fd, tmp, pfd, name, RENAME_EXCHANGE)
+                    work.remove(tmp)  # now the whiteout
+                else:
+                    renameat2(work.fd, tmp, pfd, name)
+            except BaseException:
+                work.remove(tmp)
+                raise
+            parent.whiteouts.discard(name)
+        dir_layers = (0,) if kind is Kind.DIR else ()
+        u.merged(parent)[name] = Entry(0, kind, dir_layers)
+
+    def _finish(self, dir_fd: int, name: bytes, owner: tuple[int, int, bool] | None,
+                mode: int, kind: Kind) -> None:
+        if owner is None:
+            return
+        uid, gid, inherit_sgid = owner
+        copier = self.u.require_upper()
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            copier.chown(dir_fd, name, uid, gid)
+        special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
+        if kind is Kind.DIR and inherit_sgid:
+            special |= stat.S_ISGID
+        if special and not stat.S_ISLNK(mode):
+            os.chmod(name, stat.S_IMODE(mode) | special, dir_fd=dir_fd)
+
+    def _set_opaque(self, path: bytes) -> None:
+        ns = self.u.ns
+        assert ns is not None
+        os.setxattr(path, ns.opaque, b"y", follow_symlinks=False)
+
+    # ---- removing ------------------------------------------------------------------------
+
+    def unlink(self, parent: Node, name: bytes) -> None:
+        entry = self._existing(parent, name)
+        if entry.is_dir:
+            raise fail(errno.EISDIR, name)
+        self._remove(parent, name, entry)
+
+    def rmdir(self, parent: Node, name: bytes) -> None:
+        entry = self._existing(parent, name)
+        if not entry.is_dir:
+            raise fail(errno.ENOTDIR, name)
+        child = self.u.view_of(parent, name)
+        if self.u.merged(child):
+            raise fail(errno.ENOTEMPTY, name)
+        self._remove(parent, name, entry)
+        self.u.layers[0].forget_dirs(join(parent.path(), name))
+        child.merged = None
+        child.layers = None
+
+    def _existing(self, parent: Node, name: bytes) -> Entry:
+        self.u.require_upper()
+        entry = self.u.merged(parent).get(name)
+        if entry is None:
+            raise fail(errno.ENOENT, name)
+        return entry
+
+    def _remove(self, parent: Node, name: bytes, entry: Entry) -> None:
+        """Take ``name`` out of the union: delete it from the upper, whiteout what is below."""
+        u = self.u
+        copier = u.require_upper()
+        u.copy_up(parent)
+        pfd = u.layers[0].dir_fd(parent.path())
+        needs_whiteout = name in parent.covered
+        if entry.layer != 0:
+            os.mknod(name, WHITEOUT_MODE, 0, dir_fd=pfd)
+        elif needs_whiteout or entry.is_dir:
+            # Swap in a whiteout (or move the directory out) in one rename.
+            work = copier.work
+            tmp = work.new_name()
+            if needs_whiteout:
+                os.mknod(tmp, WHITEOUT_MODE, 0, dir_fd=work.fd)
+                flags = RENAME_EXCHANGE if entry.is_dir else 0
+                renameat2(work.fd, tmp, pfd, name, flags)
+                if entry.is_dir:
+                    work.remove(tmp)
+            else:
+                renameat2(pfd, name, work.fd, tmp)
+                work.remove(tmp)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        if needs_whiteout:
+            parent.whiteouts.add(name)
+        del u.merged(parent)[name]
+        child = parent.children.get(name)
+        if child is not None:
+            child.detach()
+
+    # ---- rename --------------------------------------------------------------------------
+
+    def rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
+               flags: int) -> None:
+        u = self.u
+        u.require_upper()
+        if len(new) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG, new)
+        src = self._existing(old_parent, old)
+        dst = u.merged(new_parent).get(new)
+        exchange = bool(flags & RENAME_EXCHANGE)
+        _check_rename(src, dst, flags)
+        if old_parent is new_parent and old == new:
+            return
+        if dst is not None and not exchange and dst.is_dir and u.merged(u.view_of(new_parent, new)):
+            raise fail(errno.ENOTEMPTY, new)
+        src_node = u.view_of(old_parent, old)
+        self._prepare_move(src_node, src)
+        dst_node = u.view_of(new_parent, new) if dst is not None else None
+        if exchange and dst_node is not None and dst is not None:
+            self._prepare_move(dst_node, dst)
+        u.copy_up(new_parent)
+        if dst is not None and not exchange:
+            self._clear_target(new_parent, new, dst)
+        self._mark_moved_dir(src_node, src, new_parent, new)
+        if exchange and dst_node is not None and dst is not None:
+            self._mark_moved_dir(dst_node, dst, old_parent, old)
+        self._do_rename(old_parent, old, new_parent, new, exchange)
+        self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
+
+    def _prepare_move(self, node: Node, entry: Entry) -> None:
+        """Everything that moves must live wholly in the upper."""
+        if entry.is_dir:
+            self.materialize(node)
+        else:
+            self.u.copy_up(node)
+
+    def materialize(self, node: Node) -> None:
+        """Copy a directory and everything below it into the upper, and make it opaque.
+
+        This is how unionfs renames directories that lower layers contribute to (where
+        overlayfs returns EXDEV or stores a redirect): afterwards the directory is
+        self-contained, so it can move anywhere and the kernel's overlayfs reads it too.
+        """
+        u = self.u
+        u.copy_up(node)
+        merged = u.merged(node)
+        if node.layers == (0,):
+            return
+        for name, entry in list(merged.items()):
+            child = u.view_of(node, name)
+            if entry.is_dir:
+                self.materialize(child)
+            elif entry.layer != 0:
+                u.copy_up(child)
+        self._set_opaque(u.layers[0].xattr_path(node.path()))
+        self._drop_whiteouts(node)
+        node.layers = (0,)
+        node.covered = set()
+        entry_ = u.entry(node)
+        entry_.dir_layers = (0,)
+
+    def _drop_whiteouts(self, node: Node) -> None:
+        """Whiteouts in an opaque directory hide nothing: remove them (the kernel lists them)."""
+        dir_fd = self.u.layers[0].dir_fd(node.path())
+        for name in node.whiteouts:
+            os.unlink(name, dir_fd=dir_fd)
+        node.whiteouts = set()
+
+    def _clear_target(self, parent: Node, name: bytes, dst: Entry) -> None:
+        """Make room at a rename target that the source replaces."""
+        u = self.u
+        pfd = u.layers[0].dir_fd(parent.path())
+        if dst.layer == 0 and dst.is_dir:
+            # An empty merged dir may still hold whiteouts: clear them so rename can replace it.
+            path = join(parent.path(), name)
+            dfd = u.layers[0].dir_fd(path)
+            for leftover in os.listdir(dfd):
+                os.unlink(leftover, dir_fd=dfd)
+        elif name in parent.whiteouts:
+            os.unlink(name, dir_fd=pfd)
+            parent.whiteouts.discard(name)
+
+    def _mark_moved_dir(self, node: Node, entry: Entry, new_parent: Node, new: bytes) -> None:
+        """A directory landing where a lower layer has that name must hide it: opaque."""
+        if not entry.is_dir:
+            return
+        if new in new_parent.covered or new in new_parent.whiteouts:
+            self._set_opaque(self.u.layers[0].xattr_path(node.path()))
+
+    def _do_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
+                   exchange: bool) -> None:
+        upper = self.u.layers[0]
+        ofd = upper.dir_fd(old_parent.path())
+        nfd = upper.dir_fd(new_parent.path())
+        if exchange:
+            renameat2(ofd, old, nfd, new, RENAME_EXCHANGE)
+        elif old in old_parent.covered:
+            renameat2(ofd, old, nfd, new, RENAME_WHITEOUT)
+            old_parent.whiteouts.add(old)
+        else:
+            renameat2(ofd, old, nfd, new)
+        upper.forget_dirs(join(old_parent.path(), old))
+        upper.forget_dirs(join(new_parent.path(), new))
+
+    def _update_views(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
+                      src_node: Node, dst_node: Node | None, exchange: bool) -> None:
+        u = self.u
+        old_view = u.merged(old_parent)
+        new_view = u.merged(new_parent)
+        src_entry = old_view.pop(old)
+        dst_entry = new_view.pop(new, None)
+        new_view[new] = _in_upper(src_entry)
+        if dst_node is not None:
+            dst_node.detach()
+        src_node.detach()
+        self._move_node(src_node, new_parent, new)
+        if exchange and dst_entry is not None:
+            old_view[old] = _in_upper(dst_entry)
+            if dst_node is not None:
+                self._move_node(dst_node, old_parent, old)
+        new_parent.whiteouts.discard(new)
+
+    def _move_node(self, node: Node, parent: Node, name: bytes) -> None:
+        if node.lookups or node.handles:
+            self.u.table.adopt(node, parent, name)
+        else:
+            node.parent, node.name = parent, name
+
+    # ---- attributes and xattrs -----------------------------------------------------------
+
+    def setattr(self, node: Node, *, size: int | None = None, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None,
+                times: tuple[int | None, int | None] | None = None,
+                fd: int | None = None) -> os.stat_result:
+        """Change attributes (copying up first); returns the new stat."""
+        u = self.u
+        if fd is None:
+            u.copy_up(node)
+        upper = u.layers[0]
+        parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
+        name = node.name
+        if node is u.root:
+            parent_fd, name = upper.root_fd, b"."
+        if uid is not None or gid is not None:
+            target = fd if fd is not None else name
+            kwargs = {} if fd is not None else {"dir_fd": parent_fd, "follow_symlinks": False}
+            os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid, **kwargs)
+        if mode is not None:
+            if fd is not None:
+                os.fchmod(fd, stat.S_IMODE(mode))
+            else:
+                os.chmod(name, stat.S_IMODE(mode), dir_fd=parent_fd)
+        if size is not None:
+            self._truncate(fd, parent_fd, name, size)
+        if times is not None:
+            self._utime(fd, parent_fd, name, times)
+        return os.fstat(fd) if fd is not None else u.stat(node)
+
+    def _truncate(self, fd: int | None, parent_fd: int, name: bytes, size: int) -> None:
+        if fd is not None:
+            os.ftruncate(fd, size)
+            return
+        tfd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        try:
+            os.ftruncate(tfd, size)
+        finally:
+            os.close(tfd)
+
+    def _utime(self, fd: int | None, parent_fd: int, name: bytes,
+               times: tuple[int | None, int | None]) -> None:
+        atime, mtime = times
+        if atime is None or mtime is None:
+            st = os.fstat(fd) if fd is not None else os.stat(
+                name, dir_fd=parent_fd, follow_symlinks=False)
+            atime = st.st_atime_ns if atime is None else atime
+            mtime = st.st_mtime_ns if mtime is None else mtime
+        if fd is not None:
+            os.utime(fd, ns=(atime, mtime))
+        else:
+            os.utime(name, ns=(atime, mtime), dir_fd=parent_fd, follow_symlinks=False)
+
+    def setxattr(self, node: Node, name: bytes, value: bytes) -> None:
+        if is_private_xattr(name):
+            raise fail(errno.EOPNOTSUPP, name)
+        self.u.copy_up(node)
+        os.setxattr(self.u.layers[0].xattr_path(node.path()), name, value,
+                    follow_symlinks=False)
+
+    def removexattr(self, node: Node, name: bytes) -> None:
+        if is_private_xattr(name):
+            raise fail(errno.ENODATA, name)
+        if self.u.getxattr(node, name) is None:
+            raise fail(errno.ENODATA, name)
+        self.u.copy_up(node)
+        os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
+
+
+def _in_upper(entry: Entry) -> Entry:
+    """The entry after a move: wholly in the upper."""
+    return Entry(0, entry.kind, (0,) if entry.is_dir else ())
+
+
+def _check_rename(src: Entry, dst: Entry | None, flags: int) -> None:
+    """The errno rules of rename(2) that depend only on the two entries."""
+    if flags & RENAME_NOREPLACE and dst is not None:
+        raise fail(errno.EEXIST)
+    if flags & RENAME_EXCHANGE:
+        if dst is None:
+            raise fail(errno.ENOENT)
+        return
+    if dst is None:
+        return
+    if src.is_dir and not dst.is_dir:
+        raise fail(errno.ENOTDIR)
+    if not src.is_dir and dst.is_dir:
+        raise fail(errno.EISDIR)

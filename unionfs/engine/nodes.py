@@ -1,0 +1,121 @@
+"""Union inodes: numbers, lookup counts and the parent/name they were last seen under.
+
+An inode lives until the kernel forgets it, not until it is unlinked: an unlinked file that is
+still open keeps its node (with ``parent = None``) and is reached through its open fds.
+
+Inode numbers are derived from the underlying file, so they are stable for the life of the
+mount and across remounts of the same stack: ``(tag of st_dev + 1) << 48 | st_ino``, where a
+copied-up file keeps the number of its origin (recorded in an ``overlay.unionfs.origin`` xattr).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from unionfs.core.merge import Entry
+
+ROOT_ID = 1
+_INO_BITS = 48
+_FALLBACK_BASE = 0xFFFF << _INO_BITS
+
+
+class Node:
+    """One inode of the union."""
+
+    __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "layers",
+                 "lookups", "merged", "name", "parent", "whiteouts")
+
+    def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
+        self.id = node_id
+        self.parent = parent
+        self.name = name
+        self.is_dir = is_dir
+        self.lookups = 0
+        self.generation = 0
+        self.handles: list[int] = []
+        # Directories only, filled when the merged view is first needed:
+        self.layers: tuple[int, ...] | None = None  # contributing layers, top down
+        self.merged: dict[bytes, Entry] | None = None  # name -> Entry
+        self.covered: set[bytes] = set()  # names a lower layer has: removing them needs a whiteout
+        self.whiteouts: set[bytes] = set()  # names whited out in the upper
+        self.children: dict[bytes, Node] = {}  # child nodes the kernel knows
+
+    def path(self) -> bytes:
+        """The layer-relative path this node was last seen under (b"" for the root)."""
+        parts = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return b"/".join(reversed(parts))
+
+    def entry(self) -> Entry | None:
+        """This node's entry in its parent's merged view (None for the root or an orphan)."""
+        parent = self.parent
+        if parent is None or parent.merged is None:
+            return None
+        return parent.merged.get(self.name)
+
+    def detach(self) -> None:
+        """Unlinked: no longer reachable by name, alive while the kernel or a handle holds it."""
+        parent = self.parent
+        if parent is not None and parent.children.get(self.name) is self:
+            del parent.children[self.name]
+        self.parent = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.id:#x}, {self.path()!r})"
+
+
+@dataclass
+class InodeNumbers:
+    """Maps (st_dev, st_ino) of underlying files to union inode numbers."""
+
+    tags: dict[int, int] = field(default_factory=dict)
+    fallback: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def of(self, st: os.stat_result) -> int:
+        tag = self.tags.get(st.st_dev)
+        if tag is None:
+            tag = self.tags[st.st_dev] = len(self.tags)
+        if st.st_ino < 1 << _INO_BITS and tag < 0xFFFE:
+            return ((tag + 1) << _INO_BITS) | st.st_ino
+        key = (st.st_dev, st.st_ino)
+        number = self.fallback.get(key)
+        if number is None:
+            number = self.fallback[key] = _FALLBACK_BASE | len(self.fallback)
+        return number
+
+
+class NodeTable:
+    """The nodes the kernel holds, by inode number."""
+
+    def __init__(self, root: Node) -> None:
+        self.nodes: dict[int, Node] = {ROOT_ID: root}
+        self.root = root
+
+    def get(self, node_id: int) -> Node | None:
+        return self.nodes.get(node_id)
+
+    def adopt(self, node: Node, parent: Node, name: bytes) -> Node:
+        """Register ``node`` as known to the kernel under ``parent/name``."""
+        node.parent = parent
+        node.name = name
+        parent.children[name] = node
+        self.nodes[node.id] = node
+        return node
+
+    def forget(self, node_id: int, count: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node is self.root:
+            return
+        node.lookups -= count
+        if node.lookups <= 0 and not node.handles:
+            self.drop(node)
+
+    def drop(self, node: Node) -> None:
+        del self.nodes[node.id]
+        parent = node.parent
+        if parent is not None and parent.children.get(node.name) is node:
+            del parent.children[node.name]

@@ -1,0 +1,260 @@
+"""The union of a stack of layers: lookup, merged views, attributes, and copy-up.
+
+Knows nothing of FUSE: failures are ``OSError`` with the errno the caller should see. Layer 0 is
+the upper when the union is writable; the merged view of a directory is computed once, from one
+``scandir`` per contributing layer, and then kept up to date by every change made through the
+union (the layers never change behind its back: that is the contract of a mount).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from unionfs.core.merge import Entry, LayerListing, merge
+from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
+from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
+from unionfs.layers.copyup import CopyUp, WorkDir
+from unionfs.layers.layer import Layer, join
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+
+
+def fail(code: int, what: object = None) -> OSError:
+    """An OSError carrying ``code`` for the caller."""
+    return OSError(code, os.strerror(code), what)
+
+
+@dataclass
+class StackConfig:
+    """The directories of a union and how to treat them."""
+
+    lowers: list[str]
+    upper: str | None = None
+    workdir: str | None = None
+    xattr_ns: XattrNamespace | None = None  # for writing markers; needed with an upper
+    sync: bool = True  # fsync copied-up data before it becomes visible (off: -o volatile)
+
+
+class Union:
+    """A stack of layers seen as one tree."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.layers: list[Layer] = []
+        if config.upper is not None:
+            self.layers.append(Layer(config.upper, 0, writable=True))
+        for path in config.lowers:
+            self.layers.append(Layer(path, len(self.layers)))
+        self.writable = config.upper is not None
+        self.ns = config.xattr_ns
+        self.work: WorkDir | None = None
+        self.copier: CopyUp | None = None
+        if self.writable:
+            assert config.workdir is not None and config.xattr_ns is not None
+            self.work = WorkDir(config.workdir)
+            self.copier = CopyUp(self.layers[0], self.work, config.xattr_ns, sync=config.sync)
+        self.numbers = InodeNumbers()
+        for layer in self.layers:  # tags in stack order, so numbers repeat across mounts
+            self.numbers.tags.setdefault(layer.dev, len(self.numbers.tags))
+        root = Node(ROOT_ID, None, b"", True)
+        root.lookups = 1
+        self.table = NodeTable(root)
+        self.root = root
+
+    def close(self) -> None:
+        for layer in self.layers:
+            layer.close()
+        if self.work is not None:
+            self.work.close()
+
+    # ---- the merged view of a directory -------------------------------------------------
+
+    def merged(self, node: Node) -> dict[bytes, Entry]:
+        """The merged entries of directory ``node``, computed on first use."""
+        merged = node.merged
+        if merged is None:
+            merged = self._build_view(node)
+        return merged
+
+    def _candidate_layers(self, node: Node) -> tuple[int, ...]:
+        if node.parent is None:
+            return tuple(range(len(self.layers)))
+        entry = self.entry(node)
+        return entry.dir_layers
+
+    def _build_view(self, node: Node) -> dict[bytes, Entry]:
+        path = node.path()
+        listings: list[tuple[int, LayerListing]] = []
+        for index in self._candidate_layers(node):
+            try:
+                listing = self.layers[index].listing(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            listings.append((index, listing))
+            if listing.opaque:
+                break
+        node.layers = tuple(index for index, _ in listings)
+        node.merged = merge(listings)
+        node.covered, node.whiteouts = _covered_and_whiteouts(listings)
+        return node.merged
+
+    def entry(self, node: Node) -> Entry:
+        """``node``'s entry in its parent's merged view; ENOENT for an unlinked node."""
+        parent = node.parent
+        if parent is None:
+            raise fail(errno.ENOENT)
+        entry = self.merged(parent).get(node.name)
+        if entry is None:
+            raise fail(errno.ENOENT)
+        return entry
+
+    def top_layer(self, node: Node) -> Layer:
+        """The layer that holds ``node``'s data and metadata."""
+        if node.parent is None:
+            if node is self.root:
+                return self.layers[self.root_layers()[0]]
+            raise fail(errno.ENOENT)
+        return self.layers[self.entry(node).layer]
+
+    def root_layers(self) -> tuple[int, ...]:
+        if self.root.layers is None:
+            self._build_view(self.root)
+        assert self.root.layers is not None
+        return self.root.layers
+
+    # ---- lookup and attributes ----------------------------------------------------------
+
+    def lookup(self, parent: Node, name: bytes) -> tuple[Node, os.stat_result] | None:
+        """The node and stat of ``parent/name``, or None; does not count a kernel lookup."""
+        if len(name) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG, name)
+        entry = self.merged(parent).get(name)
+        if entry is None:
+            return None
+        return self._child(parent, name, entry)
+
+    def _child(self, parent: Node, name: bytes, entry: Entry) -> tuple[Node, os.stat_result]:
+        layer = self.layers[entry.layer]
+        st = layer.lstat(parent.path(), name)
+        node = parent.children.get(name)
+        if node is not None and node.parent is parent:
+            return node, st
+        node_id = self._number(layer, parent, name, st)
+        node = self.table.get(node_id)
+        if node is None:
+            node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
+        elif node.parent is None:
+            node.generation += 1  # a number reused for another file: the kernel must know
+        return self.table.adopt(node, parent, name), st
+
+    def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
+        if layer.writable and self.ns is not None:
+            origin = layer.getxattr(join(parent.path(), name), self.ns.origin)
+            if origin:
+                try:
+                    return int(origin)
+                except ValueError:
+                    log.warning("ignoring a malformed origin xattr on %r", name)
+        return self.numbers.of(st)
+
+    def stat(self, node: Node) -> os.stat_result:
+        """lstat of the file behind ``node`` (through an open fd once it is unlinked)."""
+        if node.parent is None and node is not self.root:
+            if node.handles:
+                return os.fstat(node.handles[-1])
+            raise fail(errno.ENOENT)
+        layer = self.top_layer(node)
+        return layer.stat_path(node.path())
+
+    def dir_nlink(self, node: Node, st: os.stat_result) -> int:
+        """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
+        layers = node.layers
+        if layers is None:
+            layers = self.root_layers() if node is self.root else self.entry(node).dir_layers
+        return 1 if len(layers) > 1 else st.st_nlink
+
+    def readlink(self, node: Node) -> bytes:
+        parent = node.parent
+        if parent is None:
+            raise fail(errno.ENOENT)
+        layer = self.top_layer(node)
+        return os.readlink(node.name, dir_fd=layer.dir_fd(parent.path()))
+
+    def getxattr(self, node: Node, name: bytes) -> bytes | None:
+        """An xattr of ``node`` as the union shows it (never the overlay's own)."""
+        if is_private_xattr(name):
+            return None
+        return self.top_layer(node).getxattr(node.path(), name)
+
+    def listxattr(self, node: Node) -> list[bytes]:
+        path = self.top_layer(node).xattr_path(node.path())
+        names = (os.fsencode(n) for n in os.listxattr(path, follow_symlinks=False))
+        return [n for n in names if not is_private_xattr(n)]
+
+    def listing(self, node: Node) -> Iterator[tuple[bytes, Entry]]:
+        """The merged directory, in a stable order."""
+        return iter(list(self.merged(node).items()))
+
+    # ---- copy-up ------------------------------------------------------------------------
+
+    def require_upper(self) -> CopyUp:
+        if self.copier is None:
+            raise fail(errno.EROFS)
+        return self.copier
+
+    def copy_up(self, node: Node) -> None:
+        """Make sure ``node`` lives in the upper (its parents first)."""
+        copier = self.require_upper()
+        if node is self.root:
+            return
+        entry = self.entry(node)
+        if entry.layer == 0:
+            return
+        parent = node.parent
+        assert parent is not None
+        self.copy_up(parent)
+        copier.copy(self.layers[entry.layer], parent.path(), node.name, node.id)
+        entry.layer = 0
+        if entry.is_dir:
+            entry.dir_layers = (0, *entry.dir_layers)
+            if node.layers is not None:
+                node.layers = (0, *node.layers)
+
+    def view_of(self, parent: Node, name: bytes) -> Node:
+        """The node of ``parent/name``: the kernel's if it has one, else a transient one."""
+        node = parent.children.get(name)
+        if node is not None:
+            return node
+        found = self.lookup(parent, name)
+        if found is None:
+            raise fail(errno.ENOENT, name)
+        node = found[0]
+        if node.lookups == 0 and not node.handles:
+            self.table.drop(node)
+            node.parent = parent  # keep it usable as a transient view
+        return node
+
+
+def _covered_and_whiteouts(
+    listings: list[tuple[int, LayerListing]],
+) -> tuple[set[bytes], set[bytes]]:
+    """Names some lower layer shows (deleting them needs a whiteout), and upper whiteouts."""
+    covered: set[bytes] = set()
+    seen: set[bytes] = set()
+    whiteouts: set[bytes] = set()
+    for index, listing in listings:
+        if index == 0:
+            whiteouts = {n for n, k in listing.entries.items() if k is Kind.WHITEOUT}
+            continue
+        for name, kind in listing.entries.items():
+            if name not in seen:
+                seen.add(name)
+                if kind is not Kind.WHITEOUT:
+                    covered.add(name)
+    return covered, whiteouts

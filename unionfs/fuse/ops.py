@@ -1,0 +1,374 @@
+"""The pyfuse3 adapter: short handlers that check, delegate to the engine, and reply.
+
+Every handler goes through :func:`_errors`, the one place where an ``OSError`` becomes the
+caller's errno and anything unexpected is logged and becomes EIO: the daemon never dies of a
+request.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from unionfs.engine.changes import Caller, Changes
+from unionfs.engine.nodes import Node
+from unionfs.engine.union import Union
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY
+
+
+def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Map failures of a handler to FUSE errors; log the unexpected ones."""
+
+    @functools.wraps(func)
+    async def handler(*args: Any) -> T:
+        try:
+            return await func(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            if code == errno.ELOOP:  # a symlink in a layer path: treat as absent
+                code = errno.ENOENT
+            log.debug("%s%r: %s", func.__name__, args[1:3], exc)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s failed unexpectedly; returning EIO", func.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return handler
+
+
+@dataclass(slots=True)
+class Handle:
+    """An open file: its fd, its node, and the layer the fd is in."""
+
+    fd: int
+    node: Node
+    layer: int
+    flags: int
+
+
+@dataclass(slots=True)
+class DirHandle:
+    node: Node
+    entries: list[tuple[bytes, Any]]
+
+
+@dataclass
+class Timeouts:
+    entry: float = 300.0
+    attr: float = 300.0
+    negative: float = 300.0
+
+
+class UnionOperations(pyfuse3.Operations):
+    """FUSE requests onto a :class:`Union`."""
+
+    supports_dot_lookup = False
+
+    def __init__(self, union: Union, timeouts: Timeouts | None = None) -> None:
+        super().__init__()
+        self.union = union
+        self.changes = Changes(union)
+        self.timeouts = timeouts or Timeouts()
+        self.enable_writeback_cache = union.writable
+        self.files: dict[int, Handle] = {}
+        self.dirs: dict[int, DirHandle] = {}
+        self._next_dir = 1
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _node(self, inode: int) -> Node:
+        node = self.union.table.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        return node
+
+    def _attrs(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.id
+        a.generation = node.generation
+        a.entry_timeout = self.timeouts.entry
+        a.attr_timeout = self.timeouts.attr
+        a.st_mode = st.st_mode
+        a.st_nlink = self.union.dir_nlink(node, st) if node.is_dir else st.st_nlink
+        a.st_uid = st.st_uid
+        a.st_gid = st.st_gid
+        a.st_rdev = st.st_rdev
+        a.st_size = st.st_size
+        a.st_blksize = st.st_blksize
+        a.st_blocks = st.st_blocks
+        a.st_atime_ns = st.st_atime_ns
+        a.st_mtime_ns = st.st_mtime_ns
+        a.st_ctime_ns = st.st_ctime_ns
+        return a
+
+    def _entry(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        """Reply to a request that hands the kernel a new reference to ``node``."""
+        node.lookups += 1
+        return self._attrs(node, st)
+
+    def _negative(self) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = 0
+        a.entry_timeout = self.timeouts.negative
+        return a
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @_errors
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if name == b".":
+            return self._entry(parent, self.union.stat(parent))
+        if name == b"..":
+            up = parent.parent or parent
+            return self._entry(up, self.union.stat(up))
+        found = self.union.lookup(parent, name)
+        if found is None:
+            return self._negative()
+        return self._entry(*found)
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        table = self.union.table
+        for inode, count in inode_list:
+            table.forget(inode, count)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        return self._attrs(node, self.union.stat(node))
+
+    @_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.union.readlink(self._node(inode))
+
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._node(inode)
+        entries = [(b".", None), (b"..", None), *self.union.merged(node).items()]
+        fh = self._next_dir
+        self._next_dir += 1
+        self.dirs[fh] = DirHandle(node, entries)
+        return fh
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.dirs[fh]
+        parent = handle.node
+        union = self.union
+        entries = handle.entries
+        for index in range(start_id, len(entries)):
+            name, entry = entries[index]
+            if entry is None:  # "." and "..": the kernel takes no reference to them
+                dot = parent if name == b"." else (parent.parent or parent)
+                attrs = self._attrs(dot, union.stat(dot))
+                if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
+                    return
+                continue
+            try:
+                found = union.lookup(parent, name)
+            except OSError:
+                found = None
+            if found is None:  # removed since opendir
+                continue
+            node, st = found
+            if not pyfuse3.readdir_reply(token, name, self._attrs(node, st), index + 1):
+                return
+            node.lookups += 1
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        sv = os.statvfs(self.union.layers[0].path)
+        data = pyfuse3.StatvfsData()
+        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                      "f_ffree", "f_favail"):
+            setattr(data, field, getattr(sv, field))
+        data.f_namemax = 255
+        return data
+
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        value = self.union.getxattr(self._node(inode), name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return self.union.listxattr(self._node(inode))
+
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return True  # default_permissions: the kernel checks
+
+    # ---- files ---------------------------------------------------------------------------
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        union = self.union
+        if flags & _WRITE_FLAGS:
+            union.copy_up(node)
+        layer = union.top_layer(node)
+        fd = layer.open(node.path(), self._fs_flags(flags))
+        return self._opened(fd, node, layer.index, flags)
+
+    def _fs_flags(self, flags: int) -> int:
+        flags &= ~_OPEN_IGNORED
+        if self.enable_writeback_cache:
+            # The kernel may read to fill pages of a write-only file, and does appends itself.
+            flags &= ~os.O_APPEND
+            if flags & os.O_ACCMODE == os.O_WRONLY:
+                flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+        return flags
+
+    def _opened(self, fd: int, node: Node, layer: int, flags: int) -> pyfuse3.FileInfo:
+        self.files[fd] = Handle(fd, node, layer, flags)
+        node.handles.append(fd)
+        return pyfuse3.FileInfo(fh=fd, keep_cache=True)
+
+    def _fd(self, fh: int) -> int:
+        """The fd to read from; a handle opened on a lower follows its file's copy-up."""
+        handle = self.files[fh]
+        if handle.layer != 0 and self.union.writable and handle.node.parent is not None:
+            entry = self.union.entry(handle.node)
+            if entry.layer == 0:
+                new_fd = self.union.layers[0].open(handle.node.path(), os.O_RDONLY)
+                os.dup2(new_fd, handle.fd)
+                os.close(new_fd)
+                handle.layer = 0
+        return handle.fd
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return os.pread(self._fd(fh), size, off)
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return os.pwrite(fh, buf, off)
+
+    @_errors
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        if datasync:
+            os.fdatasync(fh)
+        else:
+            os.fsync(fh)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh)
+        os.close(fh)
+        node = handle.node
+        node.handles.remove(fh)
+        if node.lookups <= 0 and not node.handles:
+            self.union.table.forget(node.id, 0)
+
+    # ---- creating and removing -----------------------------------------------------------
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
+                                                          pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        fd, node, st = self.changes.create(parent, name, mode, self._fs_flags(flags),
+                                           Caller(ctx.uid, ctx.gid))
+        return self._opened(fd, node, 0, flags), self._entry(node, st)
+
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node, st = self.changes.mkdir(self._node(parent_inode), name, mode,
+                                      Caller(ctx.uid, ctx.gid))
+        return self._entry(node, st)
+
+    @_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node, st = self.changes.mknod(self._node(parent_inode), name, mode, rdev,
+                                      Caller(ctx.uid, ctx.gid))
+        return self._entry(node, st)
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node, st = self.changes.symlink(self._node(parent_inode), name, target,
+                                        Caller(ctx.uid, ctx.gid))
+        return self._entry(node, st)
+
+    @_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node, st = self.changes.link(self._node(inode), self._node(new_parent_inode), new_name)
+        return self._entry(node, st)
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.changes.unlink(self._node(parent_inode), name)
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.changes.rmdir(self._node(parent_inode), name)
+
+    @_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self.changes.rename(self._node(parent_inode_old), name_old,
+                            self._node(parent_inode_new), name_new, flags)
+
+    # ---- attributes ----------------------------------------------------------------------
+
+    @_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        handle = self.files.get(fh) if fh is not None else None
+        fd = handle.fd if handle is not None and handle.layer == 0 else None
+        times = None
+        if fields.update_atime or fields.update_mtime:
+            times = (attr.st_atime_ns if fields.update_atime else None,
+                     attr.st_mtime_ns if fields.update_mtime else None)
+        st = self.changes.setattr(
+            node,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            times=times, fd=fd,
+        )
+        return self._attrs(node, st)
+
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        self.changes.setxattr(self._node(inode), name, value)
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.changes.removexattr(self._node(inode), name)
+
+
+def file_type(mode: int) -> str:
+    """A short name for a file type (for log lines)."""
+    return stat.filemode(mode)[0]

@@ -1,0 +1,224 @@
+"""Atomic copy-up: build the copy in the work dir, then rename it into the upper.
+
+A crash at any instant leaves either no upper entry or a complete one; what is left in the work
+dir is removed at the next mount (:meth:`WorkDir.clean`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import stat
+from itertools import count
+
+from unionfs.core.whiteout import XattrNamespace, is_private_xattr
+from unionfs.layers.layer import Layer
+from unionfs.layers.syscalls import RENAME_NOREPLACE, proc_path, renameat2
+
+log = logging.getLogger(__name__)
+
+FICLONE = 0x40049409
+_CHUNK = 1 << 30
+TMP_SUBDIR = "unionfs-tmp"
+
+
+class WorkDir:
+    """The scratch directory beside the upper, on the same filesystem."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        tmp = os.path.join(path, TMP_SUBDIR)
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        self.tmp_path = tmp
+        self.fd = os.open(tmp, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._names = count()
+
+    def new_name(self) -> bytes:
+        return b"tmp-%d-%d" % (os.getpid(), next(self._names))
+
+    def clean(self) -> int:
+        """Remove leftovers of interrupted copy-ups; returns how many there were."""
+        leftovers = os.listdir(self.tmp_path)
+        for name in leftovers:
+            path = os.path.join(self.tmp_path, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        return len(leftovers)
+
+    def remove(self, name: bytes) -> None:
+        """Remove one work entry (a whole tree for a directory)."""
+        path = os.path.join(self.tmp_path, os.fsdecode(name))
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class CopyUp:
+    """Copies entries of lower layers into the upper, preserving everything overlayfs does."""
+
+    def __init__(self, upper: Layer, work: WorkDir, ns: XattrNamespace, *, sync: bool) -> None:
+        self.upper = upper
+        self.work = work
+        self.ns = ns
+        self.sync = sync
+        self.can_chown = os.geteuid() == 0
+        self._warned_chown = False
+
+    def copy(self, src: Layer, parent: bytes, name: bytes, origin: int) -> os.stat_result:
+        """Copy ``parent/name`` of ``src`` to the same place in the upper; returns its stat.
+
+        The upper's ``parent`` must exist already. A directory is copied without its children.
+        """
+        st = src.lstat(parent, name)
+        tmp = self.work.new_name()
+        try:
+            self._make(src, parent, name, st, tmp)
+            self._copy_metadata(src, parent, name, st, tmp, origin)
+            renameat2(self.work.fd, tmp, self.upper.dir_fd(parent), name, RENAME_NOREPLACE)
+        except BaseException:
+            self.work.remove(tmp)
+            raise
+        return st
+
+    def make_in_work(self, mode: int, uid: int, gid: int, *, rdev: int = 0) -> bytes:
+        """A new empty directory or node in the work dir, owned as asked."""
+        tmp = self.work.new_name()
+        if stat.S_ISDIR(mode):
+            os.mkdir(tmp, stat.S_IMODE(mode), dir_fd=self.work.fd)
+        else:
+            os.mknod(tmp, mode, rdev, dir_fd=self.work.fd)
+        try:
+            self.chown(self.work.fd, tmp, uid, gid)
+            os.chmod(tmp, stat.S_IMODE(mode), dir_fd=self.work.fd)
+        except BaseException:
+            self.work.remove(tmp)
+            raise
+        return tmp
+
+    def chown(self, dir_fd: int, name: bytes, uid: int, gid: int) -> None:
+        """lchown, skipped (with one warning) where an unprivileged server cannot do it."""
+        try:
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        except PermissionError:
+            if self.can_chown:
+                raise
+            if not self._warned_chown:
+                log.warning("running unprivileged: copied-up files are owned by uid %d, not by "
+                            "the owners of the lower files", os.geteuid())
+                self._warned_chown = True
+
+    def _make(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
+              tmp: bytes) -> None:
+        wfd = self.work.fd
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            self._copy_data(src, parent, name, st, tmp)
+        elif stat.S_ISDIR(mode):
+            os.mkdir(tmp, 0o700, dir_fd=wfd)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(name, dir_fd=src.dir_fd(parent)), tmp, dir_fd=wfd)
+        else:
+            os.mknod(tmp, mode, st.st_rdev, dir_fd=wfd)
+
+    def _copy_data(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
+                   tmp: bytes) -> None:
+        sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      dir_fd=src.dir_fd(parent))
+        try:
+            dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
+                          dir_fd=self.work.fd)
+            try:
+                copy_file(sfd, dfd, st.st_size)
+                if self.sync:
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+
+    def _copy_metadata(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
+                       tmp: bytes, origin: int) -> None:
+        wfd = self.work.fd
+        is_link = stat.S_ISLNK(st.st_mode)
+        self.chown(wfd, tmp, st.st_uid, st.st_gid)
+        if not is_link:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode), dir_fd=wfd)
+        copy_xattrs(proc_path(src.dir_fd(parent), name), proc_path(wfd, tmp), is_link)
+        if not is_link:
+            set_xattr(proc_path(wfd, tmp), self.ns.origin, b"%d" % origin)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=wfd, follow_symlinks=False)
+
+
+def copy_file(sfd: int, dfd: int, size: int) -> None:
+    """Copy ``size`` bytes in the kernel, keeping holes: reflink, else copy_file_range."""
+    try:
+        fcntl.ioctl(dfd, FICLONE, sfd)
+        return
+    except OSError:
+        pass
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(sfd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: only a hole remains
+                raise
+            break
+        hole = os.lseek(sfd, data, os.SEEK_HOLE)
+        _copy_range(sfd, dfd, data, hole - data)
+        pos = hole
+    os.ftruncate(dfd, size)
+
+
+def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
+    end = offset + length
+    while offset < end:
+        n = os.copy_file_range(sfd, dfd, min(_CHUNK, end - offset), offset, offset)
+        if n == 0:
+            break
+        offset += n
+
+
+def copy_xattrs(src_path: bytes, dst_path: bytes, is_link: bool) -> None:
+    """Copy all xattrs but the overlay's own; ones the target cannot hold are skipped."""
+    try:
+        names = os.listxattr(src_path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return
+        raise
+    for xname in names:
+        bname = os.fsencode(xname)
+        if is_private_xattr(bname):
+            continue
+        try:
+            value = os.getxattr(src_path, bname, follow_symlinks=False)
+            os.setxattr(dst_path, bname, value, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.ENODATA) or (
+                is_link and exc.errno == errno.EACCES
+            ):
+                log.debug("xattr %r not copied: %s", xname, exc)
+                continue
+            raise
+
+
+def set_xattr(path: bytes, name: bytes, value: bytes) -> None:
+    """Set an xattr, ignoring a filesystem that does not take it (origin is best effort)."""
+    try:
+        os.setxattr(path, name, value, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EPERM):
+            raise

@@ -1,0 +1,167 @@
+"""Access to one layer directory: fd-relative, never following a symlink out of it.
+
+Paths are ``bytes`` relative to the layer root, b"" being the root. Every access goes through a
+directory fd opened with :func:`open_beneath`; those fds are kept in a small LRU so a lookup
+costs one ``fstatat`` rather than a walk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections import OrderedDict
+
+from unionfs.core.merge import LayerListing
+from unionfs.core.whiteout import (
+    NAMESPACES,
+    OPAQUE_HAS_XATTR_WHITEOUTS,
+    Kind,
+    is_opaque_value,
+    is_whiteout_stat,
+    translate_entries,
+)
+from unionfs.layers.syscalls import open_beneath, proc_path
+
+DIR_FD_CACHE = 512
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    """The layer-relative path of ``name`` in ``parent``."""
+    return parent + b"/" + name if parent else name
+
+
+class Layer:
+    """One directory of the stack, opened once; reached only fd-relative."""
+
+    def __init__(self, path: str, index: int, *, writable: bool = False) -> None:
+        self.path = path
+        self.index = index
+        self.writable = writable
+        self.root_fd = os.open(path, _DIR_FLAGS | os.O_CLOEXEC)
+        self.dev = os.fstat(self.root_fd).st_dev
+        self._dirs: OrderedDict[bytes, int] = OrderedDict()
+
+    def close(self) -> None:
+        self.forget_dirs(b"")
+        os.close(self.root_fd)
+
+    def dir_fd(self, rel: bytes) -> int:
+        """An O_PATH fd of the directory ``rel`` (cached; do not close it)."""
+        if not rel:
+            return self.root_fd
+        fd = self._dirs.get(rel)
+        if fd is not None:
+            self._dirs.move_to_end(rel)
+            return fd
+        fd = open_beneath(self.root_fd, rel, _DIR_FLAGS)
+        self._dirs[rel] = fd
+        if len(self._dirs) > DIR_FD_CACHE:
+            _, old = self._dirs.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def forget_dirs(self, prefix: bytes) -> None:
+        """Drop cached fds of ``prefix`` and everything below it (after a rename or rmdir)."""
+        if not prefix:
+            doomed = list(self._dirs)
+        else:
+            below = prefix + b"/"
+            doomed = [p for p in self._dirs if p == prefix or p.startswith(below)]
+        for p in doomed:
+            os.close(self._dirs.pop(p))
+
+    def lstat(self, parent: bytes, name: bytes) -> os.stat_result:
+        return os.stat(name, dir_fd=self.dir_fd(parent), follow_symlinks=False)
+
+    def stat_path(self, rel: bytes) -> os.stat_result:
+        """lstat of ``rel`` (b"" for the layer root)."""
+        if not rel:
+            return os.stat(self.root_fd)
+        parent, _, name = rel.rpartition(b"/")
+        return self.lstat(parent, name)
+
+    def open(self, rel: bytes, flags: int, mode: int = 0) -> int:
+        """Open ``rel`` in this layer; the final component is never followed."""
+        return open_beneath(self.root_fd, rel, flags | os.O_NOFOLLOW, mode)
+
+    def getxattr(self, rel: bytes, name: bytes) -> bytes | None:
+        """An xattr of ``rel`` (not following a final symlink), or None when it has none."""
+        parent, _, base = rel.rpartition(b"/")
+        path = proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd)
+        try:
+            return os.getxattr(path, name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
+                return None
+            raise
+
+    def xattr_path(self, rel: bytes) -> bytes:
+        """A path for the xattr calls that reaches ``rel`` without following it."""
+        parent, _, base = rel.rpartition(b"/")
+        return proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd)
+
+    def is_opaque(self, rel: bytes) -> bool:
+        """True when directory ``rel`` is marked opaque by an overlay xattr."""
+        return any(is_opaque_value(self.getxattr(rel, ns.opaque)) for ns in NAMESPACES)
+
+    def listing(self, rel: bytes) -> LayerListing:
+        """The directory ``rel`` in union terms: kinds by name, and its opacity."""
+        fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            entries = _scan(fd)
+            opaque_values = [_fgetxattr(fd, ns.opaque) for ns in NAMESPACES]
+            if OPAQUE_HAS_XATTR_WHITEOUTS in opaque_values:
+                _mark_xattr_whiteouts(fd, entries)
+        finally:
+            os.close(fd)
+        entries, oci_opaque = translate_entries(entries)
+        opaque = oci_opaque or any(is_opaque_value(v) for v in opaque_values)
+        return LayerListing(entries, opaque)
+
+
+def _scan(fd: int) -> dict[bytes, Kind]:
+    entries: dict[bytes, Kind] = {}
+    with os.scandir(fd) as it:
+        for e in it:
+            name = os.fsencode(e.name)
+            if e.is_dir(follow_symlinks=False):
+                entries[name] = Kind.DIR
+            elif e.is_file(follow_symlinks=False) or e.is_symlink():
+                entries[name] = Kind.OTHER
+            else:
+                st = e.stat(follow_symlinks=False)
+                whiteout = is_whiteout_stat(st.st_mode, st.st_rdev)
+                entries[name] = Kind.WHITEOUT if whiteout else Kind.OTHER
+    return entries
+
+
+def _fgetxattr(fd: int, name: bytes) -> bytes | None:
+    try:
+        return os.getxattr(fd, name)
+    except OSError:
+        return None
+
+
+def _mark_xattr_whiteouts(dir_fd: int, entries: dict[bytes, Kind]) -> None:
+    """Find the kernel's xattr whiteouts: empty regular files with ``overlay.whiteout``."""
+    for name, kind in entries.items():
+        if kind is not Kind.OTHER:
+            continue
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_size:
+            continue
+        with contextlib.suppress(OSError):
+            path = proc_path(dir_fd, name)
+            if any(_has_xattr(path, ns.whiteout) for ns in NAMESPACES):
+                entries[name] = Kind.WHITEOUT
+
+
+def _has_xattr(path: bytes, name: bytes) -> bool:
+    try:
+        os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,101 @@
+"""The few Linux calls Python's ``os`` module lacks: openat2, renameat2, utimensat with OMIT.
+
+``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` is what keeps the server inside the
+layers: the kernel refuses any ``..`` that leaves the layer and any symlink on the way.
+Kernels older than 5.6 lack it; there a component-by-component walk with ``O_NOFOLLOW`` does
+the same job, slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+_SYS_OPENAT2 = 437  # the same number on every architecture (added after the unification)
+_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "riscv64": 276}.get(platform.machine(), -1)
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
+
+AT_FDCWD = -100
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_have_openat2 = True
+
+
+def open_beneath(root_fd: int, path: bytes, flags: int, mode: int = 0) -> int:
+    """Open ``path`` relative to ``root_fd`` without following any symlink or leaving the root.
+
+    ``path`` is relative (b"" or b"." means the root itself). Raises OSError: ELOOP when a
+    symlink is met, EXDEV when ``..`` would leave the root, as the kernel reports them.
+    """
+    global _have_openat2
+    if not path:
+        path = b"."
+    if _have_openat2:
+        how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
+        fd = _syscall(_SYS_OPENAT2, root_fd, path, ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err), path)
+        _have_openat2 = False
+    return _open_walk(root_fd, path, flags, mode)
+
+
+def _open_walk(root_fd: int, path: bytes, flags: int, mode: int) -> int:
+    """openat2's job on old kernels: one component at a time, never following symlinks."""
+    parts = [p for p in path.split(b"/") if p not in (b"", b".")]
+    if b".." in parts:
+        raise OSError(errno.EXDEV, "path leaves the layer", path)
+    fd = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        if not parts:
+            return os.open(".", flags | os.O_CLOEXEC, mode, dir_fd=fd)
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def renameat2(src_dir: int, src: bytes, dst_dir: int, dst: bytes, flags: int = 0) -> None:
+    """rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT."""
+    if flags == 0:
+        os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+        return
+    res = _syscall(_SYS_RENAMEAT2, src_dir, src, dst_dir, dst, flags)
+    if res != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), src)
+
+
+def proc_path(fd: int, name: bytes | None = None) -> bytes:
+    """A path that reaches ``name`` in the directory ``fd`` (or ``fd`` itself) via /proc.
+
+    Used for the calls that take no dir_fd (xattrs): the kernel resolves the fd, then the
+    single final component, which is never followed when it is a symlink.
+    """
+    base = b"/proc/self/fd/%d" % fd
+    return base if name is None else base + b"/" + name

@@ -1,0 +1,200 @@
+"""What a mount request means, checked before anything is mounted.
+
+Turns ``lower1:lower2 [upper] mountpoint`` and ``-o`` options into a :class:`MountSpec`, or a
+:class:`UserError` that names the problem in one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+from unionfs.api import is_mounted
+from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
+from unionfs.errors import UserError
+
+KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw"}
+KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout"}
+
+
+@dataclass
+class MountSpec:
+    """A checked mount request."""
+
+    lowers: list[str]
+    upper: str | None
+    mountpoint: str
+    workdir: str | None = None
+    read_only: bool = False
+    allow_other: bool = False
+    userxattr: bool | None = None
+    volatile: bool = False
+    entry_timeout: float = 300.0
+    attr_timeout: float = 300.0
+    negative_timeout: float = 300.0
+    xattr_ns: XattrNamespace = field(default=TRUSTED)
+
+    @property
+    def writable(self) -> bool:
+        return self.upper is not None and not self.read_only
+
+
+def split_escaped(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` where it is not escaped with a backslash; ``\\\\`` is a backslash."""
+    parts: list[str] = []
+    cur: list[str] = []
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, None)
+            if nxt is None:
+                raise UserError(f"dangling backslash in {text!r}")
+            cur.append(nxt)
+        elif ch == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_lowers(spec: str) -> list[str]:
+    """``lower1:lower2`` (``\\:`` for a colon in a name) into absolute paths."""
+    parts = split_escaped(spec, ":")
+    if not spec or any(p == "" for p in parts):
+        raise UserError(f"empty layer in lower list {spec!r} (escape ':' in a name as '\\:')")
+    return [os.path.abspath(p) for p in parts]
+
+
+def parse_options(text: str | None) -> dict[str, str | bool]:
+    """``-o a,b=c`` into a dict; unknown options are refused."""
+    opts: dict[str, str | bool] = {}
+    if not text:
+        return opts
+    for item in split_escaped(text, ","):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        if eq and key in KNOWN_VALUES:
+            opts[key] = value
+        elif not eq and key in KNOWN_FLAGS:
+            opts[key] = True
+        else:
+            raise UserError(f"unknown mount option {item!r}")
+    return opts
+
+
+def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | None) -> MountSpec:
+    """Check everything about a request that can be checked before mounting."""
+    opts = parse_options(options)
+    spec = MountSpec(parse_lowers(lowers), os.path.abspath(upper) if upper else None,
+                     os.path.realpath(mountpoint))
+    spec.read_only = bool(opts.get("ro")) or spec.upper is None
+    spec.allow_other = bool(opts.get("allow_other"))
+    spec.volatile = bool(opts.get("volatile"))
+    if opts.get("userxattr"):
+        spec.userxattr = True
+    elif opts.get("nouserxattr"):
+        spec.userxattr = False
+    for key in ("entry_timeout", "attr_timeout", "negative_timeout"):
+        if key in opts:
+            setattr(spec, key, _seconds(key, str(opts[key])))
+    if "workdir" in opts:
+        spec.workdir = os.path.abspath(str(opts["workdir"]))
+    _check_layers(spec)
+    _check_mountpoint(spec.mountpoint)
+    _check_fuse()
+    if spec.upper is not None:
+        spec.workdir = spec.workdir or default_workdir(spec.upper)
+        _check_workdir(spec)
+        spec.xattr_ns = choose_namespace(spec.workdir, spec.userxattr)
+    return spec
+
+
+def default_workdir(upper: str) -> str:
+    """The work dir beside the upper: ``<upper>.work``."""
+    return upper.rstrip("/") + ".work"
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UserError(f"{key} must be a number of seconds, not {value!r}") from None
+    if seconds < 0:
+        raise UserError(f"{key} must not be negative")
+    return seconds
+
+
+def _check_dir(path: str, role: str) -> None:
+    if not os.path.exists(path):
+        raise UserError(f"{role} {path} does not exist")
+    if not os.path.isdir(path):
+        raise UserError(f"{role} {path} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UserError(f"{role} {path} is not readable")
+
+
+def _inside(a: str, b: str) -> bool:
+    """True when ``a`` is ``b`` or below it (both real paths)."""
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def _check_layers(spec: MountSpec) -> None:
+    for lower in spec.lowers:
+        _check_dir(lower, "lower layer")
+    if spec.upper is None:
+        return
+    _check_dir(spec.upper, "upper layer")
+    upper = os.path.realpath(spec.upper)
+    for lower in spec.lowers:
+        real = os.path.realpath(lower)
+        if _inside(upper, real) or _inside(real, upper):
+            raise UserError(f"upper {spec.upper} overlaps lower layer {lower}")
+
+
+def _check_mountpoint(path: str) -> None:
+    _check_dir(path, "mount point")
+    if is_mounted(path):
+        raise UserError(f"mount point {path} is already mounted (unmount it first)")
+
+
+def _check_fuse() -> None:
+    try:
+        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UserError(f"/dev/fuse is not available: {exc.strerror}") from None
+    os.close(fd)
+
+
+def _check_workdir(spec: MountSpec) -> None:
+    assert spec.upper is not None and spec.workdir is not None
+    work = os.path.realpath(spec.workdir)
+    upper = os.path.realpath(spec.upper)
+    if _inside(work, upper) or _inside(upper, work):
+        raise UserError(f"work dir {spec.workdir} overlaps upper {spec.upper}")
+    for lower in spec.lowers:
+        if _inside(work, os.path.realpath(lower)):
+            raise UserError(f"work dir {spec.workdir} is inside lower layer {lower}")
+    try:
+        os.makedirs(spec.workdir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create work dir {spec.workdir}: {exc.strerror}") from None
+    if os.stat(spec.workdir).st_dev != os.stat(spec.upper).st_dev:
+        raise UserError(f"work dir {spec.workdir} is not on the upper's filesystem")
+
+
+def choose_namespace(workdir: str, userxattr: bool | None) -> XattrNamespace:
+    """``trusted.`` when the server may write it, else ``user.`` (overlayfs's userxattr)."""
+    if userxattr is not None:
+        return USER if userxattr else TRUSTED
+    try:
+        os.setxattr(workdir, TRUSTED.prefix + b"unionfs.probe", b"1")
+        os.removexattr(workdir, TRUSTED.prefix + b"unionfs.probe")
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+            return USER
+        raise
+    return TRUSTED

@@ -1,0 +1,60 @@
+"""Where running mounts are recorded, so other commands can find a mount's layers.
+
+``/run/unionfs/mounts/`` for root, ``$XDG_RUNTIME_DIR/unionfs/mounts/`` (or
+``/tmp/unionfs-<uid>/mounts/``) otherwise: one JSON file per mount point, removed at unmount.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unionfs.mountspec import MountSpec
+
+
+def state_dir() -> Path:
+    """The per-user directory for runtime state."""
+    if os.geteuid() == 0:
+        return Path("/run/unionfs")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime, "unionfs") if runtime else Path(f"/tmp/unionfs-{os.geteuid()}")
+
+
+def _record_path(mountpoint: str) -> Path:
+    """The record of ``mountpoint``, which must be a real path already: a stat of a mount
+    point the caller itself serves would wait for the caller forever."""
+    key = hashlib.sha256(mountpoint.encode()).hexdigest()[:24]
+    return state_dir() / "mounts" / f"{key}.json"
+
+
+def record_mount(spec: MountSpec, pid: int) -> Path:
+    """Write the record of a live mount; returns its path."""
+    path = _record_path(spec.mountpoint)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = {"mountpoint": spec.mountpoint, "lowers": spec.lowers,
+            "upper": spec.upper, "workdir": spec.workdir, "pid": pid,
+            "read_only": spec.read_only, "xattr_ns": spec.xattr_ns.prefix.decode()}
+    tmp = path.with_suffix(f".{pid}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def mount_record(mountpoint: str) -> dict[str, Any] | None:
+    """The record of the union served at ``mountpoint``, if its server is alive."""
+    path = _record_path(os.path.realpath(mountpoint))
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(data["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None
+    except PermissionError:
+        pass
+    return data

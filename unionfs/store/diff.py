@@ -1,0 +1,98 @@
+"""What an upper (or a layer) changes in the tree below it, as ``docker diff`` lines.
+
+``A path`` added, ``C path`` changed (a copied-up or modified entry, or a directory whose
+contents changed), ``D path`` deleted (a whiteout of something that exists below, or a name
+hidden by an opaque directory). Paths are absolute, sorted canonically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from unionfs.core import whiteout as wh
+from unionfs.core.whiteout import Kind
+from unionfs.store.squash import merged_nodes
+from unionfs.store.tree import NodeType, dir_opacity, read_xattrs, scan, sort_key
+
+
+def _kind_in_layer(root: bytes, path: bytes) -> tuple[Kind | None, bool]:
+    """What ``path`` is in one layer (ignoring its parents), and whether it is opaque."""
+    full = os.path.join(root, path)
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        parent, _, name = path.rpartition(b"/")
+        marker = os.path.join(root, parent, wh.OCI_WHITEOUT_PREFIX + name)
+        return (Kind.WHITEOUT if os.path.lexists(marker) else None), False
+    except NotADirectoryError:
+        return None, False
+    if wh.is_whiteout_stat(st.st_mode, st.st_rdev):
+        return Kind.WHITEOUT, False
+    if not os.path.isdir(full) or os.path.islink(full):
+        return Kind.OTHER, False
+    opaque = dir_opacity(read_xattrs(full))[0] or os.path.lexists(
+        os.path.join(full, wh.OCI_OPAQUE_MARKER))
+    return Kind.DIR, opaque
+
+
+def lookup(roots: Sequence[bytes], path: bytes) -> Kind | None:
+    """What ``path`` is in the merged view of ``roots`` (top first): DIR, OTHER or None."""
+    layers = list(range(len(roots)))
+    prefix = b""
+    parts = path.split(b"/")
+    for depth, part in enumerate(parts):
+        prefix = prefix + b"/" + part if prefix else part
+        found: Kind | None = None
+        next_layers: list[int] = []
+        for i in layers:
+            kind, opaque = _kind_in_layer(roots[i], prefix)
+            if kind is None:
+                continue
+            if kind is Kind.WHITEOUT or (found is not None and kind is not Kind.DIR):
+                break
+            found = found or kind
+            if kind is not Kind.DIR:
+                break
+            next_layers.append(i)
+            if opaque:
+                break
+        if found is None or (depth < len(parts) - 1 and found is not Kind.DIR):
+            return None
+        layers = next_layers
+    return found
+
+
+def changes(upper: str | os.PathLike[str], lowers: Sequence[str | os.PathLike[str]]
+            ) -> Iterator[tuple[str, bytes]]:
+    """(letter, absolute path) for each change ``upper`` makes over ``lowers`` (top first)."""
+    roots = [os.fsencode(p) for p in lowers]
+    out: list[tuple[str, bytes]] = []
+    for node in scan(upper):
+        below = lookup(roots, node.path) if roots else None
+        if node.type is NodeType.WHITEOUT:
+            if below is not None:
+                out.append(("D", node.path))
+            continue
+        out.append(("C" if below is not None else "A", node.path))
+        if node.type is NodeType.DIR and node.opaque and below is Kind.DIR:
+            out += [("D", p) for p in _hidden_children(roots, node.path, upper)]
+    out.sort(key=lambda c: sort_key(c[1]))
+    for letter, path in out:
+        yield letter, b"/" + path
+
+
+def _hidden_children(roots: Sequence[bytes], path: bytes,
+                     upper: str | os.PathLike[str]) -> list[bytes]:
+    """Names below an opaque directory that the upper does not have again."""
+    present = set(os.listdir(os.path.join(os.fsencode(upper), path)))
+    merged = merged_nodes([os.path.join(r, path) for r in roots if
+                           _kind_in_layer(r, path)[0] is Kind.DIR])
+    return [path + b"/" + n.path for n in merged
+            if b"/" not in n.path and n.path not in present]
+
+
+def format_changes(items: Iterator[tuple[str, bytes]]) -> Iterator[str]:
+    """``A /path`` lines."""
+    for letter, path in items:
+        yield f"{letter} {path.decode(errors='surrogateescape')}"

@@ -1,0 +1,133 @@
+"""Live mounts as the store sees them: what they stack, whether they use an image, commit.
+
+A unionfs server writes ``<workdir>/unionfs-mount.json`` ({"lowers", "upper", "workdir",
+"mountpoint"}); :func:`unionfs.api.mount_info` finds it for a mount point. Mounts made from
+store images keep their workdir under ``<store>/uppers``, so the store can also find them
+by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from unionfs.errors import OperationFailed, UserError
+from unionfs.store.fsutil import flock
+from unionfs.store.store import Image, Progress, Store
+
+MOUNT_JSON = "unionfs-mount.json"
+
+
+def is_mounted(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a mount point (see :func:`unionfs.api.is_mounted`)."""
+    from unionfs.api import is_mounted as api_is_mounted
+
+    return api_is_mounted(path)
+
+
+def _store_mounts(store: Store) -> Iterator[dict[str, Any]]:
+    """The mount records under the store's uppers whose mount point is still mounted."""
+    for path in (store.root / "uppers").glob(f"*/*/work/{MOUNT_JSON}"):
+        try:
+            info = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("mountpoint") and is_mounted(info["mountpoint"]):
+            yield info
+
+
+def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record of the union mounted at ``mountpoint``, or None if it is not one."""
+    if not is_mounted(mountpoint):
+        return None
+    try:
+        from unionfs.api import mount_info as api_mount_info  # type: ignore[attr-defined]
+    except ImportError:
+        api_mount_info = None
+    if api_mount_info is not None:
+        info = api_mount_info(mountpoint)
+        if info:
+            return dict(info)
+    real = os.path.realpath(mountpoint)
+    for info in _store_mounts(store):
+        if os.path.realpath(info["mountpoint"]) == real:
+            return info
+    return None
+
+
+def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
+    yield from _store_mounts(store)
+    try:
+        from unionfs.api import mount_info as api_mount_info  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        points = [ln.split()[4] for ln in f if " - fuse" in ln]
+    for point in points:
+        info = api_mount_info(point.replace("\\040", " "))
+        if info:
+            yield dict(info)
+
+
+def image_user(store: Store, image: Image) -> str | None:
+    """A mount that stacks exactly ``image``'s layers at the bottom, if there is one."""
+    mine = [os.path.realpath(p) for p in image.layer_dirs]
+    for info in _all_mounts(store):
+        lowers = [os.path.realpath(p) for p in info.get("lowers", [])]
+        if mine and lowers[len(lowers) - len(mine):] == mine:
+            return f"the mount at {info.get('mountpoint')}"
+    return None
+
+
+def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None = None
+                    ) -> list[str]:
+    """Layer ids for a mount's lowers (top first); lowers not in the store are imported."""
+    out = []
+    for lower in lowers:
+        layer_id = store.layer_of_dir(Path(lower))
+        if layer_id is None:
+            layer_id = store.add_layer_dir(Path(lower), f"lower {lower}", progress=progress).id
+        out.append(layer_id)
+    return out
+
+
+def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
+                   created_by: str = "", author: str | None = None,
+                   progress: Progress | None = None) -> Image:
+    """Commit a live mount's upper as a new image; the mount goes on over a fresh upper.
+
+    Commits on the same mount point are serialized by a lock file in the store.
+    """
+    key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:32]
+    with flock(store.root / "locks" / f"commit-{key}.lock"):
+        info = mount_info(store, mountpoint)
+        if info is None:
+            raise UserError(f"{mountpoint} is not a unionfs mount")
+        if not info.get("upper"):
+            raise UserError(f"{mountpoint} is mounted read-only (no upper to commit)")
+        lower_ids = lower_layer_ids(store, list(info.get("lowers", [])), progress)
+        try:
+            from unionfs.api import switch_upper  # type: ignore[attr-defined]
+        except ImportError:
+            raise OperationFailed("this unionfs cannot commit a live mount yet "
+                                  "(unionfs.api.switch_upper is missing)") from None
+        old_upper = Path(switch_upper(mountpoint))
+        image = store.commit_on_layers(old_upper, lower_ids, tag, message, created_by, author,
+                                       progress=progress)
+        store.record_committed(old_upper, image.layer_ids[-1])
+        return image
+
+
+def upper_lowers(upper: Path) -> list[str] | None:
+    """The lowers recorded for an (unmounted) upper made by the store, if any."""
+    record = upper.parent / "work" / MOUNT_JSON
+    try:
+        info = json.loads(record.read_bytes())
+    except (OSError, ValueError):
+        return None
+    lowers = info.get("lowers") if isinstance(info, dict) else None
+    return list(lowers) if isinstance(lowers, list) else None

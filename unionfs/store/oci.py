@@ -1,0 +1,318 @@
+"""OCI image layout archives: ``save`` writes one, ``load`` reads ours and other tools'.
+
+Save writes a tar holding ``oci-layout``, ``index.json`` and ``blobs/sha256/*`` (config,
+manifest, one uncompressed canonical layer tar per layer), every entry with normalized
+metadata (owner 0, mtime 0, mode 0644/0755) in sorted order, so the same image saved twice
+is the same bytes. The manifest is named in ``index.json`` by the
+``org.opencontainers.image.ref.name`` annotation (the tag) and ``io.containerd.image.name``
+(the full ``name:tag``).
+
+Load checks every blob against its descriptor (digest and size), every layer against the
+config's ``rootfs.diff_ids``, and every layer entry (see :mod:`unionfs.store.untar`) before
+anything is published; layers are stored in canonical form, so their ids may differ from the
+archive's diff_ids, and the stored config records our ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unionfs.errors import UserError
+from unionfs.store import refs
+from unionfs.store.fsutil import canonical_json, write_atomic
+from unionfs.store.layertar import HashWriter, file_digest, write_tar
+from unionfs.store.store import Image, StagedLayer, Store
+from unionfs.store.tree import scan
+from unionfs.store.untar import normalize_name
+
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+LAYER_TYPES = {
+    MT_LAYER, MT_LAYER + "+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+}
+MANIFEST_TYPES = {MT_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
+INDEX_TYPES = {MT_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"}
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+
+Progress = Callable[[int], None]
+
+
+def descriptor(media_type: str, data: bytes) -> dict[str, Any]:
+    """An OCI descriptor of in-memory bytes."""
+    import hashlib
+
+    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "size": len(data)}
+
+
+# -- save ------------------------------------------------------------------------------------
+
+
+def _tar_entry(name: str, size: int, *, is_dir: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.mode = 0o755 if is_dir else 0o644
+    info.size, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0, 0, 0, "", ""
+    return info
+
+
+def save(store: Store, ref: str, out: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Write image ``ref`` as an OCI image layout tar at ``out`` (atomically)."""
+    image = store.image(ref)
+    with store.staging("save") as tmp:
+        blobs = _write_layer_blobs(image, tmp, progress)
+        config = canonical_json(image.config)
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "config": descriptor(MT_CONFIG, config), "layers": blobs,
+        })
+        index = canonical_json({"schemaVersion": 2, "mediaType": MT_INDEX,
+                                "manifests": [_index_entry(manifest, ref, image)]})
+        part = out.with_name(f".{out.name}.{os.getpid()}.part")
+        try:
+            _write_archive(part, tmp, {"config": config, "manifest": manifest}, index, blobs)
+            os.rename(part, out)
+        finally:
+            if part.exists():
+                part.unlink()
+    return json.loads(manifest)
+
+
+def _index_entry(manifest: bytes, ref: str, image: Image) -> dict[str, Any]:
+    """The index descriptor of the manifest, named after the tag used (or the first tag)."""
+    entry = descriptor(MT_MANIFEST, manifest)
+    tags = image.tags
+    try:
+        asked = refs.normalize_tag(ref)
+    except UserError:
+        asked = ""
+    name = asked if asked in tags else (tags[0] if tags else None)
+    if name:
+        entry["annotations"] = {REF_NAME: refs.split_ref(name)[1], CONTAINERD_NAME: name}
+    return entry
+
+
+def _write_layer_blobs(image: Image, tmp: Path, progress: Progress | None
+                       ) -> list[dict[str, Any]]:
+    """Each layer's canonical tar into ``tmp``; checks it still matches its id."""
+    out = []
+    for layer in reversed(image.layers):  # bottom first, as manifests list them
+        path = tmp / layer.hex
+        with open(path, "wb") as f:
+            sink = HashWriter(tee=f)  # type: ignore[arg-type]
+            write_tar(scan(layer.dir), sink, progress=progress)  # type: ignore[arg-type]
+        if sink.digest != layer.id:
+            raise UserError(f"layer {refs.short(layer.id)} is corrupt: content does not "
+                            f"match its digest")
+        out.append({"mediaType": MT_LAYER, "digest": layer.id, "size": sink.size})
+    return out
+
+
+def _write_archive(part: Path, tmp: Path, docs: dict[str, bytes], index: bytes,
+                   blobs: list[dict[str, Any]]) -> None:
+    import io
+
+    files: dict[str, tuple[bytes | None, Path | None, int]] = {
+        "oci-layout": (b'{"imageLayoutVersion":"1.0.0"}', None, 30),
+        "index.json": (index, None, len(index)),
+    }
+    for data in docs.values():
+        files["blobs/sha256/" + descriptor("", data)["digest"][7:]] = (data, None, len(data))
+    for blob in blobs:
+        hexd = blob["digest"][7:]
+        files["blobs/sha256/" + hexd] = (None, tmp / hexd, blob["size"])
+    with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("blobs", "blobs/sha256"):
+            tar.addfile(_tar_entry(d, 0, is_dir=True))
+        for name in sorted(files):
+            data, path, size = files[name]
+            info = _tar_entry(name, size)
+            if data is not None:
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                assert path is not None
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """An unpacked OCI image layout directory whose blobs can be checked and read."""
+
+    root: Path
+
+    def blob(self, desc: dict[str, Any]) -> Path:
+        """The path of a descriptor's blob, after checking its size and digest."""
+        digest = str(desc.get("digest", ""))
+        algo, _, hexd = digest.partition(":")
+        if algo != "sha256" or refs.hex_of(hexd) is None or len(hexd) != 64:
+            raise UserError(f"unsupported or malformed digest: {digest!r}")
+        path = self.root / "blobs" / "sha256" / hexd
+        if not path.is_file() or path.is_symlink():
+            raise UserError(f"missing blob {digest}")
+        if "size" in desc and path.stat().st_size != desc["size"]:
+            raise UserError(f"blob {refs.short(digest)} has the wrong size")
+        if file_digest(path) != digest:
+            raise UserError(f"blob {refs.short(digest)} does not match its digest")
+        return path
+
+    def json(self, desc: dict[str, Any]) -> dict[str, Any]:
+        try:
+            data = json.loads(self.blob(desc).read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"blob {refs.short(desc['digest'])} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise UserError(f"blob {refs.short(desc['digest'])} is not a JSON object")
+        return data
+
+    def index(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            raise UserError("not an OCI image layout: no index.json") from None
+        except ValueError:
+            raise UserError("index.json is not valid JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
+            raise UserError("index.json has no manifests")
+        return data
+
+    def manifests(self) -> list[tuple[dict[str, Any], str | None]]:
+        """(manifest, name) for each image, nested indexes followed one level."""
+        out = []
+        for desc in self.index()["manifests"]:
+            name = _name_of(desc)
+            if desc.get("mediaType") in INDEX_TYPES:
+                nested = self.json(desc).get("manifests", [])
+                out += [(self.json(d), name) for d in nested if _is_ours(d)]
+            elif desc.get("mediaType", MT_MANIFEST) in MANIFEST_TYPES:
+                out.append((self.json(desc), name))
+        if not out:
+            raise UserError("the archive holds no image manifest")
+        return out
+
+
+def _is_ours(desc: dict[str, Any]) -> bool:
+    plat = desc.get("platform") or {}
+    return desc.get("mediaType") in MANIFEST_TYPES and plat.get("architecture") in (
+        None, refs.oci_arch())
+
+
+def _name_of(desc: dict[str, Any]) -> str | None:
+    ann = desc.get("annotations") or {}
+    name = ann.get(CONTAINERD_NAME) or ann.get(REF_NAME)
+    return str(name) if name else None
+
+
+def unpack_archive(archive: Path, dest: Path) -> None:
+    """Extract an OCI layout tar's regular files and directories only, by checked names."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for info in tar:
+                name = normalize_name(info.name)
+                if not name:
+                    continue
+                if not (info.isfile() or info.isdir()):
+                    raise UserError(f"unexpected entry in image archive: {info.name!r}")
+                target = dest / os.fsdecode(name)
+                _check_inside(dest, target)
+                if info.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(info)
+                assert src is not None
+                with src, open(target, "wb") as f:
+                    while chunk := src.read(1 << 20):
+                        f.write(chunk)
+    except (tarfile.TarError, EOFError) as exc:
+        raise UserError(f"malformed archive {archive}: {exc}") from None
+    except FileNotFoundError:
+        raise UserError(f"no such file: {archive}") from None
+
+
+def _check_inside(root: Path, target: Path) -> None:
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
+        raise UserError(f"unsafe entry in image archive: {target}")
+
+
+def load(store: Store, source: Path, tag: str | None = None,
+         progress: Progress | None = None) -> list[Image]:
+    """Load every image of an OCI layout (tar or directory) into the store.
+
+    Everything is checked and staged first; the store changes only at the end, at once.
+    """
+    if tag:
+        tag = refs.normalize_tag(tag)
+    with store.staging("load") as tmp:
+        if source.is_dir():
+            layout = Layout(source)
+        elif source.exists():
+            unpack_archive(source, tmp / "layout")
+            layout = Layout(tmp / "layout")
+        else:
+            raise UserError(f"no such file: {source}")
+        found = layout.manifests()
+        if tag and len(found) > 1:
+            raise UserError("--tag needs an archive with exactly one image")
+        staged: list[StagedLayer] = []
+        images: list[tuple[dict[str, Any], str | None]] = []
+        for manifest, name in found:
+            config, layers = _stage_image(store, layout, manifest, tmp, progress)
+            staged += layers
+            images.append((config, tag or _tag_for(name)))
+        return store.publish(staged, images)
+
+
+def _tag_for(name: str | None) -> str | None:
+    """Our tag for an archive's image name (None when it has no usable one)."""
+    if not name:
+        return None
+    try:
+        return refs.normalize_tag(name)
+    except UserError:
+        return None
+
+
+def _stage_image(store: Store, layout: Layout, manifest: dict[str, Any], tmp: Path,
+                 progress: Progress | None) -> tuple[dict[str, Any], list[StagedLayer]]:
+    """Check and stage one image's layers; returns the config rewritten to our layer ids."""
+    if not isinstance(manifest.get("config"), dict) or not isinstance(
+            manifest.get("layers"), list):
+        raise UserError("malformed manifest")
+    config = layout.json(manifest["config"])
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(manifest["layers"]):
+        raise UserError("config rootfs.diff_ids does not match the manifest's layers")
+    staged = []
+    for desc, diff_id in zip(manifest["layers"], diff_ids, strict=True):
+        if desc.get("mediaType", MT_LAYER) not in LAYER_TYPES:
+            raise UserError(f"unsupported layer media type: {desc.get('mediaType')}")
+        blob = layout.blob(desc)
+        where = tmp / f"layer{len(list(tmp.glob('layer*')))}"
+        where.mkdir()
+        with open(blob, "rb") as f:
+            staged.append(store.stage_tar(where, f, f"load {diff_id}",
+                                          expect_digest=str(diff_id), progress=progress))
+    config = dict(config)
+    config["rootfs"] = {"type": "layers", "diff_ids": [s.digest for s in staged]}
+    return config, staged
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    """Write a config document (used by tests and tools)."""
+    write_atomic(path, canonical_json(config))

@@ -1,0 +1,44 @@
+"""Progress bars for long store work: shown on a terminal (stderr), silent otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+Advance = Callable[[int], None]
+
+
+def _quiet(_n: int) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int | None = None, *, enabled: bool | None = None
+             ) -> Iterator[Advance]:
+    """Yield ``advance(nbytes)``; draws a rich bar on stderr when it is a TTY."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield _quiet
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        yield advance

@@ -1,0 +1,58 @@
+"""The merged view of a stack of layers, as changeset nodes: what a squash stores.
+
+Walks the layers top down with the union's own precedence rules (:mod:`unionfs.core.merge`):
+whiteouts remove names, an opaque directory ends its merge, a non-directory hides everything
+below it. The result has no whiteouts and no opaque directories: it is a complete tree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from unionfs.core.merge import LayerListing, contributing_layers, merge
+from unionfs.core.whiteout import Kind
+from unionfs.store.tree import Node, NodeType, _detect_hardlink, _list_dir, dir_opacity, read_xattrs
+
+
+def _kind(node: Node) -> Kind:
+    if node.type is NodeType.WHITEOUT:
+        return Kind.WHITEOUT
+    return Kind.DIR if node.type is NodeType.DIR else Kind.OTHER
+
+
+def _listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
+    """One layer's nodes of directory ``rel`` by name."""
+    full = os.path.join(root, rel) if rel else root
+    xattr_whiteouts = dir_opacity(read_xattrs(full))[1]
+    return {node.name: node for node in _list_dir(root, rel, xattr_whiteouts)}
+
+
+def merged_nodes(layer_dirs: Sequence[str | os.PathLike[str]]) -> Iterator[Node]:
+    """Every node of the merged view of ``layer_dirs`` (top first), in canonical order."""
+    roots = [os.fsencode(p) for p in layer_dirs]
+    yield from _merge_dir(roots, b"", tuple(range(len(roots))), {})
+
+
+def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
+               inodes: dict[tuple[int, int], bytes]) -> Iterator[Node]:
+    per_layer = {i: _listing(roots[i], rel) for i in layers}
+    merged = merge(
+        (i, LayerListing({n: _kind(node) for n, node in per_layer[i].items()}))
+        for i in layers
+    )
+    for name in sorted(merged):
+        entry = merged[name]
+        node = replace(per_layer[entry.layer][name], xattrs=dict(
+            per_layer[entry.layer][name].xattrs))
+        if entry.is_dir:
+            node.opaque = False
+            yield node
+            below = contributing_layers(entry.dir_layers,
+                                        lambda i, n=name: per_layer[i][n].opaque)
+            yield from _merge_dir(roots, node.path, below, inodes)
+            continue
+        if node.type is NodeType.REG:
+            _detect_hardlink(node, inodes)
+        yield node
