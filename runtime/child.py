@@ -94,7 +94,8 @@ def guarded(err_w: int, body: Callable[[], object]) -> NoReturn:
         body()
         os._exit(0)
     except ExecError as exc:
-        report(err_w, exc.code, str(exc))
+        prefix = "unable to start container process: " if exc.code in (126, 127) else ""
+        report(err_w, exc.code, prefix + str(exc))
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         report(err_w, 1, f"container setup failed: {exc.strerror or exc}{where}")

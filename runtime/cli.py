@@ -1,0 +1,273 @@
+"""The container commands: run, ps, stop, start, restart, rm, exec, top, logs, stats.
+
+Parses, calls the runtime, prints. ``commit`` and ``inspect`` belong to the store's CLI,
+which asks :mod:`runtime.state` about containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from runtime import lifecycle, state, supervisor
+from runtime.enter import exec_in
+from runtime.spec import (
+    Limits,
+    Spec,
+    check_name,
+    check_network,
+    parse_cpu_shares,
+    parse_cpus,
+    parse_memory,
+    parse_volume,
+)
+from unionfs.errors import UserError
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The layer store named by ``--store`` (or the default one)."""
+    from unionfs.store import Store
+
+    return Store.open(getattr(args, "store", None))
+
+
+def register(sub: Any) -> None:
+    """Add the container subcommands to the ``unionfs`` parser."""
+    _add_run(sub)
+    p = _parser(sub, "ps", "list containers")
+    p.add_argument("-a", "--all", action="store_true", help="include stopped containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.set_defaults(func=cmd_ps)
+    for name, help_ in (("stop", "stop containers (SIGTERM, then SIGKILL)"),
+                        ("restart", "stop and start containers again")):
+        p = _parser(sub, name, help_)
+        p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                       help="seconds to wait before SIGKILL (default 10)")
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_stop if name == "stop" else cmd_restart)
+    p = _parser(sub, "start", "start stopped containers (detached)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_start)
+    p = _parser(sub, "rm", "remove containers and their uppers")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_rm)
+    _add_exec(sub)
+    for name, help_, func in (("top", "list a container's processes", cmd_top),
+                              ("stats", "memory, cpu and pids of a container", cmd_stats)):
+        p = _parser(sub, name, help_)
+        p.add_argument("container", metavar="CONTAINER")
+        p.set_defaults(func=func)
+    p = _parser(sub, "logs", "print a detached container's output")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_logs)
+
+
+def _parser(sub: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_, **kw)
+    p.add_argument("--store", default=argparse.SUPPRESS, metavar="PATH",
+                   help="the layer store (default $UNIONFS_STORE or ~/.local/share/unionfs)")
+    return p
+
+
+def _add_run(sub: Any) -> None:
+    p = _parser(sub, "run", "run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("--name", help="the container's name")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
+    p.add_argument("-w", "--workdir", default="/", metavar="DIR")
+    p.add_argument("-u", "--user", default="", metavar="UID[:GID]")
+    p.add_argument("-h", "--hostname", default="", metavar="NAME")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
+    p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m, 2g")
+    p.add_argument("-c", "--cpu-shares", type=int, metavar="N", help="relative cpu weight")
+    p.add_argument("--cpus", metavar="N", help="cpu quota in cpus, e.g. 1.5")
+    p.add_argument("--pids-limit", type=int, metavar="N", help="maximum number of processes")
+    p.add_argument("--read-only", action="store_true", help="no upper: a read-only root")
+    p.add_argument("--network", default="host", metavar="MODE", help="host (default) or none")
+    p.add_argument("--userns", action="store_true", help="a user namespace even as root")
+    p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_exec(sub: Any) -> None:
+    p = _parser(sub, "exec", "run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-u", "--user", metavar="UID[:GID]")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=cmd_exec)
+
+
+def spec_from_args(args: argparse.Namespace) -> Spec:
+    """Check the options and build the container's spec (no side effects)."""
+    limits = Limits(
+        memory=parse_memory(args.memory) if args.memory is not None else None,
+        cpu_shares=parse_cpu_shares(args.cpu_shares) if args.cpu_shares is not None else None,
+        cpus=parse_cpus(args.cpus) if args.cpus is not None else None,
+        pids=args.pids_limit,
+    )
+    if limits.pids is not None and limits.pids < 1:
+        raise UserError(f"invalid --pids-limit {limits.pids}: must be at least 1")
+    return Spec(
+        image=args.image, command=list(args.command), name=check_name(args.name) if args.name
+        else "", interactive=args.interactive, tty=args.tty, detach=args.detach,
+        remove=args.rm, env=list(args.env), workdir=args.workdir, user=args.user,
+        hostname=args.hostname, volumes=[parse_volume(v) for v in args.volume], limits=limits,
+        read_only=args.read_only, network=check_network(args.network), userns=args.userns,
+        init=args.init,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    if spec.tty and not sys.stdin.isatty() and not spec.detach and spec.interactive:
+        raise UserError("the input device is not a TTY")
+    store = open_store(args)
+    image = store.image(spec.image)
+    container = state.create(store, spec, image)
+    try:
+        if spec.detach:
+            supervisor.run_detached(container)
+            print(container.id)
+            return 0
+        return supervisor.run_attached(container)
+    except supervisor.StartFailed:
+        supervisor.discard(container)
+        raise
+    except BaseException:
+        if container.state().get("status") == "created":
+            supervisor.discard(container)
+        raise
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = []
+    for c in state.all_containers(open_store(args)):
+        st = c.state()
+        running = st.get("status") == "running"
+        if not (running or args.all):
+            continue
+        if args.quiet:
+            print(c.id[:12])
+            continue
+        rows.append((c.id[:12], c.config["image"], _short_cmd(c.spec.argv()),
+                     _ago(c.config["created"]), _status(st), c.name))
+    if not args.quiet:
+        _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
+    return 0
+
+
+def _short_cmd(argv: list[str]) -> str:
+    text = " ".join(argv)
+    return json.dumps(text if len(text) <= 20 else text[:19] + "…", ensure_ascii=False)
+
+
+def _ago(iso: str | None) -> str:
+    if not iso:
+        return ""
+    seconds = int((datetime.now(datetime.fromisoformat(iso).tzinfo)
+                   - datetime.fromisoformat(iso)).total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} seconds ago"
+
+
+def _status(st: dict[str, Any]) -> str:
+    if st.get("status") == "running":
+        return f"Up since {st.get('started_at', '')}"
+    if st.get("status") == "exited":
+        return f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
+    return "Created"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("   ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _each(args: argparse.Namespace, action: Any) -> int:
+    store = open_store(args)
+    failed = 0
+    for ref in args.containers:
+        try:
+            action(state.get(store, ref))
+            print(ref)
+        except UserError as exc:
+            print(f"unionfs: error: {exc}", file=sys.stderr)
+            failed = exc.exit_code
+    return failed
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _each(args, lambda c: lifecycle.stop(c, args.time))
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    return _each(args, lifecycle.start)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    def restart(c: state.Container) -> None:
+        lifecycle.stop(c, args.time)
+        lifecycle.start(c)
+    return _each(args, restart)
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    return _each(args, lambda c: lifecycle.remove(c, args.force))
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise UserError("exec needs a command to run")
+    container = state.get(open_store(args), args.container)
+    return exec_in(container, list(args.command), interactive=args.interactive, tty=args.tty,
+                   user=args.user, workdir=args.workdir, env=list(args.env))
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    procs = lifecycle.processes(state.get(open_store(args), args.container))
+    _table(("UID", "PID", "PPID", "CMD"),
+           [(str(p.uid), str(p.pid), str(p.ppid), p.cmd) for p in procs])
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    container = state.get(open_store(args), args.container)
+    s = lifecycle.stats(container)
+    limit = _size(s.memory_limit) if s.memory_limit is not None else "unlimited"
+    pids_limit = str(s.pids_limit) if s.pids_limit is not None else "unlimited"
+    _table(("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS / LIMIT"),
+           [(container.id[:12], container.name, f"{s.cpu_usec / 1e6:.2f}s",
+             f"{_size(s.memory_bytes)} / {limit}", f"{s.pids} / {pids_limit}")])
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{n}B"
+        value /= 1024
+    return f"{n}B"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    lifecycle.logs(state.get(open_store(args), args.container), args.follow)
+    return 0

@@ -1,0 +1,93 @@
+"""``exec``: run another process in a running container's namespaces and cgroup.
+
+Like a start, in two forks: the first joins the cgroup and the namespaces (user first), the
+second is born inside the container's pid namespace, switches user, drops privileges and
+execs. We are a child subreaper, so we wait for the second one directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+from dataclasses import replace
+
+from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime.supervisor import StartFailed, _read_all, _read_line
+from unionfs.errors import UserError
+
+
+def exec_in(container: state.Container, argv: list[str], *, interactive: bool, tty: bool,
+            user: str | None, workdir: str | None, env: list[str]) -> int:
+    """Run ``argv`` in ``container``; its exit code."""
+    st = container.state()
+    if not container.running():
+        raise UserError(f"container {container.name} is not running")
+    spec = replace(container.spec, tty=tty, interactive=interactive,
+                   env=[*container.spec.env, *env])
+    if user is not None:
+        spec.user = user
+    cg = cgroups.load(st["cgroup"]) if st.get("cgroup") else None
+    opened = namespaces.open_namespaces(int(st["pid"]))
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    master = None
+    if tty:
+        master, slave = pty.openpty()
+        stdio = child.Stdio(slave, slave, slave, tty=slave)
+    else:
+        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+        stdio = child.Stdio(stdin, 1, 2)
+    up_r, up_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(up_r)
+        os.close(err_r)
+        child.guarded(err_w, lambda: _join_and_fork(cg, opened, stdio, spec, argv, workdir,
+                                                    up_w, err_w))
+    for fd, _ in opened:
+        os.close(fd)
+    os.close(up_w)
+    os.close(err_w)
+    if tty:
+        os.close(stdio.tty)  # type: ignore[arg-type]
+    elif stdio.stdin != 0:
+        os.close(stdio.stdin)
+    line = _read_line(up_r)
+    os.close(up_r)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    message = _read_all(err_r)
+    os.close(err_r)
+    target = int(line[1:]) if line.startswith("P") else None
+    if message or target is None:
+        if target is not None:
+            relay.wait(target)
+        code, _, text = message.partition(" ")
+        raise StartFailed(text or "exec failed", int(code) if code.isdigit() else 1)
+    return init.exit_code(_wait(target, master, interactive))
+
+
+def _join_and_fork(cg: cgroups.Cgroup | None, opened: list[tuple[int, int]],
+                   stdio: child.Stdio, spec: object, argv: list[str], workdir: str | None,
+                   up_w: int, err_w: int) -> None:
+    if cg is not None:
+        cg.add(os.getpid())
+    namespaces.join(opened)
+    pid = os.fork()
+    if pid == 0:
+        def body() -> None:
+            child.attach_stdio(stdio)
+            child.finish(spec, argv, workdir)  # type: ignore[arg-type]
+        child.guarded(err_w, body)
+    os.write(up_w, f"P{pid}\n".encode())
+
+
+def _wait(pid: int, master: int | None, interactive: bool) -> int:
+    with relay.forwarding(pid):
+        if master is None:
+            return relay.wait(pid)
+        try:
+            return relay.pty_session(pid, master, stdin=0 if interactive else None, stdout=1)
+        finally:
+            os.close(master)

@@ -1,0 +1,132 @@
+"""Operations on existing containers: stop, start, restart, remove, top, stats, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from runtime import cgroups, state, supervisor
+from runtime.rootfs import cleanup_stale
+from unionfs.errors import UserError
+
+SUPERVISOR_GRACE = 30.0
+
+
+def stop(container: state.Container, timeout: float = 10.0) -> None:
+    """SIGTERM to PID 1, SIGKILL after ``timeout``; returns once cleanup is done."""
+    st = container.state()
+    if container.running():
+        pid, start = st["pid"], st.get("pid_start")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not state.wait_gone(pid, start, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            state.wait_gone(pid, start, SUPERVISOR_GRACE)
+    wait_supervisor(container)
+
+
+def wait_supervisor(container: state.Container) -> None:
+    """Wait for the supervisor to finish its cleanup; clean up after it if it died."""
+    st = container.state()
+    state.wait_gone(st.get("supervisor"), st.get("supervisor_start"), SUPERVISOR_GRACE)
+    if container.dir.exists():
+        cleanup_stale(container.rootfs)
+        if st.get("cgroup"):
+            with contextlib.suppress(OSError):
+                cgroups.load(st["cgroup"]).remove()
+
+
+def start(container: state.Container) -> None:
+    """Start a stopped container again, detached, on the same upper."""
+    if container.running():
+        return
+    wait_supervisor(container)
+    supervisor.run_detached(container)
+
+
+def remove(container: state.Container, force: bool = False) -> None:
+    """Delete the container and its upper; a running one only with ``force`` (SIGKILL)."""
+    if container.running():
+        if not force:
+            raise UserError(f"cannot remove running container {container.name}: stop it "
+                            "first or use rm -f")
+        st = container.state()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGKILL)
+        state.wait_gone(st["pid"], st.get("pid_start"), SUPERVISOR_GRACE)
+    wait_supervisor(container)
+    state.delete(container)
+
+
+@dataclass
+class Proc:
+    """One process of a container, as ``top`` lists it."""
+
+    uid: int
+    pid: int
+    ppid: int
+    cmd: str
+
+
+def processes(container: state.Container) -> list[Proc]:
+    """The container's processes: those in the pid namespace of its PID 1."""
+    if not container.running():
+        raise UserError(f"container {container.name} is not running")
+    pid1 = container.state()["pid"]
+    target = os.stat(f"/proc/{pid1}/ns/pid").st_ino
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/pid").st_ino != target:
+                continue
+            found.append(_proc(int(entry)))
+        except OSError:
+            continue
+    return sorted(found, key=lambda p: p.pid)
+
+
+def _proc(pid: int) -> Proc:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    uid = os.stat(f"/proc/{pid}").st_uid
+    return Proc(uid, pid, ppid, cmd or stat[stat.index("(") + 1:stat.rindex(")")])
+
+
+def stats(container: state.Container) -> cgroups.Stats:
+    """Memory, cpu and pids from the container's cgroup."""
+    st = container.state()
+    if not container.running():
+        raise UserError(f"container {container.name} is not running")
+    if not st.get("cgroup"):
+        raise UserError(f"container {container.name} runs without a cgroup (rootless, not "
+                        "delegated): no stats")
+    return cgroups.load(st["cgroup"]).stats()
+
+
+def logs(container: state.Container, follow: bool = False) -> None:
+    """Copy the container's log to stdout; with ``follow``, until it stops."""
+    out = sys.stdout.buffer
+    try:
+        f = open(container.log_path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        while True:
+            data = f.read(65536)
+            if data:
+                out.write(data)
+                out.flush()
+                continue
+            if not follow or not container.running():
+                return
+            time.sleep(0.1)
