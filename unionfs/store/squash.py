@@ -7,12 +7,17 @@ below it. The result has no whiteouts and no opaque directories: it is a complet
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from unionfs.core.merge import LayerListing, contributing_layers, merge
 from unionfs.core.whiteout import Kind
+from unionfs.errors import UserError
+from unionfs.store import refs
+from unionfs.store.fsutil import now_iso
+from unionfs.store.store import Image, Progress, Store
 from unionfs.store.tree import Node, NodeType, _detect_hardlink, _list_dir, dir_opacity, read_xattrs
 
 
@@ -56,3 +61,39 @@ def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
         if node.type is NodeType.REG:
             _detect_hardlink(node, inodes)
         yield node
+
+
+def squash_image(store: Store, ref: str, into: str | None = None, message: str = "",
+                 progress: Progress | None = None) -> Image:
+    """A one-layer image with the merged content of ``ref``; tagged ``into`` or ``ref``'s tag.
+
+    Without ``into`` the squashed image takes over the tag, and the old image is removed if
+    nothing else uses it.
+    """
+    image = store.image(ref)
+    tag = refs.normalize_tag(into) if into else _own_tag(image, ref)
+    layer = store.add_layer_nodes(merged_nodes(image.layer_dirs), f"squash of {image.id}",
+                                  link=True, progress=progress)
+    base = {k: v for k, v in image.config.items() if k not in ("rootfs", "history")}
+    base["rootfs"], base["history"] = {"type": "layers", "diff_ids": []}, []
+    history = refs.history_entry(now_iso(), f"unionfs squash {ref}", message or
+                                 f"squashed {len(image.layer_ids)} layers")
+    new = store.publish_image(refs.new_config(base, layer.id, history), tag)
+    if not into and new.id != image.id and not image.tags and not store.children(image):
+        with contextlib.suppress(UserError):
+            from unionfs.store.mounts import image_user
+
+            store.remove(image.id, in_use=lambda im: image_user(store, im))
+    return new
+
+
+def _own_tag(image: Image, ref: str) -> str:
+    try:
+        asked = refs.normalize_tag(ref)
+    except UserError:
+        asked = ""
+    if asked in image.tags:
+        return asked
+    if image.tags:
+        return image.tags[0]
+    raise UserError(f"image {ref} has no name: give --into NEW")
