@@ -1,0 +1,145 @@
+"""Shared fixtures: layer trees, real unionfs mounts, kernel overlayfs mounts.
+
+Every mount made here is unmounted and its server reaped, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from unionfs.api import MountHandle, MountOptions, is_mounted, mount, unmount
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unionfs_cli(*args: str, check: bool = False, env: dict[str, str] | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run our own ``unionfs`` command (never Debian's unionfs-fuse ``/usr/bin/unionfs``)."""
+    return subprocess.run([sys.executable, "-m", "unionfs", *args], capture_output=True,
+                          text=True, check=check, env=env, timeout=timeout)
+
+
+def make_tree(root: Path, spec: dict[str, object]) -> Path:
+    """Create files from a dict: ``"a/b": "text"`` a file, ``"d/": None`` a dir,
+    ``"l": ("symlink", "target")``, ``"w": ("whiteout",)``, ``"o/": ("opaque",)``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, value in spec.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            path.mkdir(exist_ok=True)
+            if value == ("opaque",):
+                os.setxattr(path, "trusted.overlay.opaque", b"y")
+        elif isinstance(value, str | bytes):
+            path.write_bytes(value.encode() if isinstance(value, str) else value)
+        elif isinstance(value, tuple) and value[0] == "symlink":
+            path.symlink_to(value[1])
+        elif isinstance(value, tuple) and value[0] == "whiteout":
+            os.mknod(path, 0o600 | 0o020000, os.makedev(0, 0))
+        else:
+            raise ValueError(f"bad tree spec for {rel}: {value!r}")
+    return root
+
+
+@dataclass
+class Stack:
+    """Directories for one union: lowers (top first), upper, work, mount point."""
+
+    base: Path
+    lowers: list[Path]
+    upper: Path
+    work: Path
+    mnt: Path
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Callable[..., Stack]:
+    """Make a stack: ``stack(lower_spec1, lower_spec2, upper={...})``."""
+
+    def make(*lower_specs: dict[str, object], upper: dict[str, object] | None = None,
+             name: str = "s") -> Stack:
+        base = tmp_path / name
+        lowers = [make_tree(base / f"lower{i}", spec) for i, spec in enumerate(lower_specs)]
+        up = make_tree(base / "upper", upper or {})
+        mnt = base / "mnt"
+        mnt.mkdir()
+        return Stack(base, lowers, up, base / "work", mnt)
+
+    return make
+
+
+class Mounts:
+    """Mounts made by a test; all undone at teardown."""
+
+    def __init__(self) -> None:
+        self.handles: list[MountHandle] = []
+        self.kernel: list[Path] = []
+
+    def unionfs(self, st: Stack, *, writable: bool = True, **opts: object) -> Path:
+        options = MountOptions(workdir=st.work if writable else None, **opts)  # type: ignore[arg-type]
+        handle = mount(st.lowers, st.mnt, st.upper if writable else None, options=options)
+        self.handles.append(handle)
+        return st.mnt
+
+    def overlay(self, st: Stack, *, writable: bool = True, extra: str = "") -> Path:
+        """The kernel's overlayfs over the same stack (the oracle)."""
+        lowers = ":".join(str(p) for p in st.lowers)
+        opts = f"lowerdir={lowers}"
+        if writable:
+            st.work.mkdir(exist_ok=True)
+            opts += f",upperdir={st.upper},workdir={st.work}"
+        if extra:
+            opts += "," + extra
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(st.mnt)],
+                       check=True, capture_output=True)
+        self.kernel.append(st.mnt)
+        return st.mnt
+
+    def unmount(self, path: Path) -> None:
+        for handle in list(self.handles):
+            if handle.mountpoint == path:
+                handle.unmount()
+                self.handles.remove(handle)
+        if path in self.kernel:
+            subprocess.run(["umount", str(path)], check=True)
+            self.kernel.remove(path)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            try:
+                handle.unmount()
+            except Exception:
+                unmount(handle.mountpoint, lazy=True, missing_ok=True)
+        for path in self.kernel:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    m = Mounts()
+    try:
+        yield m
+    finally:
+        m.close()
+        for handle in m.handles:
+            assert not is_mounted(handle.mountpoint)
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (kernel overlayfs and mknod of whiteouts)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _machine_capabilities() -> None:
+    """Fail loudly (not skip) when the machine lacks what the suite is written for."""
+    assert shutil.which("fusermount3"), "fusermount3 missing: run ./dev setup"
+    assert os.path.exists("/dev/fuse"), "/dev/fuse missing"

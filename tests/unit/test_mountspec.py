@@ -1,0 +1,47 @@
+"""Parsing and checking of mount requests (no mount)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unionfs.errors import UserError
+from unionfs.mountspec import build_spec, parse_lowers, parse_options, split_escaped
+
+
+def test_colon_escapes_like_overlayfs() -> None:
+    assert split_escaped(r"a\:b:c", ":") == ["a:b", "c"]
+    assert split_escaped(r"a\\:b", ":") == ["a\\", "b"]
+
+
+def test_empty_layer_is_refused() -> None:
+    with pytest.raises(UserError, match="empty layer"):
+        parse_lowers("a::b")
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(UserError, match="unknown mount option 'bogus'"):
+        parse_options("ro,bogus")
+
+
+def test_upper_inside_lower_is_refused(tmp_path: Path) -> None:
+    lower = tmp_path / "l"
+    (lower / "up").mkdir(parents=True)
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match="overlaps lower"):
+        build_spec(str(lower), str(lower / "up"), str(tmp_path / "m"), None)
+
+
+def test_missing_layer_is_named(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match=r"lower layer .*/nope does not exist"):
+        build_spec(str(tmp_path / "nope"), None, str(tmp_path / "m"), None)
+
+
+def test_workdir_defaults_beside_upper(tmp_path: Path) -> None:
+    for d in ("l", "u", "m"):
+        (tmp_path / d).mkdir()
+    spec = build_spec(str(tmp_path / "l"), str(tmp_path / "u"), str(tmp_path / "m"), None)
+    assert spec.workdir == str(tmp_path / "u.work")
+    assert spec.writable
