@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from unionfs.core.merge import Entry, LayerListing, contributing_layers, hidden_below, merge
 from unionfs.core.whiteout import Kind, oci_whiteout_target, translate_entries
 
-D, O, W = Kind.DIR, Kind.OTHER, Kind.WHITEOUT
+D, F, W = Kind.DIR, Kind.OTHER, Kind.WHITEOUT
 
 
 def stack(*layers: dict[bytes, Kind]) -> list[tuple[int, LayerListing]]:
@@ -20,20 +20,20 @@ def stack(*layers: dict[bytes, Kind]) -> list[tuple[int, LayerListing]]:
     ("layers", "expected"),
     [
         # the topmost layer that has a name wins
-        (({b"a": O}, {b"a": O}), {b"a": Entry(0, O)}),
-        (({}, {b"a": O}), {b"a": Entry(1, O)}),
+        (({b"a": F}, {b"a": F}), {b"a": Entry(0, F)}),
+        (({}, {b"a": F}), {b"a": Entry(1, F)}),
         # a whiteout ends the search
-        (({b"a": W}, {b"a": O}), {}),
+        (({b"a": W}, {b"a": F}), {}),
         (({b"a": W}, {b"a": D}), {}),
         # a non-directory hides everything below, directory or not
-        (({b"a": O}, {b"a": D}), {b"a": Entry(0, O)}),
+        (({b"a": F}, {b"a": D}), {b"a": Entry(0, F)}),
         # a directory does not merge with a file below it
-        (({b"a": D}, {b"a": O}, {b"a": D}), {b"a": Entry(0, D, (0,))}),
+        (({b"a": D}, {b"a": F}, {b"a": D}), {b"a": Entry(0, D, (0,))}),
         # directories merge down to a whiteout
         (({b"a": D}, {b"a": D}, {b"a": W}, {b"a": D}), {b"a": Entry(0, D, (0, 1))}),
         (({b"a": D}, {}, {b"a": D}), {b"a": Entry(0, D, (0, 2))}),
         # a whiteout below a file changes nothing
-        (({b"a": O}, {b"a": W}), {b"a": Entry(0, O)}),
+        (({b"a": F}, {b"a": W}), {b"a": Entry(0, F)}),
     ],
 )
 def test_precedence(layers: tuple[dict[bytes, Kind], ...], expected: dict[bytes, Entry]) -> None:
@@ -41,7 +41,7 @@ def test_precedence(layers: tuple[dict[bytes, Kind], ...], expected: dict[bytes,
 
 
 def test_listing_order_is_stable_top_layer_first() -> None:
-    merged = merge(stack({b"z": O, b"b": O}, {b"a": O, b"z": O}))
+    merged = merge(stack({b"z": F, b"b": F}, {b"a": F, b"z": F}))
     assert list(merged) == [b"z", b"b", b"a"]
 
 
@@ -53,15 +53,15 @@ def test_opaque_cuts_contributing_layers() -> None:
 
 
 def test_hidden_below_needs_whiteout_only_for_visible_lower_names() -> None:
-    lowers = [LayerListing({b"x": W}), LayerListing({b"x": O, b"y": O})]
+    lowers = [LayerListing({b"x": W}), LayerListing({b"x": F, b"y": F})]
     assert not hidden_below(lowers, b"x")
     assert hidden_below(lowers, b"y")
     assert not hidden_below(lowers, b"z")
 
 
 def test_oci_markers_become_whiteouts_and_opacity() -> None:
-    entries, opaque = translate_entries({b".wh.a": O, b".wh..wh..opq": O, b"b": O})
-    assert entries == {b"a": W, b"b": O}
+    entries, opaque = translate_entries({b".wh.a": F, b".wh..wh..opq": F, b"b": F})
+    assert entries == {b"a": W, b"b": F}
     assert opaque
     assert oci_whiteout_target(b".wh.") is None
     assert oci_whiteout_target(b".wh..wh..opq") is None
@@ -69,13 +69,13 @@ def test_oci_markers_become_whiteouts_and_opacity() -> None:
 
 
 def test_oci_whiteout_of_a_name_the_layer_also_has_is_ignored() -> None:
-    entries, opaque = translate_entries({b".wh.a": O, b"a": O})
-    assert entries == {b"a": O}
+    entries, opaque = translate_entries({b".wh.a": F, b"a": F})
+    assert entries == {b"a": F}
     assert not opaque
 
 
 names = st.sampled_from([b"a", b"b", b"c", b"d"])
-layer = st.dictionaries(names, st.sampled_from([D, O, W]), max_size=4)
+layer = st.dictionaries(names, st.sampled_from([D, F, W]), max_size=4)
 
 
 def resolve_one(layers: list[dict[bytes, Kind]], name: bytes) -> Entry | None:
@@ -89,7 +89,7 @@ def resolve_one(layers: list[dict[bytes, Kind]], name: bytes) -> Entry | None:
             if kind is W:
                 return None
             found = Entry(i, kind, (i,) if kind is D else ())
-            if kind is O:
+            if kind is F:
                 return found
         elif kind is D:
             found.dir_layers += (i,)
