@@ -351,7 +351,7 @@ def _enable_controllers(root: Path, parent: Path) -> None:
     """Enable our controllers in ``subtree_control`` from the top down to ``parent``."""
     current = root
     _enable_in(current)
-    for part in parent.relative_to(root).parts[:-1]:
+    for part in parent.relative_to(root).parts:
         current = current / part
         _enable_in(current)
 
