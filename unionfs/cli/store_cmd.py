@@ -135,7 +135,14 @@ def _commit_target(store: Any, target: str, tag: str, parent: str | None,
     if upper is None:
         raise UserError(f"{target} is neither a mount point nor a container")
     info = _container(store, target, "container_info") or {}
-    return _commit_upper(store, Path(upper), tag, parent or info.get("image"), opts)
+    lowers = info.get("LowerDirs")
+    if parent is None and isinstance(lowers, list):
+        from unionfs.store.mounts import lower_layer_ids
+
+        with _progress("committing") as advance:
+            ids = lower_layer_ids(store, [str(p) for p in lowers], advance)
+            return store.commit_on_layers(Path(upper), ids, tag, progress=advance, **opts)
+    return _commit_upper(store, Path(upper), tag, parent or info.get("ImageId"), opts)
 
 
 # -- images, history, inspect -----------------------------------------------------------------
@@ -242,7 +249,8 @@ def _diff_sides(store: Any, args: argparse.Namespace) -> tuple[Path, list[Path]]
         upper = _container(store, args.target, "container_upper")
         if upper is None:
             raise UserError(f"unknown image, mount or container: {args.target}")
-        return Path(upper), [Path(p) for p in upper_lowers(Path(upper)) or []]
+        info = _container(store, args.target, "container_info") or {}
+        return Path(upper), [Path(p) for p in info.get("LowerDirs") or []]
     dirs = image.layer_dirs
     return dirs[0], dirs[1:]
 

@@ -1,9 +1,9 @@
 """Live mounts as the store sees them: what they stack, whether they use an image, commit.
 
-A unionfs server writes ``<workdir>/unionfs-mount.json`` ({"lowers", "upper", "workdir",
-"mountpoint"}); :func:`unionfs.api.mount_info` finds it for a mount point. Mounts made from
-store images keep their workdir under ``<store>/uppers``, so the store can also find them
-by itself.
+The mount server records each live union (lowers, upper, workdir, mount point);
+:func:`unionfs.api.mount_info` reads that record for a mount point. A record may also be
+kept as ``<workdir>/unionfs-mount.json``; for uppers made by the store this module looks
+there too.
 """
 
 from __future__ import annotations
@@ -59,16 +59,24 @@ def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, An
     return None
 
 
+def _fuse_mountpoints() -> list[str]:
+    """Mount points of FUSE file systems in this mount namespace."""
+    from unionfs.api import _unescape_mountinfo
+
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        rows = [ln.split(" - ", 1) for ln in f]
+    return [_unescape_mountinfo(r[0].split()[4]) for r in rows
+            if len(r) == 2 and r[1].startswith("fuse")]
+
+
 def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
     yield from _store_mounts(store)
     try:
         from unionfs.api import mount_info as api_mount_info  # type: ignore[attr-defined]
     except ImportError:
         return
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        points = [ln.split()[4] for ln in f if " - fuse" in ln]
-    for point in points:
-        info = api_mount_info(point.replace("\\040", " "))
+    for point in _fuse_mountpoints():
+        info = api_mount_info(point)
         if info:
             yield dict(info)
 
@@ -80,7 +88,17 @@ def image_user(store: Store, image: Image) -> str | None:
         lowers = [os.path.realpath(p) for p in info.get("lowers", [])]
         if mine and lowers[len(lowers) - len(mine):] == mine:
             return f"the mount at {info.get('mountpoint')}"
-    return None
+    return _container_user(store, image)
+
+
+def _container_user(store: Store, image: Image) -> str | None:
+    """A container made from ``image`` (``runtime.state.image_user``), if the runtime is here."""
+    try:
+        from runtime import state  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    func = getattr(state, "image_user", None)
+    return func(store, image) if func else None
 
 
 def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None = None
