@@ -209,3 +209,39 @@ def mount_info(mountpoint: PathLike) -> dict[str, object] | None:
     if not is_mounted(mountpoint):
         return None
     return mount_record(os.fspath(mountpoint))
+
+
+def switch_upper(mountpoint: PathLike) -> Path:
+    """Freeze the upper of a live union and continue it on a fresh, empty upper.
+
+    The kernel's dirty pages are written out first, so everything written before the call is
+    in the frozen upper. Returns the frozen directory: the live mount still reads it as its
+    top lower layer, so move it (on the same filesystem) rather than delete it.
+    """
+    from unionfs.fuse.control import request
+
+    info = mount_info(mountpoint)
+    if info is None:
+        raise UserError(f"{os.fspath(mountpoint)} is not a unionfs mount")
+    if not info.get("upper") or info.get("read_only"):
+        raise UserError(f"{os.fspath(mountpoint)} has no upper to commit")
+    syncfs(mountpoint)
+    reply = request(str(info["control"]), {"op": "switch_upper"})
+    if not reply.get("ok"):
+        raise OperationFailed(f"cannot switch the upper of {os.fspath(mountpoint)}: "
+                              f"{reply.get('error')}")
+    return Path(str(reply["frozen"]))
+
+
+def syncfs(path: PathLike) -> None:
+    """syncfs(2) on the filesystem of ``path``: for a FUSE mount, flushes the kernel's cache."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), os.fspath(path))
+    finally:
+        os.close(fd)

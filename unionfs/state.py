@@ -31,13 +31,19 @@ def _record_path(mountpoint: str) -> Path:
     return state_dir() / "mounts" / f"{key}.json"
 
 
+def control_path(mountpoint: str) -> Path:
+    """The control socket of the server of ``mountpoint`` (a real path)."""
+    return _record_path(mountpoint).with_suffix(".sock")
+
+
 def record_mount(spec: MountSpec, pid: int) -> Path:
     """Write the record of a live mount; returns its path."""
     path = _record_path(spec.mountpoint)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"mountpoint": spec.mountpoint, "lowers": spec.lowers,
             "upper": spec.upper, "workdir": spec.workdir, "pid": pid,
-            "read_only": spec.read_only, "xattr_ns": spec.xattr_ns.prefix.decode()}
+            "read_only": spec.read_only, "xattr_ns": spec.xattr_ns.prefix.decode(),
+            "control": str(control_path(spec.mountpoint))}
     tmp = path.with_suffix(f".{pid}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)

@@ -213,6 +213,8 @@ class Changes:
         """Take ``name`` out of the union: delete it from the upper, whiteout what is below."""
         u = self.u
         copier = u.require_upper()
+        child = parent.children.get(name)
+        last_stat = u.stat(child) if child is not None else None
         u.copy_up(parent)
         pfd = u.layers[0].dir_fd(parent.path())
         needs_whiteout = name in parent.covered
@@ -236,9 +238,8 @@ class Changes:
         if needs_whiteout:
             parent.whiteouts.add(name)
         del u.merged(parent)[name]
-        child = parent.children.get(name)
         if child is not None:
-            child.detach()
+            child.detach(last_stat)
 
     # ---- rename --------------------------------------------------------------------------
 
@@ -259,6 +260,8 @@ class Changes:
         src_node = u.view_of(old_parent, old)
         self._prepare_move(src_node, src)
         dst_node = u.view_of(new_parent, new) if dst is not None else None
+        if dst_node is not None and not exchange:
+            dst_node.last_stat = u.stat(dst_node)
         if exchange and dst_node is not None and dst is not None:
             self._prepare_move(dst_node, dst)
         u.copy_up(new_parent)
@@ -377,6 +380,10 @@ class Changes:
                 fd: int | None = None) -> os.stat_result:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
+        if node.parent is None and node is not u.root:
+            if not node.handles:  # unlinked and closed: the kernel flushing its times
+                return u.stat(node)
+            fd = node.handles[-1]
         if fd is None:
             u.copy_up(node)
         upper = u.layers[0]

@@ -23,8 +23,8 @@ _FALLBACK_BASE = 0xFFFF << _INO_BITS
 class Node:
     """One inode of the union."""
 
-    __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "layers",
-                 "lookups", "merged", "name", "parent", "whiteouts")
+    __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "last_stat",
+                 "layers", "lookups", "merged", "name", "parent", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -34,6 +34,7 @@ class Node:
         self.lookups = 0
         self.generation = 0
         self.handles: list[int] = []
+        self.last_stat: os.stat_result | None = None  # what an unlinked node last was
         # Directories only, filled when the merged view is first needed:
         self.layers: tuple[int, ...] | None = None  # contributing layers, top down
         self.merged: dict[bytes, Entry] | None = None  # name -> Entry
@@ -57,8 +58,10 @@ class Node:
             return None
         return parent.merged.get(self.name)
 
-    def detach(self) -> None:
+    def detach(self, last_stat: os.stat_result | None = None) -> None:
         """Unlinked: no longer reachable by name, alive while the kernel or a handle holds it."""
+        if last_stat is not None:
+            self.last_stat = last_stat
         parent = self.parent
         if parent is not None and parent.children.get(self.name) is self:
             del parent.children[self.name]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -168,6 +170,8 @@ class Union:
         if node.parent is None and node is not self.root:
             if node.handles:
                 return os.fstat(node.handles[-1])
+            if node.last_stat is not None:
+                return node.last_stat
             raise fail(errno.ENOENT)
         layer = self.top_layer(node)
         return layer.stat_path(node.path())
@@ -200,6 +204,39 @@ class Union:
     def listing(self, node: Node) -> Iterator[tuple[bytes, Entry]]:
         """The merged directory, in a stable order."""
         return iter(list(self.merged(node).items()))
+
+    # ---- commit: a fresh upper -----------------------------------------------------------
+
+    def switch_upper(self) -> str:
+        """Freeze the upper as the top lower layer and go on with a fresh, empty upper.
+
+        The upper directory is renamed to ``<upper>.frozen-<ns>`` (the server keeps using it
+        through its open fds, now read-only) and an empty directory with the same metadata
+        takes its place. The merged tree is unchanged; returns the frozen directory.
+        """
+        copier = self.require_upper()
+        old = self.layers[0]
+        frozen = f"{old.path}.frozen-{time.time_ns()}"
+        os.rename(old.path, frozen)
+        try:
+            os.mkdir(old.path, 0o700)
+            copy_dir_metadata(frozen, old.path)
+            new = Layer(old.path, 0, writable=True)
+        except BaseException:
+            shutil.rmtree(old.path, ignore_errors=True)
+            os.rename(frozen, old.path)
+            raise
+        old.path, old.writable = frozen, False
+        self.layers.insert(0, new)
+        for index, layer in enumerate(self.layers):
+            layer.index = index
+        copier.upper = new
+        for node in self.table.nodes.values():
+            node.merged = None
+            node.layers = None
+            node.covered = set()
+            node.whiteouts = set()
+        return frozen
 
     # ---- copy-up ------------------------------------------------------------------------
 
@@ -239,6 +276,17 @@ class Union:
             self.table.drop(node)
             node.parent = parent  # keep it usable as a transient view
         return node
+
+
+def copy_dir_metadata(src: str, dst: str) -> None:
+    """Give directory ``dst`` the owner, mode, times and xattrs of ``src`` (not the overlay's)."""
+    st = os.lstat(src)
+    os.chown(dst, st.st_uid, st.st_gid)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    for name in os.listxattr(src):
+        if not is_private_xattr(os.fsencode(name)):
+            os.setxattr(dst, name, os.getxattr(src, name))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _covered_and_whiteouts(

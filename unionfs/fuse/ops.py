@@ -42,7 +42,7 @@ def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Corout
             code = exc.errno or errno.EIO
             if code == errno.ELOOP:  # a symlink in a layer path: treat as absent
                 code = errno.ENOENT
-            log.debug("%s%r: %s", func.__name__, args[1:3], exc)
+            log.debug("%s%r: %s", func.__name__, args[1:3], exc, exc_info=True)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("%s failed unexpectedly; returning EIO", func.__name__)
@@ -126,6 +126,25 @@ class UnionOperations(pyfuse3.Operations):
         a.st_ino = 0
         a.entry_timeout = self.timeouts.negative
         return a
+
+    def switch_upper(self) -> str:
+        """Commit support: freeze the upper, continue on a fresh one (see Union.switch_upper).
+
+        Runs between two requests (handlers never yield mid-change), so no writer is halfway.
+        Files open for writing are copied up into the new upper and their fds moved there, so
+        writes after the switch land in the new upper and the frozen one stays unchanged.
+        """
+        frozen = self.union.switch_upper()
+        for handle in self.files.values():
+            handle.layer += 1
+            if handle.flags & _WRITE_FLAGS and handle.node.parent is not None:
+                self.union.copy_up(handle.node)
+                fd = self.union.layers[0].open(handle.node.path(), os.O_RDWR)
+                os.dup2(fd, handle.fd)
+                os.close(fd)
+                handle.layer = 0
+        log.info("upper frozen as %s; continuing on a fresh upper", frozen)
+        return frozen
 
     # ---- reading -------------------------------------------------------------------------
 

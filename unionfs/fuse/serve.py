@@ -17,6 +17,7 @@ import trio
 
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
+from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
 
@@ -70,8 +71,18 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
         _detach_stderr()
+    def control(request: dict[str, object]) -> dict[str, object]:
+        if request.get("op") == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if request.get("op") == "switch_upper":
+            frozen = ops.switch_upper()
+            spec.lowers.insert(0, frozen)
+            state.record_mount(spec, os.getpid())
+            return {"ok": True, "frozen": frozen}
+        return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
+
     try:
-        trio.run(_serve)
+        trio.run(_serve, str(state.control_path(spec.mountpoint)), control)
     finally:
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=True)
@@ -89,9 +100,10 @@ def _detach_stderr() -> None:
     os.close(devnull)
 
 
-async def _serve() -> None:
+async def _serve(control_path: str, control: Handler) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        await nursery.start(serve_control, control_path, control)
         await pyfuse3.main(min_tasks=1, max_tasks=WORKERS)
         nursery.cancel_scope.cancel()
 
