@@ -173,7 +173,7 @@ def write_reports(console: Console, out: Path, samples: list[Sample], targets: l
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A table of five targets needs more than 80 columns; a pipe or a log file has room.
-    console = Console() if sys.stdout.isatty() else Console(width=150)
+    console = Console(log_path=False, width=None if sys.stdout.isatty() else 150)
     if args.list:
         list_things(console)
         return 0

@@ -15,7 +15,7 @@ from benchmarks.runner import Sample
 from benchmarks.targets import Target
 from benchmarks.workloads import Workload
 
-BASELINES = ("native", "fuse-overlayfs")
+COLORS = {"overlayfs": "C0", "fuse-overlayfs": "C1", "unionfs-fuse": "C2", "unionfs": "C3"}
 
 
 @dataclass
@@ -196,7 +196,8 @@ def write_chart(path: Path, rows: list[Row], targets: list[str], title: str) -> 
             if ratio is not None:
                 ys.append(j + (i - (len(shown) - 1) / 2) * height)
                 xs.append(max(ratio, 1e-3))
-        ax.barh(ys, xs, height=height, label=target)
+        label = target if xs else f"{target} (no results)"
+        ax.barh(ys, xs, height=height, label=label, color=COLORS.get(target, f"C{4 + i}"))
     ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")

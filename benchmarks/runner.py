@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +117,8 @@ class Runner:
             return failed(self.broken[target.name])
         cell = self.config.scratch / f"r{rnd}-{workload.name}-{target.name}"
         layout = Layout(lowers=[self.config.data / name for name in workload.lowers],
-                        upper=cell / "upper", work=cell / "work", mnt=cell / "mnt")
+                        upper=cell / "upper", work=cell / "work", mnt=cell / "mnt",
+                        log=cell / "server.log")
         private = cell / "private"
         for path in (layout.upper, layout.work, layout.mnt, private):
             path.mkdir(parents=True)
@@ -161,7 +163,7 @@ class Runner:
             drop_caches()
             samples: list[Sample] = []
             for phase in workload.phases():
-                samples.append(self._timed(ctx, workload, phase, rnd))
+                samples.append(self._timed(ctx, workload, phase, rnd, mounted.abort))
                 if samples[-1].error:
                     break
             rss = mounted.peak_rss_kib()
@@ -171,10 +173,11 @@ class Runner:
         finally:
             mounted.unmount()
 
-    def _timed(self, ctx: Context, workload: Workload, phase: str, rnd: int) -> Sample:
+    def _timed(self, ctx: Context, workload: Workload, phase: str, rnd: int,
+               abort: Callable[[], None] | None = None) -> Sample:
         sample = Sample(ctx.target, workload.name, phase, rnd)
         try:
-            sample.seconds = timed_run(workload.command(ctx), self.config.sizes.timeout)
+            sample.seconds = timed_run(workload.command(ctx), self.config.sizes.timeout, abort)
         except NotAvailable as exc:
             sample.error = str(exc)
         except BenchError as exc:
@@ -182,8 +185,12 @@ class Runner:
         return sample
 
 
-def timed_run(cmd: Command, timeout: float) -> float:
-    """Run ``cmd`` and return its wall time (or the time it reports, when it has ``parse``)."""
+def timed_run(cmd: Command, timeout: float, abort: Callable[[], None] | None = None) -> float:
+    """Run ``cmd`` and return its wall time (or the time it reports, when it has ``parse``).
+
+    On a timeout or an interrupt the command is killed; if it cannot die because it waits
+    on a stalled filesystem, ``abort`` (which kills the server) frees it.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd.argv, cwd=cmd.cwd, env=cmd.env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE if cmd.parse else subprocess.DEVNULL,
@@ -193,7 +200,12 @@ def timed_run(cmd: Command, timeout: float) -> float:
     except BaseException as exc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            if abort:
+                abort()
+            proc.wait()
         if isinstance(exc, subprocess.TimeoutExpired):
             raise BenchError(f"timed out after {timeout:.0f}s") from exc
         raise

@@ -59,14 +59,17 @@ def fstype_at(path: Path) -> str | None:
     return found
 
 
-def wait_mounted(path: Path, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Wait until something is mounted at ``path``; fail early if ``proc`` exits."""
+def wait_mounted(path: Path, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    """Wait until something is mounted at ``path``; fail early if ``proc`` fails.
+
+    ``proc`` may exit with status 0 once mounted (a command that daemonizes).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if fstype_at(path) is not None:
             return
-        if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.poll() is not None and (proc.returncode != 0 or fstype_at(path) is None):
+            err = log.read_text(errors="replace") if log.exists() else ""
             raise BenchError(one_line(err) or f"exited with status {proc.returncode}")
         time.sleep(0.02)
     raise BenchError(f"not mounted within {timeout:.0f}s")

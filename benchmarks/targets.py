@@ -7,8 +7,11 @@ directory, the baseline every ratio is taken against.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
@@ -37,6 +40,7 @@ class Layout:
     upper: Path
     work: Path
     mnt: Path
+    log: Path  # the server's stderr (a file: a full pipe would stall the server)
 
 
 @dataclass
@@ -63,6 +67,12 @@ class Mounted:
             unmount(self.unmount_path)
         if self.process is not None:
             stop_process(self.process)
+
+    def abort(self) -> None:
+        """Kill the server: the way out when a command hangs in the filesystem."""
+        for pid in self.server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class Target(ABC):
@@ -125,11 +135,11 @@ class ForegroundFuse(Target):
         """The command line of the foreground server."""
 
     def mount(self, layout: Layout, *, writes_lower: bool) -> Mounted:
-        proc = subprocess.Popen(self.argv(layout), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        with open(layout.log, "wb") as log:
+            proc = subprocess.Popen(self.argv(layout), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
         try:
-            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT)
+            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
         except BaseException:
             unmount(layout.mnt)
             stop_process(proc, timeout=5)
@@ -177,7 +187,8 @@ class Unionfs(Target):
             raise BenchError(f"cannot import unionfs.api: {exc}") from exc
         try:
             handle = mount(layout.lowers, layout.mnt, layout.upper,
-                           options=MountOptions(workdir=layout.work), timeout=MOUNT_TIMEOUT)
+                           options=MountOptions(workdir=layout.work, log_file=layout.log),
+                           timeout=MOUNT_TIMEOUT)
         except Exception as exc:
             raise BenchError(one_line(str(exc)) or type(exc).__name__) from exc
         return _UnionfsMounted(path=layout.mnt, upper=layout.upper, pid=handle.pid,
@@ -207,11 +218,11 @@ class Template(Target):
             upper=shlex.quote(str(layout.upper)), work=shlex.quote(str(layout.work)),
             mnt=shlex.quote(str(layout.mnt)),
         )
-        proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        with open(layout.log, "wb") as log:
+            proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
         try:
-            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT)
+            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
         except BaseException:
             unmount(layout.mnt)
             stop_process(proc, timeout=5)
