@@ -140,3 +140,21 @@ def make_tar(path: Path, members: list[dict[str, object]], mode: str = "w") -> P
         for m in members:
             add_member(tar, **m)  # type: ignore[arg-type]
     return path
+
+
+def mount_image(store: Path, ref: str, mnt: Path, *, timeout: float = 60) -> None:
+    """``unionfs mount IMAGE MNT``; its output goes to a file, since the server it leaves
+    running keeps the descriptors it inherited (a pipe would never reach end of file)."""
+    log = mnt.parent / f"{mnt.name}.mount.log"
+    with open(log, "wb") as out:
+        res = subprocess.run([sys.executable, "-m", "unionfs", "mount", ref, str(mnt),
+                              "--store", str(store)], stdout=out, stderr=out,
+                             stdin=subprocess.DEVNULL, timeout=timeout)
+    assert res.returncode == 0, log.read_text()
+
+
+def unmount(mnt: Path) -> None:
+    """Unmount a FUSE mount this test made (lazily if it is busy)."""
+    res = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=True)
