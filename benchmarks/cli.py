@@ -132,6 +132,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if not args.keep_data:
             remove_tree(data)
     meta = machine_info(workdir)
+    meta["run_seconds"] = round(time.monotonic() - started)
     write_reports(console, args.out, samples, targets, workloads, sizes, rounds, meta)
     console.print(f"done in {time.monotonic() - started:.0f} s")
     return 0

@@ -180,9 +180,10 @@ def _commit(ctx: Context) -> Command:
     reason = commit_unavailable()
     if reason:
         raise NotAvailable(reason)
-    env = {**os.environ, "UNIONFS_STORE": str(ctx.scratch / "store")}
-    argv = [sys.executable, "-m", "unionfs", "commit", "--upper", str(ctx.upper),
-            "bench:committed", "-m", "benchmark commit"]
+    store = str(ctx.scratch / "store")
+    env = {**os.environ, "UNIONFS_STORE": store}
+    argv = [sys.executable, "-m", "unionfs", "commit", "--store", store, "--upper",
+            str(ctx.upper), "bench:committed", "-m", "benchmark commit"]
     return Command(argv, ctx.scratch, env=env)
 
 
