@@ -103,9 +103,9 @@ def cell_lines(cell: Cell, target: str, width: int = 32) -> list[str]:
         return [error if len(error) <= width else error[: width - 1] + "…"]
     lines = [fmt_seconds(cell.median)]
     ratios = []
-    if target != "native":
+    if target != "native" and cell.vs_native is not None:
         ratios.append(f"{fmt_ratio(cell.vs_native)} n")
-    if target != "fuse-overlayfs":
+    if target != "fuse-overlayfs" and cell.vs_fuse_overlayfs is not None:
         ratios.append(f"{fmt_ratio(cell.vs_fuse_overlayfs)} f")
     if ratios:
         lines.append(" ".join(ratios))
