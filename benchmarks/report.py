@@ -203,8 +203,9 @@ def write_chart(path: Path, rows: list[Row], targets: list[str], title: str) -> 
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("time relative to native directory (log scale, lower is better)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncols=len(shown),
+              frameon=False)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
