@@ -158,7 +158,9 @@ class LayerWriter:
         os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
 
     def _whiteout(self, node: Node, _content: BinaryIO | None) -> None:
-        os.mknod(self.full(node.path), stat.S_IFCHR, os.makedev(0, 0))
+        full = self.full(node.path)
+        os.mknod(full, stat.S_IFCHR, os.makedev(0, 0))
+        os.utime(full, ns=(0, 0), follow_symlinks=False)  # a whiteout's metadata means nothing
 
     # -- metadata ------------------------------------------------------------------------
 

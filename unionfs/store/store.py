@@ -335,10 +335,14 @@ class Store:
         reader = HashReader(_decompressed(f))
         try:
             with open_stream(reader) as tar:  # type: ignore[arg-type]
-                extract(tar, writer, progress)
+                data_end = extract(tar, writer, progress)
             raw_digest = reader.drain()
         except _ARCHIVE_ERRORS as exc:
             raise UserError(f"malformed archive: {exc}") from None
+        if reader.size == 0:
+            raise UserError("malformed archive: empty file")
+        if data_end > reader.size:
+            raise UserError("malformed archive: truncated inside a member")
         if expect_digest is not None and raw_digest != expect_digest:
             raise UserError(f"layer does not match its diff_id {refs.short(expect_digest)}"
                             f" (content is {refs.short(raw_digest)})")

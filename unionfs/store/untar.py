@@ -42,6 +42,8 @@ _TYPES = {
 def normalize_name(name: str) -> bytes:
     """A member name as a relative layer path (``b""`` for the root); rejects unsafe names."""
     raw = encode(name)
+    if raw.strip(b"/") in (b"", b"."):
+        return b""  # the root itself ("/" is how some tools, umoci, name it)
     if raw.startswith(b"/"):
         raise UserError(f"unsafe archive entry {name!r}: absolute path")
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
@@ -154,11 +156,17 @@ def _to_node(path: bytes, kind: NodeType, info: tarfile.TarInfo) -> Node:
 
 
 def extract(tar: tarfile.TarFile, writer: LayerWriter,
-            progress: Callable[[int], None] | None = None) -> None:
-    """Check and write every member of ``tar`` (read sequentially) into ``writer``."""
+            progress: Callable[[int], None] | None = None) -> int:
+    """Check and write every member of ``tar`` (read sequentially) into ``writer``.
+
+    Returns the offset where the last member's data ends, so the caller can tell an archive
+    cut short inside a member from one that only lacks its end-of-archive blocks.
+    """
     checker = TarChecker()
     whiteouts: list[bytes] = []
+    data_end = 0
     for info in tar:
+        data_end = max(data_end, info.offset_data + (info.size if info.isfile() else 0))
         node = checker.node(info)
         if node is None:
             continue
@@ -180,6 +188,7 @@ def extract(tar: tarfile.TarFile, writer: LayerWriter,
         if path not in writer.types:
             writer.add(Node(path, NodeType.WHITEOUT, 0))
     writer.finish()
+    return data_end
 
 
 class HashReader(io.RawIOBase):
@@ -208,9 +217,28 @@ class HashReader(io.RawIOBase):
         return "sha256:" + self.sha.hexdigest()
 
 
+class ZeroTail(io.RawIOBase):
+    """Reads ``f``, then zeros: a tar whose writer left out the end-of-archive blocks (umoci
+    does) still ends cleanly. Whether real data was cut short is checked separately."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._f.read(len(b))
+        if not data:
+            b[: len(b)] = bytes(len(b))
+            return len(b)
+        b[: len(data)] = data
+        return len(data)
+
+
 def open_stream(f: BinaryIO) -> tarfile.TarFile:
     """A sequential reader of an uncompressed tar stream, with our name encoding."""
     try:
-        return tarfile.open(fileobj=f, mode="r|", encoding=ENCODING, errors=ERRORS)
+        return tarfile.open(fileobj=ZeroTail(f), mode="r|", encoding=ENCODING, errors=ERRORS)
     except tarfile.TarError as exc:
         raise UserError(f"not a tar archive: {exc}") from None
