@@ -82,10 +82,12 @@ def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
 
 
 def image_user(store: Store, image: Image) -> str | None:
-    """A mount that stacks exactly ``image``'s layers at the bottom, if there is one."""
-    mine = [os.path.realpath(p) for p in image.layer_dirs]
+    """A mount or container that uses ``image``: a mount counts when its lowest layers are
+    exactly the image's (compared by layer id, so a lower moved into the store by a commit
+    still counts)."""
+    mine = image.layer_ids[::-1]
     for info in _all_mounts(store):
-        lowers = [os.path.realpath(p) for p in info.get("lowers", [])]
+        lowers = [store.layer_of_dir(Path(p)) for p in info.get("lowers", [])]
         if mine and lowers[len(lowers) - len(mine):] == mine:
             return f"the mount at {info.get('mountpoint')}"
     return _container_user(store, image)
@@ -135,7 +137,7 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
                                   "(unionfs.api.switch_upper is missing)") from None
         old_upper = Path(switch_upper(mountpoint))
         image = store.commit_on_layers(old_upper, lower_ids, tag, message, created_by, author,
-                                       progress=progress)
+                                       adopt=True, progress=progress)
         store.record_committed(old_upper, image.layer_ids[-1])
         return image
 

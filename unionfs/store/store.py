@@ -364,6 +364,35 @@ class Store:
         return self.add_layer_nodes(scan(src), origin or f"dir {src}", link=link,
                                     progress=progress)
 
+    def adopt_dir(self, frozen: Path, origin: str,
+                  progress: Progress | None = None) -> Layer:
+        """Make a directory nothing writes anymore (a switched-out upper) a layer by moving it.
+
+        The digest is taken in place; then, under the lock, the directory is renamed into the
+        store (through ``tmp/``, so a layer appears whole). If the layer already exists, or
+        ``frozen`` is on another filesystem, it is copied (or reused) and left where it is:
+        a live mount may still read it.
+        """
+        if os.stat(frozen).st_dev != os.stat(self.root / "tmp").st_dev:
+            return self.add_layer_dir(frozen, origin, progress=progress)
+        digest, size = layer_digest(scan(frozen), progress=progress)
+        layer = Layer(self, digest)
+        meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
+        with self.lock():
+            if layer.path.exists():
+                return layer
+            stage = self.root / "tmp" / f"adopt-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            stage.mkdir(mode=0o755)
+            write_atomic(stage / "layer.json", canonical_json(meta))
+            os.rename(frozen, stage / "fs")
+            try:
+                os.rename(stage, layer.path)
+            except OSError:
+                os.rename(stage / "fs", frozen)
+                rmtree(stage)
+                raise
+        return layer
+
     def add_layer_tar(self, f: BinaryIO, origin: str,
                       progress: Progress | None = None) -> Layer:
         """A layer from a tar stream (plain, gzip, bzip2 or xz)."""
@@ -415,20 +444,25 @@ class Store:
     # -- commit and import ---------------------------------------------------------------
 
     def commit(self, upper: Path, parent: str | None, tag: str, message: str = "",
-               created_by: str = "", author: str | None = None, *, link: bool = False,
+               created_by: str = "", author: str | None = None, *, adopt: bool = False,
                progress: Progress | None = None) -> Image:
-        """Make ``upper`` a new layer on top of image ``parent`` and tag the result."""
+        """Make ``upper`` a new layer on top of image ``parent`` and tag the result.
+
+        ``upper`` is copied; with ``adopt`` (an upper nothing writes anymore) it is moved.
+        """
         base = self.image(parent) if parent else None
         tag = refs.normalize_tag(tag)
-        layer = self.add_layer_dir(Path(upper), f"commit of {upper}", link=link,
-                                   progress=progress)
+        if adopt:
+            layer = self.adopt_dir(Path(upper), f"commit of {upper}", progress)
+        else:
+            layer = self.add_layer_dir(Path(upper), f"commit of {upper}", progress=progress)
         history = refs.history_entry(now_iso(), created_by, message, author)
         config = refs.new_config(base.config if base else None, layer.id, history)
         return self.publish_image(config, tag)
 
     def commit_on_layers(self, upper: Path, lower_ids: list[str], tag: str, message: str = "",
                          created_by: str = "", author: str | None = None, *,
-                         link: bool = False, progress: Progress | None = None) -> Image:
+                         adopt: bool = False, progress: Progress | None = None) -> Image:
         """Commit ``upper`` over the layers ``lower_ids`` (top first) of no named image.
 
         The parent is the stored image with exactly those layers when there is one;
@@ -438,13 +472,13 @@ class Store:
         parent = next((im for im in self.images() if im.layer_ids == bottom_first), None)
         if parent is not None or not bottom_first:
             return self.commit(upper, parent.id if parent else None, tag, message, created_by,
-                               author, link=link, progress=progress)
+                               author, adopt=adopt, progress=progress)
         config: dict[str, Any] | None = None
         for layer_id in bottom_first:
             config = refs.new_config(config, layer_id, refs.history_entry(
                 now_iso(), "unionfs mount (lower layer)"))
         image = self.publish_image(config, None)  # type: ignore[arg-type]
-        return self.commit(upper, image.id, tag, message, created_by, author, link=link,
+        return self.commit(upper, image.id, tag, message, created_by, author, adopt=adopt,
                            progress=progress)
 
     def import_rootfs(self, src: Path, tag: str, message: str = "",
