@@ -109,8 +109,21 @@ def _expect(fd: int, token: bytes) -> None:
         os._exit(1)  # the supervisor went away or gave up on us
 
 
+def close_other_fds(keep: set[int]) -> None:
+    """Close every fd but ``keep`` (a PID 1 that never execs must not hold the caller's)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def intermediate(cfg: ChildConfig) -> NoReturn:
     """Enter the namespaces and fork PID 1; report its pid as ``P<pid>``."""
+    stdio = cfg.stdio
+    close_other_fds({stdio.stdin, stdio.stdout, stdio.stderr, stdio.tty or 0, cfg.sync_r,
+                     cfg.sync_w, cfg.err_w})
+
     def body() -> None:
         _expect(cfg.sync_r, b"G")  # placed in the cgroup
         if cfg.userns:

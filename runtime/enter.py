@@ -41,8 +41,8 @@ def exec_in(container: state.Container, argv: list[str], *, interactive: bool, t
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        os.close(up_r)
-        os.close(err_r)
+        child.close_other_fds({stdio.stdin, stdio.stdout, stdio.stderr, stdio.tty or 0,
+                               up_w, err_w, *(fd for fd, _ in opened)})
         child.guarded(err_w, lambda: _join_and_fork(cg, opened, stdio, spec, argv, workdir,
                                                     up_w, err_w))
     for fd, _ in opened:

@@ -8,6 +8,7 @@ Targets are paths under the new root as seen from outside it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 
@@ -35,7 +36,10 @@ ETC_FILES = ("hostname", "hosts", "resolv.conf")
 
 @dataclass(frozen=True)
 class MountStep:
-    """One ``mount(2)`` call; ``create`` makes the target first ("dir" or "file")."""
+    """One ``mount(2)`` call; ``create`` makes the target first ("dir" or "file").
+
+    An ``optional`` step is skipped when its target cannot be created (a read-only root).
+    """
 
     source: str | None
     target: str
@@ -43,6 +47,7 @@ class MountStep:
     flags: int = 0
     data: str | None = None
     create: str | None = "dir"
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def plan(spec: Spec, root: str, state_dir: str, *, userns: bool) -> list[Step]:
             steps.append(_remount_ro(target))
     for name in ETC_FILES:
         steps.append(MountStep(f"{state_dir}/{name}", f"{root}/etc/{name}", None, MS_BIND,
-                               create="file"))
+                               create="file", optional=True))
     if spec.read_only:
         steps.append(_remount_ro(root))
     return steps
@@ -118,7 +123,12 @@ def execute(steps: list[Step]) -> None:
                 os.unlink(step.path)
             os.symlink(step.target, step.path)
             continue
-        _create(step)
+        try:
+            _create(step)
+        except OSError as exc:
+            if step.optional and exc.errno == errno.EROFS:
+                continue
+            raise
         flags = step.flags
         if flags & MS_REMOUNT:
             flags |= _locked_flags(step.target)

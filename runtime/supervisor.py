@@ -14,6 +14,7 @@ import os
 import pty
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,9 @@ def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None
     return cg
 
 
-def supervise(container: state.Container, *, attached: bool, notify: int | None = None) -> int:
-    """Run the container once; its exit code. ``notify`` gets ``"0 ok"`` once it started."""
+def supervise(container: state.Container, *, attached: bool,
+              notify: Callable[[], None] | None = None) -> int:
+    """Run the container once; its exit code. ``notify()`` is called once it started."""
     spec = container.spec
     userns = namespaces.wants_userns(spec.userns)
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
@@ -94,7 +96,7 @@ def supervise(container: state.Container, *, attached: bool, notify: int | None 
             exit_code=None, oom_killed=False, finished_at=None,
         )
         if notify is not None:
-            os.write(notify, b"0 ok")
+            notify()
         status = wait_container(started, spec, container, attached=attached)
         code = init.exit_code(status)
         oom = cg.oom_killed() if cg else False
@@ -256,8 +258,20 @@ def run_detached(container: state.Container) -> None:
                           int(code) if code.isdigit() else 1)
 
 
-def _daemon(container: state.Container, notify: int) -> Any:
-    """The detached supervisor: a new session, stdio to files, then :func:`supervise`."""
+def _daemon(container: state.Container, fd: int) -> Any:
+    """The detached supervisor: a new session, stdio to files, then :func:`supervise`.
+
+    ``fd`` gets ``"0 ok"`` once the container runs, or ``"<code> <message>"``; it is closed
+    then, so the starting command sees end-of-file and returns.
+    """
+    pending = [fd]
+
+    def tell(message: str) -> None:
+        if pending:
+            with contextlib.suppress(OSError):
+                os.write(pending[0], message.encode())
+            os.close(pending.pop())
+
     code = 1
     try:
         os.setsid()
@@ -271,14 +285,13 @@ def _daemon(container: state.Container, notify: int) -> Any:
         os.close(null)
         os.close(log)
         os.chdir("/")
-        code = supervise(container, attached=False, notify=notify)
+        code = supervise(container, attached=False, notify=lambda: tell("0 ok"))
     except UserError as exc:
-        with contextlib.suppress(OSError):
-            os.write(notify, f"{exc.exit_code} {exc}".encode())
+        tell(f"{exc.exit_code} {exc}")
         code = exc.exit_code
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.write(notify, f"1 supervisor failed: {exc!r}".encode())
+        tell(f"1 supervisor failed: {exc!r}")
+    tell(f"{code} the container exited with status {code} while starting")
     os._exit(code)
 
 

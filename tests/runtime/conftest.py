@@ -3,8 +3,10 @@ after every test that no mount, cgroup or process of the test remains."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -142,9 +144,30 @@ def no_leftovers(store_root: Path) -> Iterator[None]:
     procs = _settle(lambda: process_leftovers(marker) - before_procs)
     mounts = _settle(lambda: mount_leftovers(marker))
     cgs = _settle(lambda: cgroup_leftovers() - before_cg)
+    if procs or mounts or cgs:
+        _clean_up(procs, mounts, cgs)  # type: ignore[arg-type]
     assert not procs, f"processes left: {[_cmdline(p) for p in procs]}"  # type: ignore[union-attr]
     assert not mounts, f"mounts left: {mounts}"
     assert not cgs, f"cgroups left: {cgs}"
+
+
+def _clean_up(procs: set[int], mounts: set[str], cgs: set[str]) -> None:
+    """Remove what a failed test left, so the next tests start clean."""
+    for pid in procs:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    for d in cgs:
+        for _ in range(20):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def _cmdline(pid: int) -> str:
