@@ -1,0 +1,124 @@
+"""Rootless containers: ``unionfs`` run by an unprivileged uid.
+
+The user needs what a stock Debian gives it: a passwd entry (fusermount3 wants a name) and
+a usable ``/dev/fuse`` (0666 there; 0600 on this test machine). The test provides both in a
+private mount namespace (a bind-mounted passwd copy and a 0666 fuse node), so the host is
+left untouched. The interpreter is Debian's python3.11 with the project on ``PYTHONPATH``:
+the venv's interpreter lives under /root, which other users cannot enter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers
+
+PROJECT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+class Rootless:
+    """Runs shell scripts in which ``$UF`` is ``unionfs`` as the unprivileged user."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        pythonpath = ":".join(p for p in (os.environ.get("PYTHONPATH"), str(PROJECT),
+                                          str(site / "site-packages")) if p)
+        self.uf = (f"setpriv --reuid {ROOTLESS_UID} --regid {ROOTLESS_UID} --clear-groups "
+                   f"env HOME={base} UNIONFS_STORE={base}/store PYTHONPATH={pythonpath} "
+                   f"{SYSTEM_PYTHON} -m unionfs")
+
+    def __call__(self, script: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        prelude = (f"mount --bind {self.base}/fuse /dev/fuse && "
+                   f"mount --bind {self.base}/passwd /etc/passwd && cd {self.base} && "
+                   f"UF='{self.uf}'\n")
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               prelude + script], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def rootless() -> Iterator[Rootless]:
+    base = Path(tempfile.mkdtemp(prefix="unionfs-rootless-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    try:
+        with open("/etc/passwd") as f:
+            passwd = f.read()
+        (base / "passwd").write_text(passwd + f"uftest:x:{ROOTLESS_UID}:{ROOTLESS_UID}::"
+                                     f"{base}:/bin/sh\n")
+        os.mknod(base / "fuse", 0o20666, os.makedev(10, 229))
+        os.chmod(base / "fuse", 0o666)
+        build_busybox_rootfs(base / "rootfs", owner=ROOTLESS_UID)
+        (base / "store").mkdir()
+        os.chown(base / "store", ROOTLESS_UID, ROOTLESS_UID)
+        runner = Rootless(base)
+        res = runner("$UF import rootfs -t busybox")
+        assert res.returncode == 0, res.stderr
+        yield runner
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left(rootless: Rootless) -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 10
+    while (left := process_leftovers(str(rootless.base))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"rootless processes left: {left}"
+    assert not list((rootless.base / "store" / "containers").glob("*/state.json")) or all(
+        '"running"' not in p.read_text()
+        for p in (rootless.base / "store" / "containers").glob("*/state.json"))
+
+
+def test_rootless_sees_pid1_hostname_and_its_uid_map(rootless: Rootless) -> None:
+    res = rootless("$UF run --rm -h rl busybox sh -c "
+                   "'echo $$; hostname; id -u; cat /proc/self/uid_map; echo hi > /root/x; "
+                   "stat -c %u /root/x /etc/passwd'")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.split()
+    assert out[:3] == ["1", "rl", "0"]
+    assert out[3:6] == ["0", str(ROOTLESS_UID), "1"]  # its own uid becomes root inside
+    assert out[6:] == ["0", "0"]  # the image's and the new file's owner show as root
+
+
+def test_rootless_writes_land_in_its_upper(rootless: Rootless) -> None:
+    res = rootless("$UF run --name w busybox sh -c 'echo changed > /etc/motd' && "
+                   "cat store/uppers/container/*/upper/etc/motd && cat rootfs/etc/motd && "
+                   "stat -c %u store/uppers/container/*/upper/etc/motd && $UF rm w && "
+                   "ls store/uppers/container | wc -l")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:5] == ["changed", "image one", str(ROOTLESS_UID), "w", "0"]
+
+
+def test_rootless_limits_fail_clearly_without_delegation(rootless: Rootless) -> None:
+    res = rootless("$UF run --rm --memory 64m busybox true; echo rc=$?; "
+                   "ls store/containers | wc -l")
+    assert "rc=2" in res.stdout
+    assert "cannot apply resource limits" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert res.stdout.split()[-1] == "0"  # nothing left in the store
+
+
+def test_rootless_detached_exec_stop(rootless: Rootless) -> None:
+    res = rootless(
+        "$UF run -d --name bg --network none busybox sh -c "
+        "'echo up > /root/f; trap \"\" TERM; while true; do sleep 0.2; done' >/dev/null && "
+        "sleep 0.5 && $UF exec bg sh -c 'cat /root/f; ls /sys/class/net; cat /proc/1/cmdline' && "
+        "echo && $UF stop -t 1 bg && $UF ps -a && $UF rm bg"
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["up", "lo"]
+    assert lines[2].startswith("sh")
+    assert "Exited (137)" in res.stdout
