@@ -1,0 +1,96 @@
+"""``run -it``: a real pty; window size changes and Ctrl-C reach the container."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import sys
+import termios
+import time
+
+from .conftest import CLI
+
+
+class Terminal:
+    """The test's side of a pty that runs ``unionfs`` as its foreground job."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve(argv[0], argv, env)
+        self.resize(30, 100)
+        self.seen = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def expect(self, text: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{text!r} not seen in {self.seen[-500:]!r}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:
+                    break
+        assert text.encode() in self.seen, self.seen[-500:]
+        self.seen = self.seen[self.seen.index(text.encode()) + len(text):]
+
+    def wait(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with_status = os.waitpid(self.pid, os.WNOHANG)
+            if with_status[0]:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(with_status[1])
+            select.select([self.fd], [], [], 0.1)
+            try:
+                os.read(self.fd, 4096)
+            except OSError:
+                pass
+        raise AssertionError("unionfs run did not exit")
+
+
+def test_tty_resize_ctrl_c_and_exit_code(cli: CLI) -> None:
+    term = Terminal([sys.executable, "-m", "unionfs", "run", "-it", "--rm", "busybox", "sh"],
+                    cli.env)
+    term.expect("# ")
+    term.send("[ -t 0 ] && echo IS-$((6*7))-TTY; echo $TERM; stty size\r")
+    term.expect("IS-42-TTY")
+    term.expect("xterm")
+    term.expect("30 100")
+    term.resize(40, 120)
+    time.sleep(0.3)
+    term.send("stty size\r")
+    term.expect("40 120")
+    start = time.monotonic()
+    term.send("sleep 30\r")
+    time.sleep(0.5)
+    term.send("\x03")
+    term.send("echo AFTER-$((1+1))\r")
+    term.expect("AFTER-2")
+    assert time.monotonic() - start < 10
+    term.send("exit 3\r")
+    assert term.wait() == 3
+
+
+def test_exec_with_a_tty(cli: CLI) -> None:
+    cli.ok("run", "-d", "--name", "ttyexec", "busybox", "sleep", "100")
+    try:
+        term = Terminal([sys.executable, "-m", "unionfs", "exec", "-it", "ttyexec", "sh"],
+                        cli.env)
+        term.expect("# ")
+        term.send("[ -t 1 ] && echo EXEC-$((2*21)); stty size; exit 4\r")
+        term.expect("EXEC-42")
+        term.expect("30 100")
+        assert term.wait() == 4
+    finally:
+        cli("rm", "-f", "ttyexec")
