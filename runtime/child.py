@@ -141,8 +141,10 @@ def intermediate(cfg: ChildConfig) -> NoReturn:
 
 def container_main(cfg: ChildConfig) -> NoReturn:
     """PID 1: build the tree, pivot, drop privileges, exec."""
-    os.close(cfg.sync_r)
     os.close(cfg.sync_w)
+    _expect(cfg.sync_r, b"R")  # reparented to the supervisor
+    linux.prctl(linux.PR_SET_PDEATHSIG, 9)
+    os.close(cfg.sync_r)
     spec = cfg.spec
     attach_stdio(cfg.stdio)
     if spec.network == "none":

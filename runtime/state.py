@@ -78,8 +78,9 @@ class Container:
             data = {"status": "created"}
         if data.get("status") == "running" and not pid_alive(data.get("supervisor"),
                                                              data.get("supervisor_start")):
-            data["status"] = "exited"
-            data.setdefault("exit_code", 255)
+            data["status"] = "exited"  # its supervisor was killed: the container died with it
+            if data.get("exit_code") is None:
+                data["exit_code"] = 255
         return data
 
     def write_state(self, **changes: Any) -> dict[str, Any]:

@@ -161,10 +161,14 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
     try:
         pid1 = _handshake(pid, cg, userns, down_w, up_r)
     finally:
-        os.close(down_w)
-        os.close(up_r)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+        # The intermediate is reaped, so PID 1 is our child now: it may arm its parent-death
+        # signal, and dies with us even if we are killed.
+        with contextlib.suppress(OSError):
+            os.write(down_w, b"R")
+        os.close(down_w)
+        os.close(up_r)
     message = _read_all(err_r)
     os.close(err_r)
     if message or pid1 is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -267,3 +268,45 @@ def test_commit_chain(cli: CLI, store: Store) -> None:
         _rm(cli, "step1", "step3")
         cli("rmi", "demo:three")
         cli("rmi", "demo:two")
+
+
+def test_limits_reach_the_cgroup_and_stats(cli: CLI, store: Store) -> None:
+    cli.ok("run", "-d", "--name", "limited", "--memory", "64m", "--cpu-shares", "256",
+           "--cpus", "0.5", "--pids-limit", "50", "busybox", "sleep", "100")
+    try:
+        info = state.container_info(store, "limited")
+        assert info is not None and info["Cgroup"]["version"] == 1
+        paths = {k: Path(v) for k, v in info["Cgroup"]["paths"].items()}
+        assert int((paths["memory"] / "memory.limit_in_bytes").read_text()) == 64 << 20
+        assert (paths["cpu"] / "cpu.shares").read_text().strip() == "256"
+        assert (paths["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert (paths["pids"] / "pids.max").read_text().strip() == "50"
+        pid = info["State"]["Pid"]
+        assert str(pid) in (paths["memory"] / "cgroup.procs").read_text().split()
+        # The filesystem server is in neither the container's cgroup nor its pid namespace.
+        server = [p for p in (paths["memory"] / "cgroup.procs").read_text().split()
+                  if b"mount" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert not server
+        stats = cli.ok("stats", "limited")
+        assert "/ 64.0MiB" in stats and "/ 50" in stats
+        out = cli.ok("exec", "limited", "cat", "/proc/self/cgroup")
+        assert "memory:/\n" in out  # its own cgroup namespace
+    finally:
+        _rm(cli, "limited")
+
+
+def test_the_container_dies_with_a_killed_supervisor(cli: CLI, store: Store) -> None:
+    proc = subprocess.Popen(cli.argv("run", "--name", "orphan", "busybox", "sleep", "100"),
+                            env=cli.env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not ((c := state.find(store, "orphan")) and c.running()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pid = c.state()["pid"]
+        proc.kill()
+        proc.wait()
+        assert state.wait_gone(pid, None, 5)
+        assert "Exited (255)" in cli.ok("ps", "-a")
+    finally:
+        cli.ok("rm", "orphan")  # also releases the mount and the cgroup left behind

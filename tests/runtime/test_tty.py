@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -52,10 +53,8 @@ class Terminal:
                 os.close(self.fd)
                 return os.waitstatus_to_exitcode(with_status[1])
             select.select([self.fd], [], [], 0.1)
-            try:
+            with contextlib.suppress(OSError):
                 os.read(self.fd, 4096)
-            except OSError:
-                pass
         raise AssertionError("unionfs run did not exit")
 
 
