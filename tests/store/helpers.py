@@ -69,7 +69,12 @@ def describe(root: Path, *, mtimes: bool = True) -> dict[str, tuple[object, ...]
         dirnames.sort()
         for name in [*dirnames, *filenames]:
             full = os.path.join(dirpath, name)
-            out[os.path.relpath(full, root)] = _describe_one(full, mtimes)
+            try:
+                out[os.path.relpath(full, root)] = _describe_one(full, mtimes)
+            except FileNotFoundError:
+                # Kernel overlayfs lists a whiteout of a dir that exists in one layer only,
+                # but the name does not resolve: it does not exist.
+                continue
     return out
 
 
@@ -90,7 +95,10 @@ def _describe_one(full: str, mtimes: bool) -> tuple[object, ...]:
         for n in os.listxattr(full, follow_symlinks=False):
             if ".overlay." not in n:
                 xattrs[n] = os.getxattr(full, n, follow_symlinks=False)
+    whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0  # its metadata means nothing
     mtime = st.st_mtime_ns // 10**9 if mtimes and not stat.S_ISLNK(st.st_mode) else None
+    if whiteout:
+        return (kind, 0, 0, 0, what, (), None)
     return (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what,
             tuple(sorted(xattrs.items())), mtime)
 

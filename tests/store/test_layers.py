@@ -120,3 +120,18 @@ def test_name_checks() -> None:
     assert symlink_escapes(b"l", b"/etc/passwd") is False  # resolved inside the image
     assert symlink_escapes(b"a/b/l", b"x/../../..") is False
     assert symlink_escapes(b"a/b/l", b"x/../../../..") is True
+
+
+def test_implicit_parents_are_reproducible(tmp_path: Path) -> None:
+    """A tar naming only ``a/b/f`` (no directory entries) gives the same layer at any time."""
+    import time
+
+    from .helpers import make_tar
+
+    tar = make_tar(tmp_path / "t.tar", [{"name": "a/b/f", "data": b"x"}])
+    first = Store.open(tmp_path / "s1").import_rootfs(tar, "x").layer_ids
+    time.sleep(1.1)
+    second = Store.open(tmp_path / "s2").import_rootfs(tar, "x").layer_ids
+    assert first == second
+    st = os.stat(tmp_path / "s1" / "layers" / "sha256" / first[0][7:] / "fs" / "a")
+    assert (st.st_mode & 0o7777, st.st_mtime) == (0o755, 0)

@@ -84,6 +84,8 @@ class LayerWriter:
         self._ensure_parent(path)
         os.mkdir(self.full(path), 0o755)
         self.types[path] = NodeType.DIR
+        # An implicit parent (not in the input): fixed metadata, so the layer is reproducible.
+        self._dirs[path] = Node(path, NodeType.DIR, 0o755, 0, 0, 0)
 
     def _replace_existing(self, node: Node) -> None:
         kind = self.types.get(node.path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 Advance = Callable[[int], None]
 
@@ -42,3 +44,19 @@ def progress(label: str, total: int | None = None, *, enabled: bool | None = Non
             bar.advance(task, n)
 
         yield advance
+
+
+class CountingReader(io.RawIOBase):
+    """Reads through to ``f``, reporting each chunk's size to ``advance``."""
+
+    def __init__(self, f: BinaryIO, advance: Advance) -> None:
+        self._f, self._advance = f, advance
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._f.read(len(b))
+        b[: len(data)] = data
+        self._advance(len(data))
+        return len(data)

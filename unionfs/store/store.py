@@ -45,6 +45,7 @@ from unionfs.store.fsutil import (
 )
 from unionfs.store.layertar import layer_digest
 from unionfs.store.materialize import LayerWriter
+from unionfs.store.progress import CountingReader
 from unionfs.store.tree import Node, scan
 from unionfs.store.untar import extract, open_stream
 
@@ -332,10 +333,12 @@ class Store:
         from unionfs.store.untar import HashReader
 
         writer = LayerWriter(path / "fs")
+        if progress is not None:  # progress in archive bytes read, as the total is given
+            f = io.BufferedReader(CountingReader(f, progress))  # type: ignore[assignment]
         reader = HashReader(_decompressed(f))
         try:
             with open_stream(reader) as tar:  # type: ignore[arg-type]
-                data_end = extract(tar, writer, progress)
+                data_end = extract(tar, writer)
             raw_digest = reader.drain()
         except _ARCHIVE_ERRORS as exc:
             raise UserError(f"malformed archive: {exc}") from None
