@@ -134,3 +134,23 @@ def test_api_for_mount_and_runtime(tmp_path: Path, store: Path) -> None:
         assert Store.open().root == store
     finally:
         del os.environ["UNIONFS_STORE"]
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, store: Path) -> None:
+    """Under a pseudo-terminal (``script``) import draws a bar on stderr; piped, it is quiet."""
+    import shlex
+    import subprocess
+    import sys
+
+    tarball = tmp_path / "r.tar"
+    subprocess.run(["tar", "-C", str(tmp_path / "rootfs"), "-cf", str(tarball), "."],
+                   check=True)
+    argv = [sys.executable, "-m", "unionfs", "import", str(tarball), "--tag", "tty",
+            "--store", str(store)]
+    res = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert "importing r.tar" in res.stdout and "\x1b[" in res.stdout
+    piped = run_cli(store, "import", str(tarball), "--tag", "piped")
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert piped.stdout.startswith("sha256:") and len(piped.stdout.splitlines()) == 1

@@ -149,3 +149,17 @@ def test_racing_commits_on_one_mount_are_serialized(mounted) -> None:  # type: i
     assert len(one.layer_ids) == 2 and len(two.layer_ids) == 3
     assert two.layer_ids[:2] == one.layer_ids
     assert "a" in _tree_of(store, "r1") and "a" in _tree_of(store, "r2")
+
+
+def test_diff_and_rmi_of_a_live_mount(mounted) -> None:  # type: ignore[no-untyped-def]
+    store_dir, mnt = mounted
+    (mnt / "etc" / "hostname").write_text("edited\n")
+    (mnt / "etc" / "passwd").unlink()
+    (mnt / "new").mkdir()
+    (mnt / "new" / "f").write_text("f")
+    assert ok(store_dir, "diff", str(mnt)).splitlines() == [
+        "C /etc", "C /etc/hostname", "D /etc/passwd", "A /new", "A /new/f"]
+    assert_one_line_error(run_cli(store_dir, "rmi", "base"), "in use by the mount", str(mnt))
+    ok(store_dir, "commit", str(mnt), "after")
+    assert ok(store_dir, "diff", str(mnt)) == ""
+    assert ok(store_dir, "diff", "after").splitlines()[-1] == "A /new/f"
