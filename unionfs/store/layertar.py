@@ -88,45 +88,59 @@ def _open_source(node: Node) -> BinaryIO:
 
 def write_tar(nodes: Iterable[Node], out: BinaryIO, opener: Opener = _open_source,
               progress: Callable[[int], None] | None = None) -> None:
-    """Write the canonical tar of ``nodes`` (already in canonical order) to ``out``."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
-                      encoding=ENCODING, errors=ERRORS) as tar:
-        for node in nodes:
-            _add_node(tar, node, opener)
-            if progress:
-                progress(node.size if node.type is NodeType.REG else 0)
+    """Write the canonical tar of ``nodes`` (already in canonical order) to ``out``.
+
+    The bytes are exactly what ``tarfile`` writes in pax format (headers from
+    :meth:`tarfile.TarInfo.tobuf`, data padded to 512 bytes, two zero blocks, the last
+    record padded to 10240 bytes), produced here without keeping a member list, so memory
+    stays flat however many entries a layer has.
+    """
+    written = 0
+    for node in nodes:
+        written += _write_node(out, node, opener)
+        if progress:
+            progress(node.size if node.type is NodeType.REG else 0)
+    end = bytes(2 * tarfile.BLOCKSIZE)
+    written += len(end)
+    out.write(end + bytes(-written % tarfile.RECORDSIZE))
 
 
-def _add_node(tar: tarfile.TarFile, node: Node, opener: Opener) -> None:
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+
+
+def _write_node(out: BinaryIO, node: Node, opener: Opener) -> int:
+    """Write one node's entries; returns the byte count."""
     if node.type is NodeType.WHITEOUT:
-        tar.addfile(marker_info(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name)))
-        return
-    info = tar_info(node)
+        buf = _header(marker_info(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name)))
+        out.write(buf)
+        return len(buf)
+    buf = _header(tar_info(node))
+    out.write(buf)
+    n = len(buf)
     if node.type is NodeType.REG and node.size:
         with opener(node) as f:
-            tar.addfile(info, _Exact(f, node.size))
-    else:
-        tar.addfile(info)
+            n += _copy_exact(f, out, node.size)
     if node.type is NodeType.DIR and node.opaque:
-        tar.addfile(marker_info(join(node.path, wh.OCI_OPAQUE_MARKER)))
+        marker = _header(marker_info(join(node.path, wh.OCI_OPAQUE_MARKER)))
+        out.write(marker)
+        n += len(marker)
+    return n
 
 
-class _Exact(io.RawIOBase):
-    """A reader that yields exactly ``size`` bytes: a file that shrank is an error."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self._f, self._left = f, size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n < 0 else min(n, self._left)
-        data = self._f.read(n)
-        if len(data) < n:
-            raise OSError(f"file changed size while archiving: {getattr(self._f, 'name', '?')}")
-        self._left -= len(data)
-        return data
+def _copy_exact(f: BinaryIO, out: BinaryIO, size: int) -> int:
+    """Copy exactly ``size`` bytes and the padding to a block; a file that shrank is an
+    error (a layer never changes, so this means someone wrote into it)."""
+    left = size
+    while left:
+        data = f.read(min(left, 1 << 20))
+        if not data:
+            raise OSError(f"file changed size while archiving: {getattr(f, 'name', '?')}")
+        out.write(data)
+        left -= len(data)
+    pad = -size % tarfile.BLOCKSIZE
+    out.write(bytes(pad))
+    return size + pad
 
 
 class HashWriter(io.RawIOBase):

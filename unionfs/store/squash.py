@@ -18,7 +18,7 @@ from unionfs.errors import UserError
 from unionfs.store import refs
 from unionfs.store.fsutil import now_iso
 from unionfs.store.store import Image, Progress, Store
-from unionfs.store.tree import Node, NodeType, _detect_hardlink, _list_dir, dir_opacity, read_xattrs
+from unionfs.store.tree import Node, NodeType, detect_hardlink, dir_opacity, list_dir, read_xattrs
 
 
 def _kind(node: Node) -> Kind:
@@ -31,7 +31,7 @@ def _listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
     """One layer's nodes of directory ``rel`` by name."""
     full = os.path.join(root, rel) if rel else root
     xattr_whiteouts = dir_opacity(read_xattrs(full))[1]
-    return {node.name: node for node in _list_dir(root, rel, xattr_whiteouts)}
+    return {node.name: node for node in list_dir(root, rel, xattr_whiteouts)}
 
 
 def merged_nodes(layer_dirs: Sequence[str | os.PathLike[str]]) -> Iterator[Node]:
@@ -58,8 +58,7 @@ def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
                                         lambda i, n=name: per_layer[i][n].opaque)
             yield from _merge_dir(roots, node.path, below, inodes)
             continue
-        if node.type is NodeType.REG:
-            _detect_hardlink(node, inodes)
+        detect_hardlink(node, inodes)
         yield node
 
 

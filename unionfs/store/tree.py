@@ -50,6 +50,8 @@ class Node:
     xattrs: dict[bytes, bytes] = field(default_factory=dict)
     opaque: bool = False
     source: bytes | None = None  # absolute path of the content, for REG nodes read from disk
+    inode: tuple[int, int] | None = None  # (st_dev, st_ino) of a file with other hard links
+    xattr_whiteouts: bool = False  # a DIR whose children may be overlayfs xattr whiteouts
 
     @property
     def name(self) -> bytes:
@@ -118,10 +120,12 @@ def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[by
     node = Node(path, NodeType.REG, stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns,
                 xattrs=public_xattrs(xattrs))
     if stat.S_ISDIR(mode):
-        node.type = NodeType.DIR
-        node.opaque = dir_opacity(xattrs)[0]
+        node.type, node.source = NodeType.DIR, full
+        node.opaque, node.xattr_whiteouts = dir_opacity(xattrs)
     elif stat.S_ISREG(mode):
         node.size, node.source = st.st_size, full
+        if st.st_nlink > 1:
+            node.inode = (st.st_dev, st.st_ino)
     elif stat.S_ISLNK(mode):
         node.type, node.linkname = NodeType.SYMLINK, os.readlink(full)
     elif wh.is_whiteout_stat(mode, st.st_rdev):
@@ -136,12 +140,12 @@ def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[by
     return node
 
 
-def whiteout_node(path: bytes, st: os.stat_result | None = None) -> Node:
-    """A whiteout for ``path`` (metadata is not part of a whiteout's meaning)."""
-    return Node(path, NodeType.WHITEOUT, 0, 0, 0, st.st_mtime_ns if st else 0)
+def whiteout_node(path: bytes) -> Node:
+    """A whiteout for ``path`` (metadata is not part of a whiteout's meaning: all zero)."""
+    return Node(path, NodeType.WHITEOUT, 0, 0, 0, 0)
 
 
-def _list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
+def list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
     """Read one directory of a layer, every form of whiteout understood, sorted by name."""
     full_dir = os.path.join(root, rel) if rel else root
     with os.scandir(full_dir) as it:
@@ -156,16 +160,15 @@ def _list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
         target = wh.oci_whiteout_target(name)
         if target is not None:
             if target not in names:
-                nodes.append(whiteout_node(join(rel, target), st))
+                nodes.append(whiteout_node(join(rel, target)))
             continue
         xattrs = read_xattrs(full)
         if xattr_whiteouts and is_xattr_whiteout(xattrs, st):
-            nodes.append(whiteout_node(join(rel, name), st))
+            nodes.append(whiteout_node(join(rel, name)))
             continue
         node = node_from_stat(join(rel, name), st, full, xattrs)
         if node is not None:
             if node.type is NodeType.DIR:
-                node.source = full
                 node.opaque = node.opaque or os.path.lexists(
                     os.path.join(full, wh.OCI_OPAQUE_MARKER))
             nodes.append(node)
@@ -186,22 +189,17 @@ def scan(root: str | os.PathLike[str] | bytes) -> Iterator[Node]:
 
 def _scan_dir(root: bytes, rel: bytes, xattr_whiteouts: bool,
               inodes: dict[tuple[int, int], bytes]) -> Iterator[Node]:
-    for node in _list_dir(root, rel, xattr_whiteouts):
-        if node.type is NodeType.REG and node.source is not None:
-            _detect_hardlink(node, inodes)
+    for node in list_dir(root, rel, xattr_whiteouts):
+        detect_hardlink(node, inodes)
         yield node
         if node.type is NodeType.DIR:
-            assert node.source is not None
-            child_xw = dir_opacity(read_xattrs(node.source))[1]
-            yield from _scan_dir(root, node.path, child_xw, inodes)
+            yield from _scan_dir(root, node.path, node.xattr_whiteouts, inodes)
 
 
-def _detect_hardlink(node: Node, inodes: dict[tuple[int, int], bytes]) -> None:
-    """Turn a second path of an inode into a HARDLINK node to the first."""
-    assert node.source is not None
-    st = os.lstat(node.source)
-    if st.st_nlink <= 1:
+def detect_hardlink(node: Node, inodes: dict[tuple[int, int], bytes]) -> None:
+    """Turn a later path of a multiply linked file into a HARDLINK node to the first path."""
+    if node.type is not NodeType.REG or node.inode is None:
         return
-    first = inodes.setdefault((st.st_dev, st.st_ino), node.path)
+    first = inodes.setdefault(node.inode, node.path)
     if first != node.path:
         node.type, node.linkname, node.size, node.source = NodeType.HARDLINK, first, 0, None
