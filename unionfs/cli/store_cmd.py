@@ -126,7 +126,7 @@ def _commit_upper(store: Any, upper: Path, tag: str, parent: str | None,
 
 def _commit_target(store: Any, target: str, tag: str, parent: str | None,
                    opts: dict[str, Any]) -> Any:
-    from unionfs.store.mounts import commit_mounted, is_mounted
+    from unionfs.store.mounts import commit_mounted, is_mounted, mount_info
 
     if os.path.isdir(target) and is_mounted(target):
         with _progress("committing") as advance:
@@ -135,6 +135,11 @@ def _commit_target(store: Any, target: str, tag: str, parent: str | None,
     if upper is None:
         raise UserError(f"{target} is neither a mount point nor a container")
     info = _container(store, target, "container_info") or {}
+    rootfs = info.get("RootFs")
+    if rootfs and os.path.isdir(rootfs) and is_mounted(rootfs) and mount_info(store, rootfs):
+        # A running container on a unionfs root: commit it live, like a mount point.
+        with _progress("committing") as advance:
+            return commit_mounted(store, Path(rootfs), tag, progress=advance, **opts)
     lowers = info.get("LowerDirs")
     if parent is None and isinstance(lowers, list):
         from unionfs.store.mounts import lower_layer_ids
