@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import stat
-from typing import BinaryIO
+from typing import IO
 
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
@@ -43,7 +43,7 @@ class LayerWriter:
         """The absolute path of a layer path inside the destination."""
         return os.path.join(self.dest, path) if path else self.dest
 
-    def add(self, node: Node, content: BinaryIO | None = None) -> None:
+    def add(self, node: Node, content: IO[bytes] | None = None) -> None:
         """Create ``node``; REG content comes from ``content`` or from ``node.source``."""
         self._ensure_parent(node.path)
         self._replace_existing(node)
@@ -100,7 +100,7 @@ class LayerWriter:
 
     # -- creators ------------------------------------------------------------------------
 
-    def _dir(self, node: Node, _content: BinaryIO | None) -> None:
+    def _dir(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         if node.path not in self.types:
             os.mkdir(full, 0o700)
@@ -108,7 +108,7 @@ class LayerWriter:
         if node.opaque:
             self._mark_opaque(full)
 
-    def _reg(self, node: Node, content: BinaryIO | None) -> None:
+    def _reg(self, node: Node, content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         if content is None and self.link_sources and self._linkable(node):
             assert node.source is not None
@@ -131,20 +131,20 @@ class LayerWriter:
             wh.is_private_xattr(k) for k in read_xattrs(node.source)
         )
 
-    def _symlink(self, node: Node, _content: BinaryIO | None) -> None:
+    def _symlink(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         os.symlink(node.linkname, full)
         self._chown(full, node)
         self._set_xattrs(full, node)
         os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
 
-    def _hardlink(self, node: Node, _content: BinaryIO | None) -> None:
+    def _hardlink(self, node: Node, _content: IO[bytes] | None) -> None:
         kind = self.types.get(node.linkname)
         if kind is None or kind in (NodeType.DIR, NodeType.WHITEOUT):
             raise UserError(f"hard link {_show(node.path)} points outside the layer")
         os.link(self.full(node.linkname), self.full(node.path), follow_symlinks=False)
 
-    def _device(self, node: Node, _content: BinaryIO | None) -> None:
+    def _device(self, node: Node, _content: IO[bytes] | None) -> None:
         fmt = {NodeType.CHR: stat.S_IFCHR, NodeType.BLK: stat.S_IFBLK,
                NodeType.FIFO: stat.S_IFIFO}[node.type]
         full = self.full(node.path)
@@ -159,7 +159,7 @@ class LayerWriter:
         self._set_xattrs(full, node)
         os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
 
-    def _whiteout(self, node: Node, _content: BinaryIO | None) -> None:
+    def _whiteout(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         os.mknod(full, stat.S_IFCHR, os.makedev(0, 0))
         os.utime(full, ns=(0, 0), follow_symlinks=False)  # a whiteout's metadata means nothing
@@ -217,7 +217,7 @@ _CREATORS = {
 }
 
 
-def _copy_into(fd: int, node: Node, content: BinaryIO | None) -> int:
+def _copy_into(fd: int, node: Node, content: IO[bytes] | None) -> int:
     """Copy a REG node's data into ``fd``; returns the byte count."""
     if content is not None:
         with os.fdopen(os.dup(fd), "wb") as out:

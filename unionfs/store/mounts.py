@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from unionfs.errors import OperationFailed, UserError
+from unionfs.errors import UserError
 from unionfs.store.fsutil import flock
 from unionfs.store.store import Image, Progress, Store
 
@@ -42,19 +42,16 @@ def _store_mounts(store: Store) -> Iterator[dict[str, Any]]:
 
 def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The record of the union mounted at ``mountpoint``, or None if it is not one."""
+    from unionfs.api import mount_info as api_mount_info
+
     if not is_mounted(mountpoint):
         return None
-    try:
-        from unionfs.api import mount_info as api_mount_info  # type: ignore[attr-defined]
-    except ImportError:
-        api_mount_info = None
-    if api_mount_info is not None:
-        info = api_mount_info(mountpoint)
-        if info:
-            return dict(info)
+    record = api_mount_info(mountpoint)
+    if record:
+        return dict(record)
     real = os.path.realpath(mountpoint)
     for info in _store_mounts(store):
-        if os.path.realpath(info["mountpoint"]) == real:
+        if os.path.realpath(str(info["mountpoint"])) == real:
             return info
     return None
 
@@ -70,11 +67,9 @@ def _fuse_mountpoints() -> list[str]:
 
 
 def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
+    from unionfs.api import mount_info as api_mount_info
+
     yield from _store_mounts(store)
-    try:
-        from unionfs.api import mount_info as api_mount_info  # type: ignore[attr-defined]
-    except ImportError:
-        return
     for point in _fuse_mountpoints():
         info = api_mount_info(point)
         if info:
@@ -130,11 +125,8 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
         if not info.get("upper"):
             raise UserError(f"{mountpoint} is mounted read-only (no upper to commit)")
         lower_ids = lower_layer_ids(store, list(info.get("lowers", [])), progress)
-        try:
-            from unionfs.api import switch_upper  # type: ignore[attr-defined]
-        except ImportError:
-            raise OperationFailed("this unionfs cannot commit a live mount yet "
-                                  "(unionfs.api.switch_upper is missing)") from None
+        from unionfs.api import switch_upper
+
         old_upper = Path(switch_upper(mountpoint))
         image = store.commit_on_layers(old_upper, lower_ids, tag, message, created_by, author,
                                        adopt=True, progress=progress)

@@ -136,10 +136,10 @@ def _write_archive(part: Path, tmp: Path, docs: dict[str, bytes], index: bytes,
         for d in ("blobs", "blobs/sha256"):
             tar.addfile(_tar_entry(d, 0, is_dir=True))
         for name in sorted(files):
-            data, path, size = files[name]
+            content, path, size = files[name]
             info = _tar_entry(name, size)
-            if data is not None:
-                tar.addfile(info, io.BytesIO(data))
+            if content is not None:
+                tar.addfile(info, io.BytesIO(content))
             else:
                 assert path is not None
                 with open(path, "rb") as f:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from unionfs.core.merge import LayerListing, contributing_layers, merge
@@ -34,7 +34,12 @@ def _listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
     return {node.name: node for node in list_dir(root, rel, xattr_whiteouts)}
 
 
-def merged_nodes(layer_dirs: Sequence[str | os.PathLike[str]]) -> Iterator[Node]:
+def _opaque_in(per_layer: dict[int, dict[bytes, Node]], name: bytes) -> Callable[[int], bool]:
+    """Whether directory ``name`` is opaque in a given layer."""
+    return lambda i: per_layer[i][name].opaque
+
+
+def merged_nodes(layer_dirs: Sequence[str | bytes | os.PathLike[str]]) -> Iterator[Node]:
     """Every node of the merged view of ``layer_dirs`` (top first), in canonical order."""
     roots = [os.fsencode(p) for p in layer_dirs]
     yield from _merge_dir(roots, b"", tuple(range(len(roots))), {})
@@ -54,8 +59,7 @@ def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
         if entry.is_dir:
             node.opaque = False
             yield node
-            below = contributing_layers(entry.dir_layers,
-                                        lambda i, n=name: per_layer[i][n].opaque)
+            below = contributing_layers(entry.dir_layers, _opaque_in(per_layer, name))
             yield from _merge_dir(roots, node.path, below, inodes)
             continue
         detect_hardlink(node, inodes)

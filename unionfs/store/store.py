@@ -551,19 +551,19 @@ class Store:
         return done
 
 
-def _decompressed(f: BinaryIO) -> BinaryIO:
+def _decompressed(f: BinaryIO) -> io.BufferedIOBase:
     """``f`` uncompressed: gzip, bzip2 and xz are recognized by their magic bytes."""
-    buffered = io.BufferedReader(f) if not hasattr(f, "peek") else f  # type: ignore[arg-type]
-    head = buffered.peek(6)[:6]  # type: ignore[attr-defined]
+    buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[type-var]
+    head = buffered.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=buffered, mode="rb")
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(buffered)  # type: ignore[return-value]
+        return bz2.BZ2File(buffered)
     if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(buffered)  # type: ignore[return-value]
+        return lzma.LZMAFile(buffered)
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         raise UserError("zstd-compressed layers are not supported")
-    return buffered  # type: ignore[return-value]
+    return buffered  # type: ignore[no-any-return]
 
 
 def _pid_alive(pid: int) -> bool:

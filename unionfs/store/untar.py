@@ -194,7 +194,7 @@ def extract(tar: tarfile.TarFile, writer: LayerWriter,
 class HashReader(io.RawIOBase):
     """Reads through to ``f`` and hashes (sha256) what was read."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO | io.BufferedIOBase) -> None:
         self._f = f
         self.sha = hashlib.sha256()
         self.size = 0
