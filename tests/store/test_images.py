@@ -154,3 +154,29 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, store: Path) -> None:
     piped = run_cli(store, "import", str(tarball), "--tag", "piped")
     assert piped.returncode == 0 and piped.stderr == ""
     assert piped.stdout.startswith("sha256:") and len(piped.stdout.splitlines()) == 1
+
+
+def test_commit_diff_inspect_of_a_container(tmp_path: Path, store: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A name that is neither a mount nor an image is asked of ``runtime.state``."""
+    from runtime import state
+    from unionfs.cli import main
+
+    s = Store.open(store)
+    base = s.image("base")
+    upper = make_upper(tmp_path / "container-upper")
+    info = {"Id": "c0ffee", "Name": "c1", "RootFs": str(tmp_path / "not-mounted"),
+            "LowerDirs": [str(p) for p in base.layer_dirs], "ImageId": base.id}
+    monkeypatch.setattr(state, "container_upper", lambda _s, n: upper if n == "c1" else None)
+    monkeypatch.setattr(state, "container_info", lambda _s, n: info if n == "c1" else None)
+    assert main(["commit", "c1", "fromc", "-m", "from a container", "--store", str(store)]) == 0
+    committed = s.image("fromc")
+    assert committed.layer_ids[:-1] == base.layer_ids
+    assert describe(committed.layer_dirs[0])["app/run.sh"] == describe(upper)["app/run.sh"]
+    capsys.readouterr()
+    assert main(["diff", "c1", "--store", str(store)]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["A /app", "A /app/run.sh"]
+    assert main(["inspect", "c1", "--store", str(store)]) == 0
+    assert json.loads(capsys.readouterr().out) == [info]
+    assert main(["commit", "nope", "x", "--store", str(store)]) == 2

@@ -23,9 +23,6 @@ from .helpers import (
     unmount,
 )
 
-pytestmark = pytest.mark.xfail(not hasattr(api, "switch_upper"),
-                               reason="switch_upper not landed yet", strict=True)
-
 WRITER = r"""
 import os, sys, time
 root, stop = sys.argv[1], sys.argv[2]
