@@ -55,7 +55,7 @@ def build_layer(root: Path, ops: list[tuple[str, str, bytes]]) -> Path:
     return root
 
 
-SETTINGS = settings(max_examples=40, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -103,3 +103,31 @@ def _markers_only(names: list[str]) -> bool:
             parts[-1] = parts[-1][4:]
         return parts
     return names == sorted(names, key=key)
+
+
+@SETTINGS
+@given(LAYERS, st.lists(OPS, max_size=8))
+def test_diff_agrees_with_the_merged_views(layers: list[list[tuple[str, str, bytes]]],
+                                           upper_ops: list[tuple[str, str, bytes]]) -> None:
+    """A/C/D lines against the trees with and without the upper (squash is the oracle)."""
+    from unionfs.store.diff import changes
+
+    work = Path(tempfile.mkdtemp(prefix="unionfs-prop-"))
+    try:
+        lowers = [build_layer(work / f"l{i}", ops) for i, ops in enumerate(layers)][::-1]
+        upper = build_layer(work / "upper", upper_ops)
+        before = {n.path for n in merged_nodes(lowers)}
+        after = {n.path for n in merged_nodes([upper, *lowers])}
+        lines = [(k, p[1:]) for k, p in changes(upper, lowers)]
+        for kind, path in lines:
+            assert (path in before, path in after) == {
+                "A": (False, True), "C": (True, True), "D": (True, False)}[kind], (kind, path)
+        # What disappeared is listed as D, or lies below something listed (a directory
+        # deleted, or replaced by a file: C, as docker diff shows it).
+        listed = {p for k, p in lines if k in "CD"}
+        for path in before - after:
+            parts = path.split(b"/")
+            assert any(b"/".join(parts[:i]) in listed for i in range(1, len(parts) + 1))
+        assert after - before <= {p for k, p in lines if k == "A"}
+    finally:
+        shutil.rmtree(work)

@@ -11,9 +11,17 @@ import os
 from collections.abc import Iterator, Sequence
 
 from unionfs.core import whiteout as wh
+from unionfs.core.merge import LayerListing, merge
 from unionfs.core.whiteout import Kind
-from unionfs.store.squash import merged_nodes
-from unionfs.store.tree import NodeType, dir_opacity, read_xattrs, scan, sort_key
+from unionfs.store.tree import (
+    NodeType,
+    dir_opacity,
+    listing,
+    read_xattrs,
+    scan,
+    sort_key,
+    union_kind,
+)
 
 
 def _kind_in_layer(root: bytes, path: bytes) -> tuple[Kind | None, bool]:
@@ -36,31 +44,43 @@ def _kind_in_layer(root: bytes, path: bytes) -> tuple[Kind | None, bool]:
     return Kind.DIR, opaque
 
 
+def resolve(roots: Sequence[bytes], path: bytes) -> tuple[Kind | None, list[int]]:
+    """What ``path`` is in the merged view of ``roots`` (top first): DIR, OTHER or None, and
+    for a directory the layers that contribute to its listing."""
+    layers = list(range(len(roots)))
+    found: Kind | None = None
+    parts = path.split(b"/")
+    for depth in range(len(parts)):
+        prefix = b"/".join(parts[: depth + 1])
+        found, layers = _resolve_step(roots, prefix, layers)
+        if found is None or (depth < len(parts) - 1 and found is not Kind.DIR):
+            return None, []
+    return found, layers
+
+
+def _resolve_step(roots: Sequence[bytes], path: bytes, layers: list[int]
+                  ) -> tuple[Kind | None, list[int]]:
+    """One component: the first layer decides; directories merge down to an opaque one."""
+    found: Kind | None = None
+    merged: list[int] = []
+    for i in layers:
+        kind, opaque = _kind_in_layer(roots[i], path)
+        if kind is None:
+            continue
+        if kind is Kind.WHITEOUT or (found is not None and kind is not Kind.DIR):
+            break
+        found = found or kind
+        if kind is not Kind.DIR:
+            break
+        merged.append(i)
+        if opaque:
+            break
+    return found, merged
+
+
 def lookup(roots: Sequence[bytes], path: bytes) -> Kind | None:
     """What ``path`` is in the merged view of ``roots`` (top first): DIR, OTHER or None."""
-    layers = list(range(len(roots)))
-    prefix = b""
-    parts = path.split(b"/")
-    for depth, part in enumerate(parts):
-        prefix = prefix + b"/" + part if prefix else part
-        found: Kind | None = None
-        next_layers: list[int] = []
-        for i in layers:
-            kind, opaque = _kind_in_layer(roots[i], prefix)
-            if kind is None:
-                continue
-            if kind is Kind.WHITEOUT or (found is not None and kind is not Kind.DIR):
-                break
-            found = found or kind
-            if kind is not Kind.DIR:
-                break
-            next_layers.append(i)
-            if opaque:
-                break
-        if found is None or (depth < len(parts) - 1 and found is not Kind.DIR):
-            return None
-        layers = next_layers
-    return found
+    return resolve(roots, path)[0]
 
 
 def changes(upper: str | os.PathLike[str], lowers: Sequence[str | os.PathLike[str]]
@@ -84,12 +104,12 @@ def changes(upper: str | os.PathLike[str], lowers: Sequence[str | os.PathLike[st
 
 def _hidden_children(roots: Sequence[bytes], path: bytes,
                      upper: str | os.PathLike[str]) -> list[bytes]:
-    """Names below an opaque directory that the upper does not have again."""
+    """Names of the merged lower directory ``path`` that an opaque upper dir hides."""
     present = set(os.listdir(os.path.join(os.fsencode(upper), path)))
-    merged = merged_nodes([os.path.join(r, path) for r in roots if
-                           _kind_in_layer(r, path)[0] is Kind.DIR])
-    return [path + b"/" + n.path for n in merged
-            if b"/" not in n.path and n.path not in present]
+    _kind, layers = resolve(roots, path)
+    listings = [(i, LayerListing({name: union_kind(node) for name, node in
+                                  listing(roots[i], path).items()})) for i in layers]
+    return [path + b"/" + name for name in sorted(merge(listings)) if name not in present]
 
 
 def format_changes(items: Iterator[tuple[str, bytes]]) -> Iterator[str]:

@@ -13,25 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from unionfs.core.merge import LayerListing, contributing_layers, merge
-from unionfs.core.whiteout import Kind
 from unionfs.errors import UserError
 from unionfs.store import refs
 from unionfs.store.fsutil import now_iso
 from unionfs.store.store import Image, Progress, Store
-from unionfs.store.tree import Node, NodeType, detect_hardlink, dir_opacity, list_dir, read_xattrs
-
-
-def _kind(node: Node) -> Kind:
-    if node.type is NodeType.WHITEOUT:
-        return Kind.WHITEOUT
-    return Kind.DIR if node.type is NodeType.DIR else Kind.OTHER
-
-
-def _listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
-    """One layer's nodes of directory ``rel`` by name."""
-    full = os.path.join(root, rel) if rel else root
-    xattr_whiteouts = dir_opacity(read_xattrs(full))[1]
-    return {node.name: node for node in list_dir(root, rel, xattr_whiteouts)}
+from unionfs.store.tree import Node, detect_hardlink, listing, union_kind
 
 
 def _opaque_in(per_layer: dict[int, dict[bytes, Node]], name: bytes) -> Callable[[int], bool]:
@@ -47,9 +33,9 @@ def merged_nodes(layer_dirs: Sequence[str | bytes | os.PathLike[str]]) -> Iterat
 
 def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
                inodes: dict[tuple[int, int], bytes]) -> Iterator[Node]:
-    per_layer = {i: _listing(roots[i], rel) for i in layers}
+    per_layer = {i: listing(roots[i], rel) for i in layers}
     merged = merge(
-        (i, LayerListing({n: _kind(node) for n, node in per_layer[i].items()}))
+        (i, LayerListing({n: union_kind(node) for n, node in per_layer[i].items()}))
         for i in layers
     )
     for name in sorted(merged):

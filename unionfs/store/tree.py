@@ -176,6 +176,19 @@ def list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
     return nodes
 
 
+def listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
+    """One layer's nodes of directory ``rel`` (which must be a directory there), by name."""
+    full = os.path.join(root, rel) if rel else root
+    return {n.name: n for n in list_dir(root, rel, dir_opacity(read_xattrs(full))[1])}
+
+
+def union_kind(node: Node) -> wh.Kind:
+    """A node in the union's terms: DIR, WHITEOUT or OTHER."""
+    if node.type is NodeType.WHITEOUT:
+        return wh.Kind.WHITEOUT
+    return wh.Kind.DIR if node.type is NodeType.DIR else wh.Kind.OTHER
+
+
 def scan(root: str | os.PathLike[str] | bytes) -> Iterator[Node]:
     """Every node of the layer at ``root``, in canonical order, hard links detected.
 
