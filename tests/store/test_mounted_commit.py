@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import subprocess
 import sys
 import time
@@ -159,4 +160,7 @@ def test_diff_and_rmi_of_a_live_mount(mounted) -> None:  # type: ignore[no-untyp
     assert_one_line_error(run_cli(store_dir, "rmi", "base"), "in use by the mount", str(mnt))
     ok(store_dir, "commit", str(mnt), "after")
     assert ok(store_dir, "diff", str(mnt)) == ""
+    layer = Store.open(store_dir).image("after").layer_dirs[0]
+    for path in (layer / "etc" / "hostname", layer / "etc", layer / "new" / "f"):
+        assert not [n for n in os.listxattr(path) if "unionfs" in n], path
     assert ok(store_dir, "diff", "after").splitlines()[-1] == "A /new/f"

@@ -378,7 +378,9 @@ class Store:
         """
         if os.stat(frozen).st_dev != os.stat(self.root / "tmp").st_dev:
             return self.add_layer_dir(frozen, origin, progress=progress)
-        digest, size = layer_digest(scan(frozen), progress=progress)
+        private: list[tuple[bytes, tuple[bytes, ...]]] = []
+        digest, size = layer_digest(_noting_private(scan(frozen), private), progress=progress)
+        _strip_xattrs(frozen, private)  # only the writable upper's are read by a live union
         layer = Layer(self, digest)
         meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
         with self.lock():
@@ -549,6 +551,24 @@ class Store:
                     os.rename(layer.path, trash / "layer")
                 done.append(f"Deleted layer: {layer_id}")
         return done
+
+
+def _noting_private(nodes: Iterable[Node], out: list[tuple[bytes, tuple[bytes, ...]]]
+                    ) -> Iterator[Node]:
+    """Pass nodes through, noting those that carry the union's bookkeeping xattrs."""
+    for node in nodes:
+        if node.private:
+            out.append((node.path, node.private))
+        yield node
+
+
+def _strip_xattrs(root: Path, found: list[tuple[bytes, tuple[bytes, ...]]]) -> None:
+    """Remove bookkeeping xattrs from a directory becoming a layer: not layer content."""
+    base = os.fsencode(root)
+    for path, names in found:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.removexattr(os.path.join(base, path), name, follow_symlinks=False)
 
 
 def _decompressed(f: BinaryIO) -> io.BufferedIOBase:

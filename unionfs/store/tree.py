@@ -52,6 +52,7 @@ class Node:
     source: bytes | None = None  # absolute path of the content, for REG nodes read from disk
     inode: tuple[int, int] | None = None  # (st_dev, st_ino) of a file with other hard links
     xattr_whiteouts: bool = False  # a DIR whose children may be overlayfs xattr whiteouts
+    private: tuple[bytes, ...] = ()  # the union's bookkeeping xattrs found on disk (origin...)
 
     @property
     def name(self) -> bytes:
@@ -104,6 +105,12 @@ def public_xattrs(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: xattrs[k] for k in sorted(xattrs) if not wh.is_private_xattr(k)}
 
 
+def bookkeeping_xattrs(xattrs: dict[bytes, bytes]) -> tuple[bytes, ...]:
+    """Private xattrs that are neither opacity nor whiteout marks (e.g. the copy-up origin)."""
+    keep = {n for ns in wh.NAMESPACES for n in (ns.opaque, ns.whiteout)}
+    return tuple(k for k in xattrs if wh.is_private_xattr(k) and k not in keep)
+
+
 def is_xattr_whiteout(xattrs: dict[bytes, bytes], st: os.stat_result) -> bool:
     """True for an overlayfs "xattr whiteout": an empty file marked ``overlay.whiteout``."""
     return (
@@ -118,7 +125,7 @@ def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[by
     """The node for one on-disk entry, or None for what a layer cannot hold (sockets)."""
     mode = st.st_mode
     node = Node(path, NodeType.REG, stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns,
-                xattrs=public_xattrs(xattrs))
+                xattrs=public_xattrs(xattrs), private=bookkeeping_xattrs(xattrs))
     if stat.S_ISDIR(mode):
         node.type, node.source = NodeType.DIR, full
         node.opaque, node.xattr_whiteouts = dir_opacity(xattrs)
