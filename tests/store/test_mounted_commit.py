@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_commit_while_a_process_keeps_writing(tmp_path: Path, mounted) -> None: 
     s1, s2 = store.image("snap1"), store.image("snap2")
     assert s2.layer_ids[: len(s1.layer_ids)] == s1.layer_ids
     assert len(s1.layer_ids) == 2 and len(s2.layer_ids) == 3
-    history = [r["comment"] for r in __import__("json").loads(
+    history = [r["comment"] for r in json.loads(
         ok(store_dir, "history", "snap2", "--format", "json"))]
     assert history[:2] == ["second", "first"]
     assert_one_line_error(run_cli(store_dir, "rmi", "snap2"), "in use", str(mnt))
@@ -164,3 +165,38 @@ def test_diff_and_rmi_of_a_live_mount(mounted) -> None:  # type: ignore[no-untyp
     for path in (layer / "etc" / "hostname", layer / "etc", layer / "new" / "f"):
         assert not [n for n in os.listxattr(path) if "unionfs" in n], path
     assert ok(store_dir, "diff", "after").splitlines()[-1] == "A /new/f"
+
+
+def test_commit_of_a_raw_mount_imports_its_lowers(tmp_path: Path) -> None:
+    """``unionfs mount low1:low2 upper /mnt`` then ``commit /mnt``: the lowers become layers
+    of the new image (the upper's own layer on top), and the same tree remounts."""
+    store_dir = tmp_path / "store"
+    low1, low2, upper, mnt = (tmp_path / n for n in ("low1", "low2", "upper", "mnt"))
+    busybox_rootfs(low2)
+    (low1 / "etc").mkdir(parents=True)
+    (low1 / "etc" / "hostname").write_text("from low1\n")
+    upper.mkdir()
+    mnt.mkdir()
+    log = tmp_path / "mount.log"
+    with open(log, "wb") as out:
+        subprocess.run([sys.executable, "-m", "unionfs", "mount", f"{low1}:{low2}", str(upper),
+                        str(mnt)], stdout=out, stderr=out, check=True)
+    try:
+        (mnt / "added").write_text("added")
+        (mnt / "bin" / "cat").unlink()
+        ok(store_dir, "commit", str(mnt), "raw", "-m", "raw mount")
+        before = describe(mnt, mtimes=False)
+    finally:
+        unmount(mnt)
+    store = Store.open(store_dir)
+    image = store.image("raw")
+    assert len(image.layer_ids) == 3
+    rows = json.loads(ok(store_dir, "history", "raw", "--format", "json"))
+    assert rows[0]["comment"] == "raw mount" and "lower" in rows[1]["created_by"]
+    mnt2 = tmp_path / "mnt2"
+    mnt2.mkdir()
+    mount_image(store_dir, "raw", mnt2)
+    try:
+        assert describe(mnt2, mtimes=False) == before
+    finally:
+        unmount(mnt2)
