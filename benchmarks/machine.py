@@ -72,6 +72,7 @@ def machine_info(workdir: Path) -> dict[str, object]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
+        "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "memory_gib": _memory_gib(),
         "os": _distro(),
         "kernel": platform.release(),

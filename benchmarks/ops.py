@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,9 +37,25 @@ def append_fsync(paths: list[str]) -> None:
             os.close(fd)
 
 
+def copy_append(paths: list[str]) -> None:
+    """What a copy-up stands for on a plain directory: copy the file, append to the copy."""
+    for path in paths:
+        shutil.copyfile(path, path + ".copy")
+    append([p + ".copy" for p in paths])
+
+
+def copy_append_fsync(paths: list[str]) -> None:
+    """:func:`copy_append`, then fsync the copies."""
+    for path in paths:
+        shutil.copyfile(path, path + ".copy")
+    append_fsync([p + ".copy" for p in paths])
+
+
 OPS: dict[str, Callable[[list[str]], None]] = {
     "append": append,
     "append-fsync": append_fsync,
+    "copy-append": copy_append,
+    "copy-append-fsync": copy_append_fsync,
 }
 
 

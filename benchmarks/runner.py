@@ -166,12 +166,27 @@ class Runner:
                 samples.append(self._timed(ctx, workload, phase, rnd, mounted.abort))
                 if samples[-1].error:
                     break
+            if not samples[-1].error:
+                self._verify(ctx, workload, samples)
             rss = mounted.peak_rss_kib()
             for sample in samples:
                 sample.rss_kib = rss
             return samples
         finally:
             mounted.unmount()
+
+    @staticmethod
+    def _verify(ctx: Context, workload: Workload, samples: list[Sample]) -> None:
+        """A filesystem that skips work must not look fast: check the result, untimed."""
+        if workload.verify is None:
+            return
+        try:
+            problem = workload.verify(ctx)
+        except OSError as exc:
+            problem = f"{exc.strerror}: {exc.filename}"
+        if problem:
+            for sample in samples:
+                sample.seconds, sample.error = None, f"failed: wrong result: {problem}"
 
     def _timed(self, ctx: Context, workload: Workload, phase: str, rnd: int,
                abort: Callable[[], None] | None = None) -> Sample:

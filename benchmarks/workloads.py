@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.data import tree_files
-from benchmarks.profiles import Sizes
+from benchmarks.profiles import MIB, Sizes
 
 OPS_SCRIPT = str(Path(__file__).with_name("ops.py"))
 
@@ -79,6 +79,7 @@ class Workload:
     writes_lower: bool = False  # writes into existing lower files (native needs copies)
     needs_mount: bool = True
     prepare: Callable[[Context], None] | None = None  # untimed, before the mount
+    verify: Callable[[Context], str | None] | None = None  # untimed: what is wrong, if any
 
     def phases(self) -> list[str]:
         return ["cold", "warm"] if self.warm else ["cold"]
@@ -126,14 +127,22 @@ def _randread(ctx: Context) -> Command:
                     "--output-format=json"], ctx.path, parse=fio_seconds)
 
 
+def _small_paths(sizes: Sizes) -> list[str]:
+    return [f"small/f_{i:04d}.txt" for i in range(sizes.copyup_files)]
+
+
+def _copyup(op: str, paths: list[str], ctx: Context) -> Command:
+    # A plain directory has no copy-up: its baseline is doing that copy by hand.
+    op = f"copy-{op}" if ctx.target == "native" else op
+    return Command([sys.executable, OPS_SCRIPT, op, *paths], ctx.path, parse=ops_seconds)
+
+
 def _copyup_small(ctx: Context) -> Command:
-    paths = [f"small/f_{i:04d}.txt" for i in range(ctx.sizes.copyup_files)]
-    return Command([sys.executable, OPS_SCRIPT, "append", *paths], ctx.path, parse=ops_seconds)
+    return _copyup("append", _small_paths(ctx.sizes), ctx)
 
 
 def _copyup_big(ctx: Context) -> Command:
-    return Command([sys.executable, OPS_SCRIPT, "append-fsync", "big.bin"], ctx.path,
-                   parse=ops_seconds)
+    return _copyup("append-fsync", ["big.bin"], ctx)
 
 
 def _delete_list(ctx: Context) -> Path:
@@ -187,35 +196,94 @@ def _commit(ctx: Context) -> Command:
     return Command(argv, ctx.scratch, env=env)
 
 
+def _files_under(root: Path) -> list[str]:
+    return [name for _, _, names in os.walk(root) for name in names]
+
+
+def _expect(what: str, got: int, want: int) -> str | None:
+    return None if got == want else f"{got} {what}, expected {want}"
+
+
+def _verify_untar(ctx: Context) -> str | None:
+    return _expect("files unpacked", len(_files_under(ctx.path / "unpacked")),
+                   ctx.sizes.untar_files)
+
+
+def _verify_tree(ctx: Context) -> str | None:
+    return _expect("files in the merged tree", len(_files_under(ctx.path / "tree")),
+                   2 * ctx.sizes.tree_files)
+
+
+def _verify_bigdir(ctx: Context) -> str | None:
+    return _expect("entries listed", len(os.listdir(ctx.path / "big")), ctx.sizes.bigdir_entries)
+
+
+def _verify_delete(ctx: Context) -> str | None:
+    names = _files_under(ctx.path / "tree")
+    visible = sum(1 for n in names if n.startswith("a_"))
+    if visible:
+        return f"{visible} deleted files still visible"
+    return _expect("files left", len(names), ctx.sizes.tree_files)
+
+
+def _verify_rm_rf(ctx: Context) -> str | None:
+    return "the tree is still there" if os.path.lexists(ctx.path / "tree") else None
+
+
+def _verify_size(name: str, size: Callable[[Sizes], int]) -> Callable[[Context], str | None]:
+    def verify(ctx: Context) -> str | None:
+        suffix = ".copy" if ctx.target == "native" and name == "big.bin" else ""
+        return _expect(f"bytes in {name}", os.stat(ctx.path / (name + suffix)).st_size,
+                       size(ctx.sizes))
+
+    return verify
+
+
+def _verify_copyup_small(ctx: Context) -> str | None:
+    suffix = ".copy" if ctx.target == "native" else ""
+    for rel in _small_paths(ctx.sizes):
+        if not (ctx.path / (rel + suffix)).read_bytes().endswith(b"appended\n"):
+            return f"{rel} does not end with the appended line"
+    return None
+
+
+def _verify_compileall(ctx: Context) -> str | None:
+    found = len(list((ctx.path / "pkg" / "__pycache__").glob("*.pyc")))
+    return _expect(".pyc files", found, ctx.sizes.src_modules + 1)
+
+
 TREE = ("tree_a", "tree_b")
 
 WORKLOADS: list[Workload] = [
-    Workload("untar", lambda s: f"untar {count(s.untar_files)} small files", ("empty",), _untar),
+    Workload("untar", lambda s: f"untar {count(s.untar_files)} small files", ("empty",), _untar,
+             verify=_verify_untar),
     Workload("find", lambda s: f"find over {count(2 * s.tree_files)} merged files", TREE,
-             _tool("find", "tree"), warm=True),
+             _tool("find", "tree"), warm=True, verify=_verify_tree),
     Workload("ls-lR", lambda s: f"ls -lR over {count(2 * s.tree_files)} merged files", TREE,
-             _tool("ls", "-lR", "tree"), warm=True),
+             _tool("ls", "-lR", "tree"), warm=True, verify=_verify_tree),
     Workload("bigdir", lambda s: f"ls -l of one {count(s.bigdir_entries)}-entry dir, 3 layers",
              ("bigdir_1", "bigdir_2"), _tool("ls", "-l", "big"), upper_seed="bigdir_up",
-             warm=True),
+             warm=True, verify=_verify_bigdir),
     Workload("seqread", lambda s: f"sequential read of a {size(s.big_mib)} lower file",
              ("bigfile",), _seqread, warm=True),
     Workload("seqwrite", lambda s: f"sequential write of {size(s.write_mib)} + fsync",
-             ("empty",), _seqwrite),
+             ("empty",), _seqwrite,
+             verify=_verify_size("written.bin", lambda s: s.write_mib * MIB)),
     Workload("randread", lambda s: f"fio 4 KiB random reads, {size(s.fio_mib)} in total",
              ("bigfile",), _randread, warm=True),
     Workload("copyup-small", lambda s: f"copy-up of {s.copyup_files} small files", ("small",),
-             _copyup_small, writes_lower=True),
+             _copyup_small, writes_lower=True, verify=_verify_copyup_small),
     Workload("copyup-big", lambda s: f"copy-up of one {size(s.big_mib)} file + fsync",
-             ("bigfile",), _copyup_big, writes_lower=True),
+             ("bigfile",), _copyup_big, writes_lower=True,
+             verify=_verify_size("big.bin", lambda s: s.big_mib * MIB + len(b"appended\n"))),
     Workload("delete", lambda s: f"delete {count(s.tree_files)} lower files (whiteouts)", TREE,
-             _delete, prepare=_prepare_delete),
+             _delete, prepare=_prepare_delete, verify=_verify_delete),
     Workload("rm-rf", lambda s: f"rm -rf of a {count(2 * s.tree_files)}-file merged tree", TREE,
-             _tool("rm", "-rf", "tree")),
+             _tool("rm", "-rf", "tree"), verify=_verify_rm_rf),
     Workload("git-status", lambda s: f"git status, {s.src_modules}-module repo in a lower",
              ("src",), _git_status, warm=True, writes_lower=True),
     Workload("compileall", lambda s: f"python -m compileall of {s.src_modules} lower modules",
-             ("src",), _compileall),
+             ("src",), _compileall, verify=_verify_compileall),
     Workload("commit", lambda s: f"commit of an upper with {count(s.commit_files)} changed "
              "files (others: tar -cf)", ("empty",), _commit, upper_seed="commit_upper",
              needs_mount=False),

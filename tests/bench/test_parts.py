@@ -57,3 +57,18 @@ def test_merge_trees_upper_names_win(tmp_path: Path) -> None:
     assert (out / "d" / "a").read_text() == "upper"
     assert (out / "d" / "b").read_text() == "lower"
     assert (out / "d" / "b").stat().st_ino == (lower / "d" / "b").stat().st_ino
+
+
+def test_verification_catches_skipped_work(tmp_path: Path) -> None:
+    from benchmarks.workloads import Context
+
+    ctx = Context(sizes=TINY, data=tmp_path, path=tmp_path, upper=tmp_path, scratch=tmp_path,
+                  target="x")
+    (tmp_path / "unpacked").mkdir()
+    (tmp_path / "unpacked" / "one").write_text("1")
+    untar = BY_NAME["untar"].verify
+    assert untar is not None
+    assert untar(ctx) == f"1 files unpacked, expected {TINY.untar_files}"
+    (tmp_path / "tree").mkdir()
+    rm_rf = BY_NAME["rm-rf"].verify
+    assert rm_rf is not None and rm_rf(ctx) == "the tree is still there"
