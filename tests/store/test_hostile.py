@@ -205,7 +205,7 @@ def test_load_rejects_hostile_outer_archive(tmp_path: Path, populated: Path) -> 
     assert not (tmp_path / "escape").exists()
     bad = make_tar(tmp_path / "outer2.tar", [
         {"name": "blobs", "type_": SYM, "linkname": "/etc"}])
-    _load_rejected(tmp_path, populated, bad, "unexpected entry")
+    _load_rejected(tmp_path, populated, bad, "links outside")
 
 
 def test_load_rejects_a_layer_with_hostile_entries(tmp_path: Path, populated: Path) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from unionfs.store import Store
 from unionfs.store.layertar import layer_digest, write_tar
 from unionfs.store.tree import NodeType, scan
@@ -135,3 +137,16 @@ def test_implicit_parents_are_reproducible(tmp_path: Path) -> None:
     assert first == second
     st = os.stat(tmp_path / "s1" / "layers" / "sha256" / first[0][7:] / "fs" / "a")
     assert (st.st_mode & 0o7777, st.st_mtime) == (0o755, 0)
+
+
+def test_image_names() -> None:
+    from unionfs.errors import UserError
+    from unionfs.store.refs import normalize_tag, short_name, split_ref
+
+    assert normalize_tag("library/busybox") == "library/busybox:latest"
+    assert normalize_tag("localhost:5000/x/y:t") == "localhost:5000/x/y:t"
+    assert split_ref("localhost:5000/x") == ("localhost:5000/x", "latest")
+    assert short_name("docker.io/library/busybox:1") == "busybox:1"
+    for bad in ("Bad Name!", "a//b", "x:", "-a", "a:b:c/d"):
+        with pytest.raises(UserError):
+            normalize_tag(bad)

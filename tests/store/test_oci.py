@@ -173,3 +173,31 @@ def test_we_load_what_umoci_and_skopeo_write(tmp_path: Path) -> None:
     assert tree["bin/sh"][4] == "/bin/busybox"
     history = json.loads(ok(store, "history", "t", "--format", "json"))
     assert len(history) == len(image.layer_ids)
+
+
+def test_we_load_a_docker_save_archive(tmp_path: Path, image_store: Path) -> None:
+    """skopeo writes a ``docker save`` archive (manifest.json, no OCI index); we load it."""
+    archive = tmp_path / "img.tar"
+    ok(image_store, "save", "-o", str(archive), "app:1")
+    docker = tmp_path / "docker.tar"
+    subprocess.run([SKOPEO, "copy", "-q", f"oci-archive:{archive}:1",
+                    f"docker-archive:{docker}:example/app:2"], check=True, capture_output=True)
+    with tarfile.open(docker) as tar:
+        names = tar.getnames()
+    assert "manifest.json" in names and "index.json" not in names
+    fresh = tmp_path / "fresh"
+    assert ok(fresh, "load", "-i", str(docker)).strip() == "Loaded image: example/app:2"
+    assert (Store.open(fresh).image("example/app:2").layer_ids
+            == Store.open(image_store).image("app:1").layer_ids)
+
+
+def test_docker_archive_with_hostile_paths_is_rejected(tmp_path: Path) -> None:
+    from .helpers import assert_one_line_error, make_tar, run_cli, store_state
+
+    manifest = json.dumps([{"Config": "../../etc/passwd", "Layers": []}]).encode()
+    bad = make_tar(tmp_path / "bad.tar", [{"name": "manifest.json", "data": manifest}])
+    store = tmp_path / "store"
+    ok(store, "images")
+    before = store_state(store)
+    assert_one_line_error(run_cli(store, "load", "-i", str(bad)), "'..'")
+    assert store_state(store) == before

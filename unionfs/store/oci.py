@@ -25,7 +25,7 @@ from typing import Any
 
 from unionfs.errors import UserError
 from unionfs.store import refs
-from unionfs.store.fsutil import canonical_json, write_atomic
+from unionfs.store.fsutil import canonical_json
 from unionfs.store.layertar import HashWriter, file_digest, write_tar
 from unionfs.store.store import Image, StagedLayer, Store
 from unionfs.store.tree import scan
@@ -218,30 +218,53 @@ def _name_of(desc: dict[str, Any]) -> str | None:
 
 
 def unpack_archive(archive: Path, dest: Path) -> None:
-    """Extract an OCI layout tar's regular files and directories only, by checked names."""
+    """Extract an image archive's files and directories, by checked names.
+
+    Links (``docker save`` archives link repeated ``layer.tar`` files) become hard links to
+    the regular file they name, which must be a member of the same archive; anything else
+    (devices, links leaving the archive) is refused.
+    """
+    links: list[tuple[Path, Path, str]] = []
     try:
         with tarfile.open(archive, "r:*") as tar:
             for info in tar:
-                name = normalize_name(info.name)
-                if not name:
-                    continue
-                if not (info.isfile() or info.isdir()):
-                    raise UserError(f"unexpected entry in image archive: {info.name!r}")
-                target = dest / os.fsdecode(name)
-                _check_inside(dest, target)
-                if info.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(info)
-                assert src is not None
-                with src, open(target, "wb") as f:
-                    while chunk := src.read(1 << 20):
-                        f.write(chunk)
+                _unpack_member(tar, info, dest, links)
     except (tarfile.TarError, EOFError) as exc:
         raise UserError(f"malformed archive {archive}: {exc}") from None
     except FileNotFoundError:
         raise UserError(f"no such file: {archive}") from None
+    for path, target, name in links:
+        if target.is_symlink() or not target.is_file():
+            raise UserError(f"unsafe entry in image archive: {name!r} links outside it")
+        os.link(target, path)
+
+
+def _unpack_member(tar: tarfile.TarFile, info: tarfile.TarInfo, dest: Path,
+                   links: list[tuple[Path, Path, str]]) -> None:
+    name = normalize_name(info.name)
+    if not name:
+        return
+    path = dest / os.fsdecode(name)
+    _check_inside(dest, path)
+    if info.isdir():
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if info.issym() or info.islnk():
+        rel = info.linkname if info.islnk() else os.path.join(
+            os.path.dirname(os.fsdecode(name)), info.linkname)
+        if info.linkname.startswith("/"):
+            raise UserError(f"unsafe entry in image archive: {info.name!r} links outside it")
+        target = dest / os.fsdecode(normalize_name(os.path.normpath(rel)))
+        links.append((path, target, info.name))
+        return
+    if not info.isfile():
+        raise UserError(f"unexpected entry in image archive: {info.name!r}")
+    src = tar.extractfile(info)
+    assert src is not None
+    with src, open(path, "wb") as f:
+        while chunk := src.read(1 << 20):
+            f.write(chunk)
 
 
 def _check_inside(root: Path, target: Path) -> None:
@@ -254,28 +277,87 @@ def load(store: Store, source: Path, tag: str | None = None,
          progress: Progress | None = None) -> list[Image]:
     """Load every image of an OCI layout (tar or directory) into the store.
 
+    A ``docker save`` archive without an OCI index (only ``manifest.json``) is read too.
     Everything is checked and staged first; the store changes only at the end, at once.
     """
     if tag:
         tag = refs.normalize_tag(tag)
     with store.staging("load") as tmp:
         if source.is_dir():
-            layout = Layout(source)
+            root = source
         elif source.exists():
             unpack_archive(source, tmp / "layout")
-            layout = Layout(tmp / "layout")
+            root = tmp / "layout"
         else:
             raise UserError(f"no such file: {source}")
-        found = layout.manifests()
+        found = _images_in(root)
         if tag and len(found) > 1:
             raise UserError("--tag needs an archive with exactly one image")
         staged: list[StagedLayer] = []
         images: list[tuple[dict[str, Any], str | None]] = []
-        for manifest, name in found:
-            config, layers = _stage_image(store, layout, manifest, tmp, progress)
+        for config, blobs, name in found:
+            config, layers = _stage_layers(store, config, blobs, tmp, progress)
             staged += layers
             images.append((config, tag or _tag_for(name)))
         return store.publish(staged, images)
+
+
+Found = tuple[dict[str, Any], list[Path], str | None]
+
+
+def _images_in(root: Path) -> list[Found]:
+    """(config, checked layer blobs, name) of each image in an unpacked archive."""
+    if not (root / "index.json").exists() and (root / "manifest.json").exists():
+        return _docker_images(root)
+    layout = Layout(root)
+    return [(*_oci_image(layout, manifest), name) for manifest, name in layout.manifests()]
+
+
+def _oci_image(layout: Layout, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[Path]]:
+    """The config and layer blobs of one OCI manifest, digests checked."""
+    if not isinstance(manifest.get("config"), dict) or not isinstance(
+            manifest.get("layers"), list):
+        raise UserError("malformed manifest")
+    for desc in manifest["layers"]:
+        if desc.get("mediaType", MT_LAYER) not in LAYER_TYPES:
+            raise UserError(f"unsupported layer media type: {desc.get('mediaType')}")
+    return layout.json(manifest["config"]), [layout.blob(d) for d in manifest["layers"]]
+
+
+def _docker_images(root: Path) -> list[Found]:
+    """Images of a ``docker save`` archive: ``manifest.json`` names config and layer files."""
+    try:
+        entries = json.loads((root / "manifest.json").read_bytes())
+    except ValueError:
+        raise UserError("manifest.json is not valid JSON") from None
+    if not isinstance(entries, list) or not entries:
+        raise UserError("manifest.json lists no images")
+    out: list[Found] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise UserError("malformed manifest.json")
+        config_path = _member(root, entry.get("Config"))
+        stem = config_path.name.removesuffix(".json").removeprefix("sha256:")
+        if refs.hex_of(stem) and len(stem) == 64 and file_digest(config_path)[7:] != stem:
+            raise UserError(f"config {refs.short(stem)} does not match its digest")
+        try:
+            config = json.loads(config_path.read_bytes())
+        except ValueError:
+            raise UserError("image config is not valid JSON") from None
+        tags = entry.get("RepoTags") or [None]
+        out.append((config, [_member(root, p) for p in entry["Layers"]], tags[0]))
+    return out
+
+
+def _member(root: Path, name: object) -> Path:
+    """A regular file named (relatively) inside an unpacked archive."""
+    if not isinstance(name, str):
+        raise UserError("malformed manifest.json")
+    path = root / os.fsdecode(normalize_name(name))
+    _check_inside(root, path)
+    if path.is_symlink() or not path.is_file():
+        raise UserError(f"missing file in archive: {name}")
+    return path
 
 
 def _tag_for(name: str | None) -> str | None:
@@ -283,26 +365,21 @@ def _tag_for(name: str | None) -> str | None:
     if not name:
         return None
     try:
-        return refs.normalize_tag(name)
+        return refs.normalize_tag(refs.short_name(name))
     except UserError:
         return None
 
 
-def _stage_image(store: Store, layout: Layout, manifest: dict[str, Any], tmp: Path,
-                 progress: Progress | None) -> tuple[dict[str, Any], list[StagedLayer]]:
+def _stage_layers(store: Store, config: dict[str, Any], blobs: list[Path], tmp: Path,
+                  progress: Progress | None) -> tuple[dict[str, Any], list[StagedLayer]]:
     """Check and stage one image's layers; returns the config rewritten to our layer ids."""
-    if not isinstance(manifest.get("config"), dict) or not isinstance(
-            manifest.get("layers"), list):
-        raise UserError("malformed manifest")
-    config = layout.json(manifest["config"])
+    if not isinstance(config, dict):
+        raise UserError("image config is not a JSON object")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids")
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(manifest["layers"]):
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(blobs):
         raise UserError("config rootfs.diff_ids does not match the manifest's layers")
     staged = []
-    for desc, diff_id in zip(manifest["layers"], diff_ids, strict=True):
-        if desc.get("mediaType", MT_LAYER) not in LAYER_TYPES:
-            raise UserError(f"unsupported layer media type: {desc.get('mediaType')}")
-        blob = layout.blob(desc)
+    for blob, diff_id in zip(blobs, diff_ids, strict=True):
         where = tmp / f"layer{len(list(tmp.glob('layer*')))}"
         where.mkdir()
         with open(blob, "rb") as f:
@@ -311,8 +388,3 @@ def _stage_image(store: Store, layout: Layout, manifest: dict[str, Any], tmp: Pa
     config = dict(config)
     config["rootfs"] = {"type": "layers", "diff_ids": [s.digest for s in staged]}
     return config, staged
-
-
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    """Write a config document (used by tests and tools)."""
-    write_atomic(path, canonical_json(config))

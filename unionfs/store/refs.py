@@ -9,7 +9,7 @@ from typing import Any
 from unionfs.errors import UserError
 
 DEFAULT_TAG = "latest"
-_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+|__|/|:[0-9]+/)*$", re.IGNORECASE)
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+|/|:[0-9]+/)[a-z0-9]+)*$", re.IGNORECASE)
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -28,6 +28,14 @@ def normalize_tag(ref: str) -> str:
     if not name or not _NAME.match(name) or not _TAG.match(tag):
         raise UserError(f"invalid image name: {ref!r} (expected NAME[:TAG])")
     return f"{name}:{tag}"
+
+
+def short_name(name: str) -> str:
+    """``docker.io/library/x`` and ``docker.io/x`` as Docker shows them: ``x``."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
 
 
 def hex_of(ref: str) -> str | None:
