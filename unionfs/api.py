@@ -128,8 +128,8 @@ def mount(
     argv = server_command(lowers, mountpoint, upper, options)
     argv[4:4] = ["--ready-fd", str(write_fd)]
     proc = subprocess.Popen(
-        argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True, env=env,
+        argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True, env=env,
     )
     os.close(write_fd)
     try:

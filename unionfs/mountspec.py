@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 
 from unionfs.api import is_mounted
@@ -161,12 +162,20 @@ def _check_mountpoint(path: str) -> None:
         raise UserError(f"mount point {path} is already mounted (unmount it first)")
 
 
+FUSE_RDEV = os.makedev(10, 229)
+
+
 def _check_fuse() -> None:
     try:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
         raise UserError(f"/dev/fuse is not available: {exc.strerror}") from None
-    os.close(fd)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != FUSE_RDEV:
+        raise UserError("/dev/fuse is not available: it is not the FUSE device (10:229)")
 
 
 def _check_workdir(spec: MountSpec) -> None:

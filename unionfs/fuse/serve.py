@@ -17,6 +17,7 @@ import trio
 
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
+from unionfs.errors import OperationFailed
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
@@ -63,7 +64,11 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     union = open_union(spec)
     ops = UnionOperations(union, Timeouts(spec.entry_timeout, spec.attr_timeout,
                                           spec.negative_timeout))
-    pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
+    try:
+        pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
+    except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
+        union.close()
+        raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
     record = state.record_mount(spec, os.getpid())
     log.info("mounted %s (lowers %s, upper %s)", spec.mountpoint, ":".join(spec.lowers),
              spec.upper or "none")
