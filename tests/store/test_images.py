@@ -180,3 +180,17 @@ def test_commit_diff_inspect_of_a_container(tmp_path: Path, store: Path,
     assert main(["inspect", "c1", "--store", str(store)]) == 0
     assert json.loads(capsys.readouterr().out) == [info]
     assert main(["commit", "nope", "x", "--store", str(store)]) == 2
+
+
+def test_commit_upper_finds_its_image(tmp_path: Path, store: Path) -> None:
+    """An upper made by ``new_upper(..., image=)`` commits onto that image by itself; a store
+    upper without that record needs --parent."""
+    s = Store.open(store)
+    base = s.image("base")
+    upper, _ = s.new_upper("mount", "m", image=base)
+    (upper / "f").write_text("f")
+    ok(store, "commit", "--upper", str(upper), "child")
+    assert s.image("child").layer_ids[:-1] == base.layer_ids
+    bare, _ = s.new_upper("mount", "bare")
+    assert_one_line_error(run_cli(store, "commit", "--upper", str(bare), "x"), "--parent")
+    ok(store, "commit", "--upper", str(bare), "--parent", "base", "x")

@@ -113,10 +113,12 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 def _commit_upper(store: Any, upper: Path, tag: str, parent: str | None,
                   opts: dict[str, Any]) -> Any:
-    from unionfs.store.mounts import lower_layer_ids, upper_lowers
+    from unionfs.store.mounts import in_store_uppers, lower_layer_ids, upper_lowers
 
     if not upper.is_dir():
         raise UserError(f"not a directory: {upper}")
+    if parent is None and upper_lowers(upper) is None and in_store_uppers(store, upper):
+        raise UserError(f"the image under {upper} is not recorded: give --parent IMAGE")
     with _progress("committing") as advance:
         if parent is None and (lowers := upper_lowers(upper)) is not None:
             ids = lower_layer_ids(store, lowers, advance)

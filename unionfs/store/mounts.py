@@ -17,7 +17,7 @@ from typing import Any
 
 from unionfs.errors import UserError
 from unionfs.store.fsutil import flock
-from unionfs.store.store import Image, Progress, Store
+from unionfs.store.store import UPPER_RECORD, Image, Progress, Store
 
 MOUNT_JSON = "unionfs-mount.json"
 
@@ -136,10 +136,18 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
 
 def upper_lowers(upper: Path) -> list[str] | None:
     """The lowers recorded for an (unmounted) upper made by the store, if any."""
-    record = upper.parent / "work" / MOUNT_JSON
-    try:
-        info = json.loads(record.read_bytes())
-    except (OSError, ValueError):
-        return None
-    lowers = info.get("lowers") if isinstance(info, dict) else None
-    return list(lowers) if isinstance(lowers, list) else None
+    for record in (upper.parent / UPPER_RECORD, upper.parent / "work" / MOUNT_JSON):
+        try:
+            info = json.loads(record.read_bytes())
+        except (OSError, ValueError):
+            continue
+        lowers = info.get("lowers") if isinstance(info, dict) else None
+        if isinstance(lowers, list):
+            return [str(p) for p in lowers]
+    return None
+
+
+def in_store_uppers(store: Store, upper: Path) -> bool:
+    """True for an upper directory the store made (``uppers/<kind>/<name>/upper``)."""
+    real = Path(os.path.realpath(upper))
+    return real.parent.parent.parent == Path(os.path.realpath(store.root / "uppers"))

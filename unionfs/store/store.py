@@ -50,6 +50,7 @@ from unionfs.store.tree import Node, scan
 from unionfs.store.untar import extract, open_stream
 
 Progress = Callable[[int], None]
+UPPER_RECORD = "image.json"  # next to an upper made for an image: what it sits on
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
                    ValueError)
 
@@ -406,10 +407,13 @@ class Store:
 
     # -- uppers --------------------------------------------------------------------------
 
-    def new_upper(self, kind: str, name: str) -> tuple[Path, Path]:
+    def new_upper(self, kind: str, name: str, image: Image | None = None
+                  ) -> tuple[Path, Path]:
         """A fresh (upper, workdir) pair under ``uppers/<kind>/``; never reuses a directory.
 
-        The directory is ``<name>`` or, if that exists, ``<name>.<n>``.
+        The directory is ``<name>`` or, if that exists, ``<name>.<n>``. With ``image``, the
+        image it sits on is recorded next to it (``image.json``), so a later
+        ``commit --upper`` knows the parent without being told.
         """
         for part in (kind, name):
             if not part or "/" in part or part in (".", ".."):
@@ -424,6 +428,9 @@ class Store:
                 continue
             (path / "upper").mkdir(mode=0o755)
             (path / "work").mkdir(mode=0o700)
+            if image is not None:
+                record = {"image": image.id, "lowers": [str(p) for p in image.layer_dirs]}
+                write_atomic(path / UPPER_RECORD, canonical_json(record))
             return path / "upper", path / "work"
         raise UserError(f"too many uppers named {kind}/{name}")
 
