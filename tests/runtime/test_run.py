@@ -310,3 +310,26 @@ def test_the_container_dies_with_a_killed_supervisor(cli: CLI, store: Store) -> 
         assert "Exited (255)" in cli.ok("ps", "-a")
     finally:
         cli.ok("rm", "orphan")  # also releases the mount and the cgroup left behind
+
+
+def test_interactive_stdin_and_detached_rm(cli: CLI, store: Store) -> None:
+    res = cli("run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; echo done",
+              input="hello\n")
+    assert res.returncode == 0 and res.stdout == "HELLO\ndone\n"
+    res = cli("run", "--rm", "busybox", "cat")  # without -i, stdin is empty
+    assert res.returncode == 0 and res.stdout == ""
+    cli.ok("run", "-d", "--rm", "--name", "gone", "busybox", "sh", "-c", "echo bye")
+    deadline = time.monotonic() + 15
+    while state.find(store, "gone") is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_logs_follow_ends_with_the_container(cli: CLI) -> None:
+    cli.ok("run", "-d", "--name", "talker", "busybox", "sh", "-c",
+           "for i in 1 2 3; do echo line$i; sleep 0.3; done")
+    try:
+        out = cli.ok("logs", "-f", "talker", timeout=20)
+        assert out.split() == ["line1", "line2", "line3"]
+    finally:
+        _rm(cli, "talker")
