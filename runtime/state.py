@@ -165,7 +165,7 @@ def create(store: Any, spec: Spec, image: Any) -> Container:
             spec.name = _random_name(names)
         upper = work = None
         if not spec.read_only:
-            upper, work = store.new_upper("container", cid)
+            upper, work = store.new_upper("container", cid, image=image)
         spec.hostname = spec.hostname or cid[:12]
         config = {
             "id": cid, "name": spec.name, "created": now_iso(), "spec": spec.to_dict(),

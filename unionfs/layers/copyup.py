@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FICLONE = 0x40049409
 _CHUNK = 1 << 30
+_BUF = 1 << 20
 TMP_SUBDIR = "unionfs-tmp"
 
 
@@ -185,10 +186,31 @@ def copy_file(sfd: int, dfd: int, size: int) -> None:
 def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
     end = offset + length
     while offset < end:
-        n = os.copy_file_range(sfd, dfd, min(_CHUNK, end - offset), offset, offset)
+        try:
+            n = os.copy_file_range(sfd, dfd, min(_CHUNK, end - offset), offset, offset)
+        except OSError as exc:
+            # Since Linux 5.19 copy_file_range between different filesystem types (an ext4
+            # lower, a tmpfs upper) is EXDEV; some filesystems do not implement it at all.
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            _copy_by_hand(sfd, dfd, offset, end)
+            return
         if n == 0:
             break
         offset += n
+
+
+def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int) -> None:
+    """pread/pwrite what copy_file_range would not copy (offsets as given, holes kept)."""
+    while offset < end:
+        data = os.pread(sfd, min(_BUF, end - offset), offset)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(dfd, view, offset)
+            view = view[n:]
+            offset += n
 
 
 def copy_xattrs(src_path: bytes, dst_path: bytes, is_link: bool) -> None:
