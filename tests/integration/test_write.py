@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
 import stat
@@ -426,3 +427,28 @@ def test_fsync_and_fdatasync(stack: StackFactory, mounts: Mounts) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def test_copy_up_to_upper_on_another_filesystem(stack: StackFactory, mounts: Mounts,
+                                                tmpfs: Callable[..., Path]) -> None:
+    """Lower on the tmp dir's filesystem, upper on a tmpfs: data and holes copy up
+    (copy_file_range across filesystem types is EXDEV since Linux 5.19)."""
+    st = stack({"f": "lower data"})
+    with open(st.lowers[0] / "sparse", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(4 << 20)
+        f.write(b"y" * 4096)
+    other = tmpfs("up", "64m")
+    st = dataclasses.replace(st, upper=other / "upper", work=other / "work")
+    st.upper.mkdir()
+    mnt = mounts.unionfs(st)
+    with open(mnt / "f", "a") as h:
+        h.write("!")
+    assert (st.upper / "f").read_text() == "lower data!"
+    os.truncate(mnt / "sparse", 8 << 20)
+    fd = os.open(st.upper / "sparse", os.O_RDONLY)
+    try:
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 4 << 20
+        assert os.pread(fd, 4096, 4 << 20) == b"y" * 4096
+    finally:
+        os.close(fd)
