@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import termios
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -88,6 +87,25 @@ def report(err_w: int, code: int, message: str) -> NoReturn:
     os._exit(code)
 
 
+def read_line(fd: int) -> str:
+    """One line from a pipe (without waiting for more)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+def read_all(fd: int) -> str:
+    """Everything a pipe delivers until end-of-file."""
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
 def guarded(err_w: int, body: Callable[[], object]) -> NoReturn:
     """Run ``body`` in a forked child: never return into the parent's code."""
     try:
@@ -100,7 +118,7 @@ def guarded(err_w: int, body: Callable[[], object]) -> NoReturn:
         where = f": {exc.filename}" if exc.filename else ""
         report(err_w, 1, f"container setup failed: {exc.strerror or exc}{where}")
     except BaseException as exc:
-        report(err_w, 1, f"container setup failed: {exc!r} {traceback.format_exc(limit=3)}")
+        report(err_w, 1, f"container setup failed: {exc!r}")
 
 
 def _expect(fd: int, token: bytes) -> None:

@@ -13,7 +13,8 @@ import pty
 from dataclasses import replace
 
 from runtime import cgroups, child, init, linux, namespaces, relay, state
-from runtime.supervisor import StartFailed, _read_all, _read_line
+from runtime.child import read_all, read_line
+from runtime.supervisor import StartFailed
 from unionfs.errors import UserError
 
 
@@ -53,11 +54,11 @@ def exec_in(container: state.Container, argv: list[str], *, interactive: bool, t
         os.close(stdio.tty)  # type: ignore[arg-type]
     elif stdio.stdin != 0:
         os.close(stdio.stdin)
-    line = _read_line(up_r)
+    line = read_line(up_r)
     os.close(up_r)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    message = _read_all(err_r)
+    message = read_all(err_r)
     os.close(err_r)
     target = int(line[1:]) if line.startswith("P") else None
     if message or target is None:

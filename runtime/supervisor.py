@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime.child import read_all, read_line
 from runtime.rootfs import RootMount, cleanup_stale, mount_root
 from runtime.spec import Spec
 from unionfs.errors import UserError
@@ -29,7 +30,7 @@ class StartFailed(UserError):
     """The container could not start; the exit code is the one docker would give."""
 
     def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
+        super().__init__(" ".join(message.split("\n")))
         self.exit_code = code
 
 
@@ -169,7 +170,7 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
             os.write(down_w, b"R")
         os.close(down_w)
         os.close(up_r)
-    message = _read_all(err_r)
+    message = read_all(err_r)
     os.close(err_r)
     if message or pid1 is None:
         code, _, text = message.partition(" ")
@@ -196,29 +197,12 @@ def _handshake(pid: int, cg: cgroups.Cgroup | None, userns: bool, down: int,
             uid_map, gid_map = namespaces.id_maps(os.geteuid(), os.getegid())
             namespaces.write_id_maps(pid, uid_map, gid_map)
             os.write(down, b"M")
-        line = _read_line(up)
+        line = read_line(up)
     except OSError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         raise
     return int(line[1:]) if line.startswith("P") else None
-
-
-def _read_line(fd: int) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 64)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode().strip()
-
-
-def _read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace").strip()
 
 
 def wait_container(started: Started, spec: Spec, container: state.Container, *,
@@ -254,7 +238,7 @@ def run_detached(container: state.Container) -> None:
         _daemon(container, w)
     os.close(w)
     os.waitpid(pid, 0)
-    message = _read_all(r)
+    message = read_all(r)
     os.close(r)
     code, _, text = message.partition(" ")
     if code != "0":
