@@ -82,11 +82,15 @@ def _add_run(sub: Any) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
-    p.add_argument("-w", "--workdir", default="/", metavar="DIR")
-    p.add_argument("-u", "--user", default="", metavar="UID[:GID]")
-    p.add_argument("-h", "--hostname", default="", metavar="NAME")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set (or pass on) an environment variable")
+    p.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory")
+    p.add_argument("-u", "--user", default="", metavar="UID[:GID]",
+                   help="user (and group) to run as: numbers or names in the image")
+    p.add_argument("-h", "--hostname", default="", metavar="NAME",
+                   help="hostname (default: the short id)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]",
+                   help="bind-mount a host path")
     p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m, 2g")
     p.add_argument("-c", "--cpu-shares", type=int, metavar="N", help="relative cpu weight")
     p.add_argument("--cpus", metavar="N", help="cpu quota in cpus, e.g. 1.5")
@@ -95,8 +99,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--network", default="host", metavar="MODE", help="host (default) or none")
     p.add_argument("--userns", action="store_true", help="a user namespace even as root")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="command and arguments (default /bin/sh)")
     p.set_defaults(func=cmd_run)
 
 
@@ -177,19 +182,24 @@ def _short_cmd(argv: list[str]) -> str:
 
 
 def _ago(iso: str | None) -> str:
+    return f"{_duration(iso)} ago" if iso else ""
+
+
+def _duration(iso: str | None) -> str:
+    """How long ago ``iso`` was, as docker words it ("3 minutes")."""
     if not iso:
         return ""
-    seconds = int((datetime.now(datetime.fromisoformat(iso).tzinfo)
-                   - datetime.fromisoformat(iso)).total_seconds())
+    then = datetime.fromisoformat(iso)
+    seconds = int((datetime.now(then.tzinfo) - then).total_seconds())
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} seconds ago"
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
 
 
 def _status(st: dict[str, Any]) -> str:
     if st.get("status") == "running":
-        return f"Up since {st.get('started_at', '')}"
+        return f"Up {_duration(st.get('started_at'))}"
     if st.get("status") == "exited":
         return f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
     return "Created"
