@@ -181,6 +181,10 @@ class Union:
         layers = node.layers
         if layers is None:
             layers = self.root_layers() if node is self.root else self.entry(node).dir_layers
+            if len(layers) > 1:
+                # dir_layers are not yet cut at an opaque layer: the view knows where to cut.
+                self.merged(node)
+                layers = node.layers or ()
         return 1 if len(layers) > 1 else st.st_nlink
 
     def readlink(self, node: Node) -> bytes:

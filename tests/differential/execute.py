@@ -1,0 +1,330 @@
+"""The op executor: applies :class:`~tests.differential.gen.Op` values to a mounted tree.
+
+Plain blocking calls from the test process (the servers are other processes). Every call
+returns a :class:`Result` holding either a value or the errno's name, so two mounts can be
+compared call by call. Opens use ``O_NONBLOCK`` so that a FIFO never blocks the run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.differential.gen import (
+    RENAME_EXCHANGE,
+    UTIME_NOW,
+    UTIME_OMIT,
+    XATTR_CREATE,
+    XATTR_REPLACE,
+    Op,
+)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
+EXCHANGE_TMP = ".exchange-tmp"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a call gave: ``("ok", value)`` or ``("err", "ENOENT")``; ``note`` is not compared."""
+
+    status: str
+    value: object = None
+    note: str = ""
+
+    def same(self, other: Result) -> bool:
+        return (self.status, self.value) == (other.status, other.value)
+
+    def __str__(self) -> str:
+        text = f"{self.status} {self.value!r}"
+        if isinstance(self.value, bytes) and len(self.value) > 40:
+            text = f"{self.status} <{len(self.value)} bytes {self.value[:20]!r}...>"
+        return text + (f" [{self.note}]" if self.note else "")
+
+
+def apply(root: str, op: Op, *, kernel: bool = False) -> Result:
+    """Run ``op`` under ``root``.
+
+    On the ``kernel`` side two answers are brought to what unionfs is designed to give (see
+    the docstring of ``test_random.py``): a rename refused with EXDEV (directories that lower
+    layers contribute to) is done the way ``mv`` does it, copy then remove; a truncate to
+    the current size gets its mtime back, as FUSE's writeback cache leaves it; and setxattr's
+    XATTR_CREATE / XATTR_REPLACE are checked before the call, as pyfuse3 does.
+    """
+    if kernel and op.name == "truncate":
+        return _truncate_keeping_mtime(root, op)
+    if kernel and op.name == "setxattr" and op.args[2]:
+        return _setxattr_flags_first(root, op)
+    try:
+        return Result("ok", _CALLS[op.name](root, op))
+    except OSError as exc:
+        code = exc.errno or 0
+        if kernel and op.name == "rename" and code == errno.EXDEV:
+            return _move_by_hand(root, op)
+        return Result("err", errno.errorcode.get(code, str(code)))
+
+
+def _setxattr_flags_first(root: str, op: Op) -> Result:
+    """pyfuse3 answers XATTR_CREATE / XATTR_REPLACE itself, after a getxattr, so a call that
+    fails on them never reaches the server. The kernel's overlay copies the file up first."""
+    name, _, flags = op.args
+    path = _p(root, op.path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return apply(root, op)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return apply(root, op)  # user.* xattrs: the VFS says EPERM before any flag matters
+    try:
+        os.getxattr(path, str(name), follow_symlinks=False)
+        exists = True
+    except OSError as exc:
+        if exc.errno != errno.ENODATA:
+            return apply(root, op)
+        exists = False
+    if int(flags) & XATTR_CREATE and exists:  # type: ignore[call-overload]
+        return Result("err", "EEXIST", "checked first, as pyfuse3 does")
+    if int(flags) & XATTR_REPLACE and not exists:  # type: ignore[call-overload]
+        return Result("err", "ENODATA", "checked first, as pyfuse3 does")
+    return apply(root, op)
+
+
+def _truncate_keeping_mtime(root: str, op: Op) -> Result:
+    try:
+        before = os.stat(_p(root, op.path))
+    except OSError:
+        before = None
+    result = apply(root, op)
+    if result.status == "ok" and before is not None and before.st_size == op.args[0]:
+        utimensat(_p(root, op.path), UTIME_OMIT, before.st_mtime_ns, follow=True)
+        return Result(result.status, result.value, "same size: mtime kept")
+    return result
+
+
+def _p(root: str, rel: str) -> str:
+    return os.path.join(root, rel) if rel else root
+
+
+# ---- the calls --------------------------------------------------------------------------
+
+def _create(root: str, op: Op) -> object:
+    (mode,) = op.args
+    os.close(os.open(_p(root, op.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NONBLOCK,
+                     int(mode)))  # type: ignore[call-overload]
+    return None
+
+
+def _write(root: str, op: Op) -> object:
+    offset, data, append = op.args
+    assert isinstance(offset, int) and isinstance(data, bytes)
+    flags = os.O_WRONLY | os.O_NONBLOCK | (os.O_APPEND if append else 0)
+    fd = os.open(_p(root, op.path), flags)
+    try:
+        return os.write(fd, data) if append else os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def _read(root: str, op: Op) -> object:
+    fd = os.open(_p(root, op.path), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _truncate(root: str, op: Op) -> object:
+    os.truncate(_p(root, op.path), op.args[0])  # type: ignore[arg-type]
+    return None
+
+
+def _rename(root: str, op: Op) -> object:
+    dst, flags = op.args
+    assert isinstance(dst, str) and isinstance(flags, int)
+    renameat2(_p(root, op.path), _p(root, dst), flags)
+    return None
+
+
+def renameat2(src: str, dst: str, flags: int) -> None:
+    """rename(2) with flags, via libc."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), src)
+
+
+def _utimens(root: str, op: Op) -> object:
+    atime, mtime, nofollow = op.args
+    utimensat(_p(root, op.path), atime, mtime, follow=not nofollow)
+    return None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _timespec(value: object) -> _Timespec:
+    if value == UTIME_NOW:
+        return _Timespec(0, _UTIME_NOW)
+    if value == UTIME_OMIT:
+        return _Timespec(0, _UTIME_OMIT)
+    assert isinstance(value, int)
+    return _Timespec(value // 10**9, value % 10**9)
+
+
+def utimensat(path: str, atime: object, mtime: object, *, follow: bool) -> None:
+    """utimensat(2) with UTIME_NOW / UTIME_OMIT, which ``os.utime`` cannot express."""
+    times = (_Timespec * 2)(_timespec(atime), _timespec(mtime))
+    flags = 0 if follow else AT_SYMLINK_NOFOLLOW
+    if _libc.utimensat(AT_FDCWD, os.fsencode(path), times, flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+
+
+def _stat(root: str, op: Op) -> object:
+    st = os.lstat(_p(root, op.path))
+    size = None if stat.S_ISDIR(st.st_mode) else st.st_size
+    return (stat.filemode(st.st_mode), st.st_uid, st.st_gid, size, st.st_nlink)
+
+
+def _simple(call: Callable[..., object], *, takes_args: bool = True,
+            nofollow: bool = False) -> Callable[[str, Op], object]:
+    """An op that is one ``os`` call on the path (and the op's args)."""
+
+    def run(root: str, op: Op) -> object:
+        kwargs = {"follow_symlinks": False} if nofollow else {}
+        args = op.args if takes_args else ()
+        value = call(_p(root, op.path), *args, **kwargs)
+        return sorted(value) if isinstance(value, list) else value
+
+    return run
+
+
+def _link(root: str, op: Op) -> object:
+    os.link(_p(root, op.path), _p(root, str(op.args[0])), follow_symlinks=False)
+    return None
+
+
+def _symlink(root: str, op: Op) -> object:
+    os.symlink(str(op.args[0]), _p(root, op.path))
+    return None
+
+
+def _setxattr(root: str, op: Op) -> object:
+    name, value, flags = op.args
+    os.setxattr(_p(root, op.path), str(name), value, int(flags),  # type: ignore[arg-type]
+                follow_symlinks=False)
+    return None
+
+
+_CALLS: dict[str, Callable[[str, Op], object]] = {
+    "create": _create, "write": _write, "read": _read, "truncate": _truncate,
+    "rename": _rename, "utimens": _utimens, "stat": _stat, "link": _link,
+    "symlink": _symlink, "setxattr": _setxattr,
+    "unlink": _simple(os.unlink, takes_args=False),
+    "rmdir": _simple(os.rmdir, takes_args=False),
+    "mkdir": _simple(os.mkdir),
+    "readlink": _simple(os.readlink, takes_args=False),
+    "chmod": _simple(os.chmod),
+    "chown": _simple(os.chown, nofollow=True),
+    "removexattr": _simple(os.removexattr, nofollow=True),
+    "getxattr": _simple(os.getxattr, nofollow=True),
+    "listxattr": _simple(os.listxattr, takes_args=False, nofollow=True),
+    "mkfifo": _simple(os.mkfifo),
+    "listdir": _simple(os.listdir, takes_args=False),
+}
+
+
+# ---- rename by hand, as mv does on EXDEV ------------------------------------------------
+
+def _move_by_hand(root: str, op: Op) -> Result:
+    """The kernel refused to rename a directory lower layers contribute to; do what ``mv``
+    does (copy, then remove), keeping hard links to files outside the moved tree."""
+    dst, flags = op.args
+    src, target = _p(root, op.path), _p(root, str(dst))
+    try:
+        if int(flags) & RENAME_EXCHANGE:  # type: ignore[call-overload]
+            tmp = os.path.join(os.path.dirname(src), EXCHANGE_TMP)
+            _move_tree(root, src, tmp)
+            _move_tree(root, target, src)
+            _move_tree(root, tmp, target)
+        else:
+            if os.path.lexists(target):  # the kernel checked the types already: a directory
+                os.rmdir(target)
+            _move_tree(root, src, target)
+    except OSError as exc:
+        code = exc.errno or 0
+        return Result("err", errno.errorcode.get(code, str(code)), "EXDEV, done by hand")
+    return Result("ok", None, "EXDEV, done by hand")
+
+
+def _move_tree(root: str, src: str, dst: str) -> None:
+    outside = _linked_outside(root, src)
+    _copy_tree(src, dst, outside, {})
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.rmtree(src)
+    else:
+        os.unlink(src)
+
+
+def _linked_outside(root: str, subtree: str) -> dict[int, str]:
+    """Inode -> a path outside ``subtree``, for multiply linked non-directories."""
+    found: dict[int, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == subtree or dirpath.startswith(subtree + "/"):
+            dirnames[:] = []
+            continue
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            if path == subtree:
+                continue
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+                found.setdefault(st.st_ino, path)
+    return found
+
+
+def _copy_tree(src: str, dst: str, outside: dict[int, str], copied: dict[int, str]) -> None:
+    """cp -a, except that a file also linked from outside is linked, not copied."""
+    st = os.lstat(src)
+    mode = st.st_mode
+    if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+        existing = outside.get(st.st_ino) or copied.get(st.st_ino)
+        if existing is not None:
+            os.link(existing, dst, follow_symlinks=False)
+            return
+        copied[st.st_ino] = dst
+    if stat.S_ISDIR(mode):
+        os.mkdir(dst, 0o700)
+        for name in sorted(os.listdir(src)):
+            _copy_tree(os.path.join(src, name), os.path.join(dst, name), outside, copied)
+    elif stat.S_ISREG(mode):
+        shutil.copyfile(src, dst)
+    elif stat.S_ISLNK(mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(dst, 0o600)
+    else:
+        raise AssertionError(f"unexpected file type to copy: {src}")
+    _copy_metadata(src, dst, st)
+
+
+def _copy_metadata(src: str, dst: str, st: os.stat_result) -> None:
+    is_link = stat.S_ISLNK(st.st_mode)
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not is_link:
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        for name in os.listxattr(src, follow_symlinks=False):
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                        follow_symlinks=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

@@ -1,0 +1,110 @@
+"""Running the same calls on the kernel's overlayfs and on unionfs, and comparing.
+
+:func:`run_differential` is the whole check of one list of calls: the starting trees, each
+call's result, the trees every few calls and at the end, the trees after remounting both, and
+the tree the kernel shows over unionfs's upper. A mismatch raises :class:`Mismatch` with the
+list of calls so far and both results of each.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Mounts, Stack
+from tests.differential import snapshot
+from tests.differential.conftest import Twins
+from tests.differential.execute import Result, apply
+from tests.differential.gen import Op
+
+History = list[tuple[Op, Result, Result]]
+MakeOps = Callable[[list[str], list[str]], list[Op]]
+
+CHECK_EVERY = 10
+# Filesystems stamp times from a coarse clock that can lag time.time_ns(); every fixed time
+# the test uses is years older, so a generous slack costs nothing.
+CLOCK_SLACK_NS = 60 * 10**9
+
+
+class Mismatch(AssertionError):
+    """The two implementations disagreed; the message says how to replay it."""
+
+
+def replay_report(label: str, history: History, what: str) -> str:
+    """The run's label (with how to replay it), every call so far with both results, and
+    what went wrong."""
+    lines = [f"{label}: {what}", "calls (kernel | unionfs):"]
+    for i, (op, rk, ru) in enumerate(history):
+        mark = "   " if rk.same(ru) else "!!!"
+        lines.append(f"{mark} {i:3d} {op}: {rk} | {ru}")
+    return "\n".join(lines)
+
+
+def check_trees(left: snapshot.Snapshot, right: snapshot.Snapshot, since_ns: int | None,
+                names: tuple[str, str], report: str) -> None:
+    """Fail with ``report`` and the differences when the trees disagree."""
+    differences = snapshot.diff(left, right, since_ns=since_ns, names=names)
+    if differences:
+        raise Mismatch(report + "\ntrees differ:\n  " + "\n  ".join(differences))
+
+
+def tree_paths(snap: snapshot.Snapshot) -> tuple[list[str], list[str]]:
+    """Files and dirs of a snapshot, for the generator."""
+    files = sorted(p for p, e in snap.items() if p and not e.mode.startswith("d"))
+    dirs = sorted(p for p, e in snap.items() if p and e.mode.startswith("d"))
+    return files, dirs
+
+
+def run_calls(label: str, ops: list[Op], kmnt: Path, umnt: Path, since_ns: int) -> History:
+    """Apply ``ops`` to both mounts, comparing results, and the trees now and then."""
+    history: History = []
+    for i, op in enumerate(ops):
+        rk = apply(str(kmnt), op, kernel=True)
+        ru = apply(str(umnt), op)
+        history.append((op, rk, ru))
+        if not rk.same(ru):
+            raise Mismatch(replay_report(label, history, f"call {i} disagrees"))
+        if (i + 1) % CHECK_EVERY == 0:
+            check_trees(snapshot.take(str(kmnt)), snapshot.take(str(umnt)), since_ns,
+                        ("kernel", "unionfs"), replay_report(label, history, f"after call {i}"))
+    return history
+
+
+def mount_unionfs(mounts: Mounts, st: Stack) -> Path:
+    """Mount with the server's log in the stack's base dir (``UNIONFS_DIFF_LOG_LEVEL``)."""
+    level = os.environ.get("UNIONFS_DIFF_LOG_LEVEL", "warning")
+    return mounts.unionfs(st, log_level=level, log_file=st.base / "server.log")
+
+
+def kernel_on_unionfs_upper(st: Stack) -> Stack:
+    """The unionfs stack's upper and lowers, with a fresh workdir for the kernel."""
+    return Stack(st.base, st.lowers, st.upper, st.base / "kernel-work", st.mnt)
+
+
+def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts) -> History:
+    """Run the calls ``make_ops(files, dirs)`` (given the starting tree) on both, and check
+    everything; ``label`` heads any failure report (say there how to replay)."""
+    kmnt, umnt = mounts.overlay(twins.kernel), mount_unionfs(mounts, twins.unionfs)
+    start_k = snapshot.take(str(kmnt))
+    check_trees(start_k, snapshot.take(str(umnt)), None, ("kernel", "unionfs"),
+                f"{label}: the starting trees differ")
+    ops = make_ops(*tree_paths(start_k))
+    since = time.time_ns() - CLOCK_SLACK_NS
+    history = run_calls(label, ops, kmnt, umnt, since)
+    report = replay_report(label, history, "after all calls")
+    before_k, before_u = snapshot.take(str(kmnt)), snapshot.take(str(umnt))
+    check_trees(before_k, before_u, since, ("kernel", "unionfs"), report)
+
+    for mnt in (kmnt, umnt):
+        mounts.unmount(mnt)
+    kmnt, umnt = mounts.overlay(twins.kernel), mount_unionfs(mounts, twins.unionfs)
+    after_k, after_u = snapshot.take(str(kmnt)), snapshot.take(str(umnt))
+    check_trees(before_k, after_k, None, ("kernel", "kernel remounted"), report)
+    check_trees(before_u, after_u, None, ("unionfs", "unionfs remounted"), report)
+
+    mounts.unmount(umnt)
+    on_upper = snapshot.take(str(mounts.overlay(kernel_on_unionfs_upper(twins.unionfs))))
+    check_trees(after_u, on_upper, None, ("unionfs", "kernel on unionfs's upper"), report)
+    return history

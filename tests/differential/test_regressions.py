@@ -1,0 +1,26 @@
+"""Short call lists that once made unionfs and the kernel's overlayfs disagree.
+
+Each case is the smallest list that showed one bug found by the random runs; the full check of
+``harness.run_differential`` applies (results, trees, remount, kernel over unionfs's upper).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Mounts
+from tests.differential.conftest import Twins
+from tests.differential.gen import RENAME_EXCHANGE, XATTR_REPLACE, Op
+from tests.differential.harness import run_differential
+
+CASES: dict[str, list[Op]] = {
+    # A merged dir opaque in the top lower reported nlink 1 until it was listed.
+    "nlink of an opaque dir before it is listed": [Op("stat", "opq")],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_case(name: str, twins: Twins, mounts: Mounts) -> None:
+    ops = CASES[name]
+    history = run_differential(f"case {name!r}", lambda files, dirs: ops, twins, mounts)
+    assert len(history) == len(ops)
