@@ -16,6 +16,9 @@ from tests.differential.harness import run_differential
 CASES: dict[str, list[Op]] = {
     # A merged dir opaque in the top lower reported nlink 1 until it was listed.
     "nlink of an opaque dir before it is listed": [Op("stat", "opq")],
+    # Copying a file up stamped its parent directories with the time of the copy.
+    "copy-up keeps the parents' mtimes": [Op("write", "d/sub/deep", (0, b"x", False)),
+                                          Op("setxattr", "d/c", ("user.a", b"v", 0))],
 }
 
 

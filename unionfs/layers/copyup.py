@@ -84,13 +84,17 @@ class CopyUp:
         """
         st = src.lstat(parent, name)
         tmp = self.work.new_name()
+        pfd = self.upper.dir_fd(parent)
+        pst = os.stat(pfd)
         try:
             self._make(src, parent, name, st, tmp)
             self._copy_metadata(src, parent, name, st, tmp, origin)
-            renameat2(self.work.fd, tmp, self.upper.dir_fd(parent), name, RENAME_NOREPLACE)
+            renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
         except BaseException:
             self.work.remove(tmp)
             raise
+        # A copy-up is no change of the parent: keep its times, as overlayfs does.
+        os.utime(b".", ns=(pst.st_atime_ns, pst.st_mtime_ns), dir_fd=pfd)
         return st
 
     def make_in_work(self, mode: int, uid: int, gid: int, *, rdev: int = 0) -> bytes:
