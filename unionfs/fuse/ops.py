@@ -281,7 +281,15 @@ class UnionOperations(pyfuse3.Operations):
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return os.pwrite(fh, buf, off)
+        if not self.enable_writeback_cache:
+            return os.pwrite(fh, buf, off)
+        # Under the writeback cache the kernel owns mtime: it stamps it at write(2) time (or
+        # not at all, within one clock tick) and sends it with a setattr. Pages reach us later,
+        # so our pwrite would stamp a different time than the mount showed: keep the file's.
+        st = os.fstat(fh)
+        written = os.pwrite(fh, buf, off)
+        os.utime(fh, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return written
 
     @_errors
     async def flush(self, fh: int) -> None:
