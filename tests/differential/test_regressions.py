@@ -19,6 +19,8 @@ CASES: dict[str, list[Op]] = {
     # Copying a file up stamped its parent directories with the time of the copy.
     "copy-up keeps the parents' mtimes": [Op("write", "d/sub/deep", (0, b"x", False)),
                                           Op("setxattr", "d/c", ("user.a", b"v", 0))],
+    # link() into a directory that only a lower layer had: ENOENT.
+    "link into a lower-only directory": [Op("link", "f0", ("l1only/n1",))],
     # Pages written back after the kernel stamped mtime re-stamped it on disk.
     "mtime after writes": [op for i in range(20) for op in (
         Op("create", f"w{i}", (0o644,)), Op("write", f"w{i}", (0, b"x" * 100, False)))],

@@ -95,6 +95,7 @@ class Changes:
             raise fail(errno.EPERM)
         self._check_new_name(parent, name)
         u.copy_up(node)
+        u.copy_up(parent)  # the new name's directory may still be only in a lower layer
         src_parent = node.parent
         assert src_parent is not None
         upper = u.layers[0]
