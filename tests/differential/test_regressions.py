@@ -21,9 +21,20 @@ CASES: dict[str, list[Op]] = {
                                           Op("setxattr", "d/c", ("user.a", b"v", 0))],
     # link() into a directory that only a lower layer had: ENOENT.
     "link into a lower-only directory": [Op("link", "f0", ("l1only/n1",))],
+    # Renaming over an existing empty upper dir listed it through an O_PATH fd: EBADF.
+    "rename over an empty upper dir": [Op("mkdir", "n1", (0o755,)), Op("mkdir", "n2", (0o700,)),
+                                       Op("rename", "n1", ("n2", 0)),
+                                       Op("mkdir", "n3", (0o755,)),
+                                       Op("rename", "dir_over_file", ("n3", 0))],
+    # A directory renamed onto a whiteout in the upper: ENOTDIR from rename(2).
+    "rename a dir onto a whiteout": [Op("unlink", "f1"), Op("rename", "l1only/y", ("f1", 0)),
+                                     Op("unlink", "d/c"), Op("mkdir", "n1", (0o755,)),
+                                     Op("rename", "n1", ("d/c", 0))],
     # Pages written back after the kernel stamped mtime re-stamped it on disk.
     "mtime after writes": [op for i in range(20) for op in (
         Op("create", f"w{i}", (0o644,)), Op("write", f"w{i}", (0, b"x" * 100, False)))],
+    # Exchanging a lower dir with a file.
+    "exchange a lower dir and a file": [Op("rename", "l1only", ("f0", RENAME_EXCHANGE))],
 }
 
 

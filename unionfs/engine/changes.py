@@ -319,10 +319,13 @@ class Changes:
         pfd = u.layers[0].dir_fd(parent.path())
         if dst.layer == 0 and dst.is_dir:
             # An empty merged dir may still hold whiteouts: clear them so rename can replace it.
-            path = join(parent.path(), name)
-            dfd = u.layers[0].dir_fd(path)
-            for leftover in os.listdir(dfd):
-                os.unlink(leftover, dir_fd=dfd)
+            # (dir_fd() gives O_PATH fds, which cannot be listed: open one that can.)
+            dfd = u.layers[0].open(join(parent.path(), name), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for leftover in os.listdir(dfd):
+                    os.unlink(leftover, dir_fd=dfd)
+            finally:
+                os.close(dfd)
         elif name in parent.whiteouts:
             os.unlink(name, dir_fd=pfd)
             parent.whiteouts.discard(name)
@@ -341,6 +344,14 @@ class Changes:
         nfd = upper.dir_fd(new_parent.path())
         if exchange:
             renameat2(ofd, old, nfd, new, RENAME_EXCHANGE)
+        elif new in new_parent.whiteouts:
+            # A directory cannot replace the whiteout (a char device): swap them, then the
+            # whiteout stays where the source was if something below needs hiding there.
+            renameat2(ofd, old, nfd, new, RENAME_EXCHANGE)
+            if old in old_parent.covered:
+                old_parent.whiteouts.add(old)
+            else:
+                os.unlink(old, dir_fd=ofd)
         elif old in old_parent.covered:
             renameat2(ofd, old, nfd, new, RENAME_WHITEOUT)
             old_parent.whiteouts.add(old)
