@@ -30,6 +30,8 @@ CASES: dict[str, list[Op]] = {
     "rename a dir onto a whiteout": [Op("unlink", "f1"), Op("rename", "l1only/y", ("f1", 0)),
                                      Op("unlink", "d/c"), Op("mkdir", "n1", (0o755,)),
                                      Op("rename", "n1", ("d/c", 0))],
+    # truncate() to the same size changed mtime on disk but not in the mount (until remount).
+    "truncate to the same size": [Op("truncate", "d/a", (14,)), Op("truncate", "f1", (500,))],
     # Pages written back after the kernel stamped mtime re-stamped it on disk.
     "mtime after writes": [op for i in range(20) for op in (
         Op("create", f"w{i}", (0o644,)), Op("write", f"w{i}", (0, b"x" * 100, False)))],

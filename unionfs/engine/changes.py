@@ -23,6 +23,7 @@ from unionfs.layers.syscalls import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     RENAME_WHITEOUT,
+    proc_path,
     renameat2,
 )
 
@@ -413,7 +414,14 @@ class Changes:
             else:
                 os.chmod(name, stat.S_IMODE(mode), dir_fd=parent_fd)
         if size is not None:
+            before = os.fstat(fd) if fd is not None else os.stat(
+                name, dir_fd=parent_fd, follow_symlinks=False)
             self._truncate(fd, parent_fd, name, size)
+            if times is None:
+                # Under the writeback cache the kernel owns mtime: it sends one whenever a
+                # truncate changes the size, and keeps its own otherwise. Keep the file's, or
+                # the upper would disagree with what the mount showed (seen after a remount).
+                times = (before.st_atime_ns, before.st_mtime_ns)
         if times is not None:
             self._utime(fd, parent_fd, name, times)
         return os.fstat(fd) if fd is not None else u.stat(node)
@@ -422,9 +430,11 @@ class Changes:
         if fd is not None:
             os.ftruncate(fd, size)
             return
-        tfd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        # truncate(2), not ftruncate(2): only ftruncate always sets mtime, and a truncate to
+        # the same size must leave it alone (the kernel keeps its cached mtime either way).
+        tfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
         try:
-            os.ftruncate(tfd, size)
+            os.truncate(proc_path(tfd), size)
         finally:
             os.close(tfd)
 
