@@ -35,6 +35,9 @@ CASES: dict[str, list[Op]] = {
     # Pages written back after the kernel stamped mtime re-stamped it on disk.
     "mtime after writes": [op for i in range(20) for op in (
         Op("create", f"w{i}", (0o644,)), Op("write", f"w{i}", (0, b"x" * 100, False)))],
+    # XATTR_REPLACE failing on a lower dir: the kernel copied it up (nlink 1 then).
+    "setxattr flags on a lower dir": [Op("setxattr", "l1only/y", ("user.a", b"v", XATTR_REPLACE)),
+                                      Op("stat", "l1only/y")],
     # Exchanging a lower dir with a file.
     "exchange a lower dir and a file": [Op("rename", "l1only", ("f0", RENAME_EXCHANGE))],
 }
