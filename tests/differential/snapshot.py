@@ -31,12 +31,20 @@ Snapshot = dict[str, Entry]
 
 
 def take(root: str) -> Snapshot:
-    """Walk ``root`` (not following symlinks) and record every entry."""
+    """Walk ``root`` (not following symlinks) and record every entry.
+
+    A name that readdir lists but lstat does not find is left out: the kernel's overlayfs
+    lists the whiteouts of a directory that only one layer has (it reads such a directory
+    as it is), while looking them up says ENOENT. unionfs never lists them.
+    """
     snap: Snapshot = {"": _entry(root)}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
-            snap[os.path.relpath(path, root)] = _entry(path)
+            try:
+                snap[os.path.relpath(path, root)] = _entry(path)
+            except FileNotFoundError:
+                continue
     return snap
 
 

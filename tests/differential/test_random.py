@@ -43,6 +43,9 @@ Not compared, and why:
   the run) or a fixed one from the layers or a ``utimens`` call, which must agree exactly.
   Across a remount, and between unionfs and the kernel reading unionfs's upper, the times are
   those of the same files, so there they are compared exactly.
+* names that readdir lists but lookup does not find: the kernel lists the whiteouts of a
+  directory only one layer has (it reads it as it is); unionfs lists no whiteout. Snapshots
+  skip such names (``snapshot.take``); the calls on them still compare their results.
 * ``st_size`` and ``st_blocks`` of directories and ``st_blocks`` of files: how the layer's
   filesystem allocates, and which hidden entries (whiteouts) a directory holds, not content.
 """
