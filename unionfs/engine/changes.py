@@ -241,7 +241,29 @@ class Changes:
             parent.whiteouts.add(name)
         del u.merged(parent)[name]
         if child is not None:
-            child.detach(last_stat)
+            self._forget_name(child, parent, name, last_stat)
+
+    def _forget_name(self, node: Node, parent: Node, name: bytes,
+                     last_stat: os.stat_result | None) -> None:
+        """``parent/name`` is gone. A file with other names (hard links: one node) stays
+        reachable under one the kernel knows; otherwise it is detached (alive while open)."""
+        if parent.children.get(name) is node:
+            del parent.children[name]
+        alias = None
+        if not node.is_dir and last_stat is not None and last_stat.st_nlink > 1:
+            alias = self._alias(node)
+        if alias is None:
+            node.detach(last_stat)
+        else:
+            node.parent, node.name = alias
+
+    def _alias(self, node: Node) -> tuple[Node, bytes] | None:
+        """Another name of ``node`` that the kernel knows and the union still has."""
+        for dnode in list(self.u.table.nodes.values()):
+            for child_name, child in dnode.children.items():
+                if child is node and dnode.merged is not None and child_name in dnode.merged:
+                    return dnode, child_name
+        return None
 
     # ---- rename --------------------------------------------------------------------------
 

@@ -89,8 +89,7 @@ class Layer:
 
     def getxattr(self, rel: bytes, name: bytes) -> bytes | None:
         """An xattr of ``rel`` (not following a final symlink), or None when it has none."""
-        parent, _, base = rel.rpartition(b"/")
-        path = proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd)
+        path = self.xattr_path(rel)
         try:
             return os.getxattr(path, name, follow_symlinks=False)
         except OSError as exc:
@@ -101,7 +100,9 @@ class Layer:
     def xattr_path(self, rel: bytes) -> bytes:
         """A path for the xattr calls that reaches ``rel`` without following it."""
         parent, _, base = rel.rpartition(b"/")
-        return proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd)
+        # The root: "/proc/self/fd/N/.", so the l*xattr calls act on the directory, not on
+        # the /proc magic link itself (which has no user xattrs and refuses them: EPERM).
+        return proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd, b".")
 
     def is_opaque(self, rel: bytes) -> bool:
         """True when directory ``rel`` is marked opaque by an overlay xattr."""

@@ -1,0 +1,283 @@
+"""Corner cases of the write path: merged dirs, open files across renames, links, remounts."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mounts, Stack
+from tests.integration.conftest import RENAME_EXCHANGE, renameat2
+
+StackFactory = Callable[..., Stack]
+
+
+def listing(root: Path) -> dict[str, str]:
+    """Every name under ``root``: file contents, "dir", or "-> target"."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(root))
+            out[rel] = ("-> " + os.readlink(p) if p.is_symlink() else
+                        "dir" if p.is_dir() else p.read_text())
+    return out
+
+
+def remount(mounts: Mounts, st: Stack) -> Path:
+    """Unmount and mount the same stack again."""
+    mounts.unmount(st.mnt)
+    return mounts.unionfs(st)
+
+
+def test_changes_survive_remount(stack: StackFactory, mounts: Mounts) -> None:
+    """A mix of changes reads back the same after a remount."""
+    st = stack({"d/a": "a", "d/b": "b", "e/x": "x", "f": "f"}, {"d/c": "c", "g": "g"})
+    mnt = mounts.unionfs(st)
+    os.unlink(mnt / "d/b")
+    os.rename(mnt / "e", mnt / "e2")
+    (mnt / "d/new").write_text("new")
+    os.unlink(mnt / "g")
+    os.mkdir(mnt / "g")
+    (mnt / "g/in").write_text("in")
+    os.symlink("d/a", mnt / "lnk")
+    before = listing(mnt)
+    assert before == listing(remount(mounts, st))
+
+
+def test_parent_mtime_moves_on_create_and_unlink(stack: StackFactory,
+                                                 mounts: Mounts) -> None:
+    """Creating and removing names in a lower dir moves the dir's mtime."""
+    st = stack({"d/a": "a"})
+    os.utime(st.lowers[0] / "d", ns=(10**18, 10**18))
+    mnt = mounts.unionfs(st)
+    (mnt / "d/new").write_text("x")
+    t1 = os.stat(mnt / "d").st_mtime_ns
+    assert t1 != 10**18
+    time.sleep(0.01)
+    os.unlink(mnt / "d/a")
+    assert os.stat(mnt / "d").st_mtime_ns > t1
+
+
+def test_create_exclusive_over_lower_name(stack: StackFactory, mounts: Mounts) -> None:
+    """O_CREAT|O_EXCL on a name a lower has: EEXIST, nothing copied up."""
+    st = stack({"f": "x"})
+    mnt = mounts.unionfs(st)
+    with pytest.raises(FileExistsError):
+        os.open(mnt / "f", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    assert os.listdir(st.upper) == []
+
+
+def test_open_trunc_of_lower_file(stack: StackFactory, mounts: Mounts) -> None:
+    """O_TRUNC on a lower file empties the union's copy, not the lower."""
+    st = stack({"f": "lower data"})
+    mnt = mounts.unionfs(st)
+    with open(mnt / "f", "w") as f:
+        f.write("w")
+    assert (mnt / "f").read_text() == "w"
+    assert (st.lowers[0] / "f").read_text() == "lower data"
+
+
+def test_open_file_survives_rename_of_its_dir(stack: StackFactory, mounts: Mounts) -> None:
+    """A file open for writing keeps working after its lower parent dir is renamed."""
+    st = stack({"d/f": "abc", "d/g": "g"})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "d/f", os.O_RDWR)
+    try:
+        os.rename(mnt / "d", mnt / "moved")
+        os.pwrite(fd, b"X", 0)
+        os.fsync(fd)
+        assert (mnt / "moved/f").read_text() == "Xbc"
+        ro = os.open(mnt / "moved/g", os.O_RDONLY)
+        os.close(ro)
+    finally:
+        os.close(fd)
+    assert (st.upper / "moved/f").read_text() == "Xbc"
+
+
+def test_reader_opened_before_rename_and_copy_up(stack: StackFactory, mounts: Mounts) -> None:
+    """A read-only handle on a lower file follows it through a rename and a copy-up."""
+    st = stack({"f": "old"})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_RDONLY)
+    try:
+        os.rename(mnt / "f", mnt / "g")
+        (mnt / "g").write_text("new")
+        assert os.pread(fd, 10, 0) == b"new"
+    finally:
+        os.close(fd)
+
+
+def test_unlink_one_of_two_links(stack: StackFactory, mounts: Mounts) -> None:
+    """Removing one name of a linked pair leaves the other with nlink 1."""
+    st = stack({"f": "data"})
+    mnt = mounts.unionfs(st)
+    os.link(mnt / "f", mnt / "g")
+    os.unlink(mnt / "f")
+    assert os.stat(mnt / "g").st_nlink == 1
+    assert (mnt / "g").read_text() == "data"
+    assert os.listdir(mnt) == ["g"]
+
+
+def test_rename_onto_nonempty_merged_dir(stack: StackFactory, mounts: Mounts) -> None:
+    """A dir whose content is only in a lower is not empty as a rename target."""
+    st = stack({"src/": None, "dst/": None}, {"dst/x": "x"})
+    mnt = mounts.unionfs(st)
+    with pytest.raises(OSError) as exc:
+        os.rename(mnt / "src", mnt / "dst")
+    assert exc.value.errno == errno.ENOTEMPTY
+    os.unlink(mnt / "dst/x")
+    os.rename(mnt / "src", mnt / "dst")
+    assert os.listdir(mnt) == ["dst"]
+    assert os.listdir(remount(mounts, st) / "dst") == []
+
+
+def test_exchange_two_merged_dirs(stack: StackFactory, mounts: Mounts) -> None:
+    """RENAME_EXCHANGE of two dirs merged from two layers swaps their whole content."""
+    st = stack({"a/a1": "1", "b/b1": "1"}, {"a/a2": "2", "b/b2": "2"})
+    mnt = mounts.unionfs(st)
+    renameat2(mnt / "a", mnt / "b", RENAME_EXCHANGE)
+    want = {"a": "dir", "b": "dir", "a/b1": "1", "a/b2": "2", "b/a1": "1", "b/a2": "2"}
+    assert listing(mnt) == want
+    assert listing(remount(mounts, st)) == want
+
+
+def test_rename_file_between_lower_dirs(stack: StackFactory, mounts: Mounts) -> None:
+    """Moving a file from one lower dir to another copies both parents up."""
+    st = stack({"a/f": "f"}, {"b/g": "g"})
+    mnt = mounts.unionfs(st)
+    os.rename(mnt / "a/f", mnt / "b/f")
+    assert listing(mnt) == {"a": "dir", "b": "dir", "b/f": "f", "b/g": "g"}
+    assert listing(remount(mounts, st)) == {"a": "dir", "b": "dir", "b/f": "f", "b/g": "g"}
+
+
+def test_rmdir_then_mkdir_then_remount_stays_opaque(stack: StackFactory,
+                                                    mounts: Mounts) -> None:
+    """A dir deleted and made again hides the old content after a remount too."""
+    st = stack({"d/old": "x", "d/sub/deep": "y"})
+    mnt = mounts.unionfs(st)
+    os.unlink(mnt / "d/old")
+    os.unlink(mnt / "d/sub/deep")
+    os.rmdir(mnt / "d/sub")
+    os.rmdir(mnt / "d")
+    os.mkdir(mnt / "d")
+    (mnt / "d/fresh").write_text("f")
+    assert os.listdir(remount(mounts, st) / "d") == ["fresh"]
+
+
+def test_mmap_write(stack: StackFactory, mounts: Mounts) -> None:
+    """Shared mmap writes to a lower file reach the upper copy."""
+    st = stack({"f": "abcdef"})
+    mnt = mounts.unionfs(st)
+    with open(mnt / "f", "r+b") as f, mmap.mmap(f.fileno(), 6) as m:
+        m[0:3] = b"XYZ"
+        m.flush()
+    assert (mnt / "f").read_text() == "XYZdef"
+    assert (st.upper / "f").read_text() == "XYZdef"
+
+
+def test_append_and_extend(stack: StackFactory, mounts: Mounts) -> None:
+    """O_APPEND appends at the end; truncate beyond the end reads as zeros."""
+    st = stack({"f": "abc"})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"de")
+        os.write(fd, b"f")
+    finally:
+        os.close(fd)
+    assert (mnt / "f").read_text() == "abcdef"
+    os.truncate(mnt / "f", 10)
+    assert (mnt / "f").read_bytes() == b"abcdef\0\0\0\0"
+
+
+def test_mknod_fifo_and_symlink_create(stack: StackFactory, mounts: Mounts) -> None:
+    """New FIFOs, device nodes and symlinks land in the upper as themselves."""
+    st = stack({"d/x": "x"})
+    mnt = mounts.unionfs(st)
+    os.mkfifo(mnt / "d/fifo", 0o640)
+    os.mknod(mnt / "d/zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    os.symlink("../nowhere", mnt / "d/l")
+    assert stat.S_ISFIFO(os.lstat(st.upper / "d/fifo").st_mode)
+    assert os.lstat(st.upper / "d/zero").st_rdev == os.makedev(1, 5)
+    assert os.readlink(st.upper / "d/l") == "../nowhere"
+    assert stat.S_IMODE(os.lstat(mnt / "d/fifo").st_mode) == 0o640
+
+
+def test_chmod_root_of_mount(stack: StackFactory, mounts: Mounts) -> None:
+    """The union's root takes attribute changes and xattrs (stored on the upper root)."""
+    st = stack({"f": "x"})
+    mnt = mounts.unionfs(st)
+    os.chmod(mnt, 0o711)
+    os.setxattr(mnt, "user.root", b"r")
+    assert stat.S_IMODE(os.stat(mnt).st_mode) == 0o711
+    assert os.getxattr(mnt, "user.root") == b"r"
+    assert stat.S_IMODE(os.stat(st.upper).st_mode) == 0o711
+
+
+def test_xattr_on_dir_copies_dir_only(stack: StackFactory, mounts: Mounts) -> None:
+    """setxattr on a lower dir copies the dir up alone; its listing stays merged."""
+    st = stack({"d/a": "a", "d/sub/b": "b"})
+    mnt = mounts.unionfs(st)
+    os.setxattr(mnt / "d", "user.k", b"v")
+    assert os.listxattr(mnt / "d") == ["user.k"]
+    assert sorted(os.listdir(mnt / "d")) == ["a", "sub"]
+    assert os.listdir(st.upper / "d") == []
+    os.removexattr(mnt / "d", "user.k")
+    assert os.listxattr(mnt / "d") == []
+    with pytest.raises(OSError) as exc:
+        os.removexattr(mnt / "d", "user.k")
+    assert exc.value.errno == errno.ENODATA
+
+
+def test_private_xattrs_cannot_be_set(stack: StackFactory, mounts: Mounts) -> None:
+    """The overlay's own xattr names are not settable through the union."""
+    st = stack({"d/": None})
+    mnt = mounts.unionfs(st)
+    with pytest.raises(OSError):
+        os.setxattr(mnt / "d", "trusted.overlay.opaque", b"y")
+    assert os.listxattr(mnt / "d") == []
+
+
+def test_concurrent_writers_of_one_lower_file(stack: StackFactory, mounts: Mounts) -> None:
+    """Two handles opened for write on a lower file write into the same upper copy."""
+    st = stack({"f": "0123456789"})
+    mnt = mounts.unionfs(st)
+    a = os.open(mnt / "f", os.O_RDWR)
+    b = os.open(mnt / "f", os.O_RDWR)
+    try:
+        os.pwrite(a, b"A", 0)
+        os.pwrite(b, b"B", 9)
+    finally:
+        os.close(a)
+        os.close(b)
+    assert (mnt / "f").read_text() == "A12345678B"
+    assert (st.upper / "f").read_text() == "A12345678B"
+
+
+def test_root_xattrs_of_top_layer_show(stack: StackFactory, mounts: Mounts) -> None:
+    """The union root shows its top layer's root xattrs (read-only union, no upper)."""
+    st = stack({"f": "x"})
+    os.setxattr(st.lowers[0], "user.rootattr", b"yes")
+    mnt = mounts.unionfs(st, writable=False)
+    assert os.getxattr(mnt, "user.rootattr") == b"yes"
+    assert os.listxattr(mnt) == ["user.rootattr"]
+
+
+def test_unlink_one_of_two_lower_links(stack: StackFactory, mounts: Mounts) -> None:
+    """Two names of one lower file: deleting one leaves the other readable and writable."""
+    st = stack({"a": "data"})
+    os.link(st.lowers[0] / "a", st.lowers[0] / "b")
+    mnt = mounts.unionfs(st)
+    assert os.stat(mnt / "a").st_ino == os.stat(mnt / "b").st_ino
+    os.unlink(mnt / "a")
+    assert (mnt / "b").read_text() == "data"
+    (mnt / "b").write_text("new")
+    assert (st.upper / "b").read_text() == "new"
+    assert os.listdir(mnt) == ["b"]
