@@ -61,23 +61,51 @@ class Symlink:
 Step = MountStep | Symlink
 
 
+def in_root(root: str, path: str, max_links: int = 40) -> str:
+    """``path`` inside the container as a host path under ``root``, symlinks resolved as if
+    ``root`` were ``/``: an image's symlink (``/data -> /etc``) can never lead out of it."""
+    todo = [p for p in path.split("/") if p][::-1]
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        if name == ".":
+            continue
+        candidate = os.path.join(root, *done, name)
+        if not os.path.islink(candidate):
+            done.append(name)
+            continue
+        links += 1
+        if links > max_links:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            done = []
+        todo.extend([p for p in target.split("/") if p][::-1])
+    return os.path.join(root, *done)
+
+
 def plan(spec: Spec, root: str, state_dir: str, *, userns: bool) -> list[Step]:
     """The mounts that turn ``root`` into the container's filesystem tree."""
     steps: list[Step] = [
         MountStep(None, "/", None, MS_REC | MS_PRIVATE, create=None),
         MountStep(root, root, None, MS_BIND | MS_REC, create=None),
-        MountStep("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC),
+        MountStep("proc", in_root(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     steps += _dev_steps(root)
     steps += _sys_steps(root, own_netns=spec.network == "none", userns=userns)
     for vol in spec.volumes:
         kind = "dir" if os.path.isdir(vol.host) else "file"
-        target = f"{root}{vol.container}"
+        target = in_root(root, vol.container)
         steps.append(MountStep(vol.host, target, None, MS_BIND | MS_REC, create=kind))
         if vol.read_only:
             steps.append(_remount_ro(target))
     for name in ETC_FILES:
-        steps.append(MountStep(f"{state_dir}/{name}", f"{root}/etc/{name}", None, MS_BIND,
+        steps.append(MountStep(f"{state_dir}/{name}", in_root(root, f"/etc/{name}"), None, MS_BIND,
                                create="file", optional=True))
     if spec.read_only:
         steps.append(_remount_ro(root))
@@ -90,7 +118,7 @@ def _remount_ro(target: str, extra: int = 0) -> MountStep:
 
 def _dev_steps(root: str) -> list[Step]:
     """A minimal /dev: a tmpfs, host device nodes bound in, devpts, shm and the symlinks."""
-    dev = f"{root}/dev"
+    dev = in_root(root, "/dev")
     steps: list[Step] = [
         MountStep("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"),
     ]
@@ -108,7 +136,7 @@ def _sys_steps(root: str, *, own_netns: bool, userns: bool) -> list[Step]:
 
     A user namespace may mount sysfs only together with its own network namespace.
     """
-    target = f"{root}/sys"
+    target = in_root(root, "/sys")
     if own_netns or not userns:
         return [MountStep("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)]
     return [MountStep("/sys", target, None, MS_BIND | MS_REC),

@@ -72,3 +72,29 @@ def test_volumes_etc_files_and_read_only_root(tmp_path) -> None:  # type: ignore
 def test_writable_root_is_not_remounted() -> None:
     steps = [s for s in plan(Spec("img"), ROOT, STATE, userns=False) if isinstance(s, MountStep)]
     assert not [s for s in steps if s.target == ROOT and s.flags & linux.MS_REMOUNT]
+
+
+def test_targets_never_leave_the_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runtime.mounts import in_root
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "data").symlink_to("/etc")  # absolute: means the container's /etc
+    (root / "up").symlink_to("../../../..")
+    (root / "loop").symlink_to("loop")
+    (root / "etc" / "hostname").symlink_to("/../../host-file")
+    r = str(root)
+    assert in_root(r, "/data/x") == f"{r}/etc/x"
+    assert in_root(r, "/up/etc") == f"{r}/etc"
+    assert in_root(r, "/../../etc/./passwd") == f"{r}/etc/passwd"
+    assert in_root(r, "/etc/hostname") == f"{r}/host-file"
+    try:
+        in_root(r, "/loop/x")
+    except OSError as exc:
+        assert exc.errno == 40  # ELOOP
+    else:
+        raise AssertionError("a symlink loop must fail")
+    spec = Spec("img", volumes=[Volume(str(tmp_path), "/data", False)])
+    steps = [s for s in plan(spec, r, STATE, userns=False) if isinstance(s, MountStep)]
+    assert any(s.source == str(tmp_path) and s.target == f"{r}/etc" for s in steps)
+    assert any(s.target == f"{r}/host-file" for s in steps)  # /etc/hostname, kept inside
