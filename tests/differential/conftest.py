@@ -2,7 +2,8 @@
 
 Seeds: ``UNIONFS_DIFF_SEEDS=N`` runs seeds 0..N-1 (default: a few, for CI);
 ``UNIONFS_DIFF_SEED=S`` runs just seed S (to replay a failure); ``UNIONFS_DIFF_OPS=K`` sets
-the number of calls per seed.
+the number of calls per seed. ``UNIONFS_DIFF_STACKS=N``: random read-only stacks;
+``UNIONFS_DIFF_ROOTLESS_SEEDS=N``: seeds of the rootless run (``test_rootless.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from tests.conftest import Stack
 from tests.differential.layers import BOTTOM, TOP, decorate
 
-DEFAULT_SEEDS = 4
+DEFAULT_SEEDS = 3
 DEFAULT_OPS = 120
 
 

@@ -83,10 +83,13 @@ def kernel_on_unionfs_upper(st: Stack) -> Stack:
     return Stack(st.base, st.lowers, st.upper, st.base / "kernel-work", st.mnt)
 
 
-def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts) -> History:
+def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts, *,
+                     kernel_opts: str = "") -> History:
     """Run the calls ``make_ops(files, dirs)`` (given the starting tree) on both, and check
-    everything; ``label`` heads any failure report (say there how to replay)."""
-    kmnt, umnt = mounts.overlay(twins.kernel), mount_unionfs(mounts, twins.unionfs)
+    everything; ``label`` heads any failure report (say there how to replay).
+    ``kernel_opts`` are extra options of every kernel mount (``userxattr``)."""
+    kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
+    umnt = mount_unionfs(mounts, twins.unionfs)
     start_k = snapshot.take(str(kmnt))
     check_trees(start_k, snapshot.take(str(umnt)), None, ("kernel", "unionfs"),
                 f"{label}: the starting trees differ")
@@ -99,12 +102,14 @@ def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts
 
     for mnt in (kmnt, umnt):
         mounts.unmount(mnt)
-    kmnt, umnt = mounts.overlay(twins.kernel), mount_unionfs(mounts, twins.unionfs)
+    kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
+    umnt = mount_unionfs(mounts, twins.unionfs)
     after_k, after_u = snapshot.take(str(kmnt)), snapshot.take(str(umnt))
     check_trees(before_k, after_k, None, ("kernel", "kernel remounted"), report)
     check_trees(before_u, after_u, None, ("unionfs", "unionfs remounted"), report)
 
     mounts.unmount(umnt)
-    on_upper = snapshot.take(str(mounts.overlay(kernel_on_unionfs_upper(twins.unionfs))))
+    on_upper = snapshot.take(str(mounts.overlay(kernel_on_unionfs_upper(twins.unionfs),
+                                                    extra=kernel_opts)))
     check_trees(after_u, on_upper, None, ("unionfs", "kernel on unionfs's upper"), report)
     return history

@@ -51,22 +51,39 @@ BOTTOM: dict[str, object] = {
 FIXED_BASE_NS = 1_600_000_000_000_000_000  # 2020-09-13; every run starts long after
 
 
-def decorate(lowers: list[Path], upper: Path) -> None:
-    """Owners, modes, xattrs, a FIFO, and fixed timestamps on a stack built from TOP/BOTTOM."""
+def unprivileged(spec: dict[str, object]) -> dict[str, object]:
+    """``spec`` with its opaque dirs left plain: without privileges the ``trusted.`` marker
+    cannot be written; :func:`decorate` sets ``user.overlay.opaque`` instead."""
+    return {k: (None if v == ("opaque",) else v) for k, v in spec.items()}
+
+
+def decorate(lowers: list[Path], upper: Path, *, rootless: bool = False) -> None:
+    """Owners, modes, xattrs, a FIFO, and fixed timestamps on a stack built from TOP/BOTTOM.
+
+    ``rootless``: in a user namespace, where only our own uid is mapped, no chown, and the
+    opaque dir marked the ``userxattr`` way.
+    """
     top, bottom = lowers
-    os.chown(top / "owned", 1000, 1000)
+    if rootless:
+        os.setxattr(top / "opq", "user.overlay.opaque", b"y")
+    else:
+        _chown_some(top, bottom)
     os.chmod(top / "owned", 0o640)
     os.setxattr(top / "x_attrs", "user.a", b"from lower0")
     os.setxattr(top / "x_attrs", "user.origin", b"l0")
     os.setxattr(top / "d", "user.dir", b"d of lower0")
     os.chmod(top / "d", 0o775)
-    os.chown(bottom / "d/b", 1234, 1234)
     os.setxattr(bottom / "d/b", "user.b", b"b")
     os.chmod(bottom / "setuid", 0o4755)
-    os.chown(bottom / "l1only", 1000, 1234)
     os.mkfifo(bottom / "pipe", 0o640)
     for root in (*lowers, upper):
         fix_times(root)
+
+
+def _chown_some(top: Path, bottom: Path) -> None:
+    os.chown(top / "owned", 1000, 1000)
+    os.chown(bottom / "d/b", 1234, 1234)
+    os.chown(bottom / "l1only", 1000, 1234)
 
 
 def fix_times(root: Path) -> None:

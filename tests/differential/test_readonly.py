@@ -21,7 +21,7 @@ from tests.differential import snapshot
 from tests.differential.harness import Mismatch
 from tests.differential.layers import BOTTOM, TOP, decorate, fix_times, random_stack
 
-RANDOM_STACKS = int(os.environ.get("UNIONFS_DIFF_STACKS", "12"))
+RANDOM_STACKS = int(os.environ.get("UNIONFS_DIFF_STACKS", "8"))
 
 
 def compare_readonly(st: Stack, mounts: Mounts, what: str) -> None:

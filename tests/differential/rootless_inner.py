@@ -1,0 +1,84 @@
+"""The differential tests inside a user namespace (run by ``test_rootless.py``, not directly).
+
+Here uid 0 is only root of a new user namespace: no capability over the real machine, so
+``trusted.*`` xattrs cannot be written and ``mknod`` makes nothing but whiteouts. unionfs must
+notice, write ``user.overlay.opaque`` and char 0/0 whiteouts, and agree with the kernel's
+overlayfs mounted with ``userxattr`` (the kernel's own rootless mode).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mounts, Stack
+from tests.differential.conftest import Twins
+from tests.differential.gen import Op, generate
+from tests.differential.harness import run_differential
+from tests.differential.layers import BOTTOM, TOP, decorate, unprivileged
+
+KERNEL_OPTS = "userxattr"
+
+FIXED_CALLS = [
+    Op("unlink", "f1"),  # a whiteout
+    Op("unlink", "d/a"),  # a whiteout in a copied-up merged dir
+    Op("unlink", "l1only/y/z"), Op("rmdir", "l1only/y"), Op("mkdir", "l1only/y", (0o755,)),
+    Op("rename", "d/sub", ("moved", 0)),  # unionfs copies the tree up and marks it opaque
+    Op("write", "opq/shown", (0, b"changed", False)),
+    Op("setxattr", "x_attrs", ("user.new", b"v", 0)),
+    Op("symlink", "moved/link", ("deep",)),
+    Op("mkfifo", "l1only/y/fifo", (0o600,)),
+    Op("chmod", "f0", (0o600,)),
+    Op("utimens", "f0", (1_000_000_000_000_000_000, "omit", False)),
+]
+
+
+@pytest.fixture
+def rootless_twins(stack: Callable[..., Stack]) -> Twins:
+    """The starting layers, built without privileges, twice."""
+    made = []
+    for name in ("kernel", "unionfs"):
+        st = stack(unprivileged(TOP), BOTTOM, name=name)
+        decorate(st.lowers, st.upper, rootless=True)
+        made.append(st)
+    return Twins(*made)
+
+
+def test_unprivileged(tmp_path: Path) -> None:
+    """We really are in a user namespace: trusted.* xattrs are refused."""
+    with open("/proc/self/uid_map", encoding="ascii") as f:
+        assert f.read().split() != ["0", "0", "4294967295"]
+    with pytest.raises(PermissionError):
+        os.setxattr(tmp_path, "trusted.overlay.probe", b"1")
+
+
+def test_fixed_calls(rootless_twins: Twins, mounts: Mounts) -> None:
+    run_differential("rootless fixed calls", lambda files, dirs: FIXED_CALLS, rootless_twins,
+                     mounts, kernel_opts=KERNEL_OPTS)
+    upper = rootless_twins.unionfs.upper
+    for opaque in ("l1only/y", "moved"):
+        assert os.getxattr(upper / opaque, "user.overlay.opaque") == b"y", opaque
+    for gone in ("f1", "d/a"):
+        st = os.lstat(upper / gone)
+        assert (st.st_mode & 0o170000, st.st_rdev) == (0o020000, 0), gone
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("UNIONFS_DIFF_ROOTLESS_SEEDS", "2"))))
+def test_random_calls(seed: int, rootless_twins: Twins, mounts: Mounts) -> None:
+    label = f"rootless seed {seed}"
+    run_differential(label, lambda files, dirs: generate(seed, 80, files, dirs),
+                     rootless_twins, mounts, kernel_opts=KERNEL_OPTS)
+
+
+def test_trusted_is_not_readable_here(tmp_path: Path) -> None:
+    """What test_rootless checks from outside: trusted.* stays invisible in here."""
+    path = tmp_path / "f"
+    path.write_text("x")
+    try:
+        os.getxattr(path, "trusted.overlay.opaque")
+    except OSError as exc:
+        assert exc.errno in (errno.ENODATA, errno.EPERM)
