@@ -378,3 +378,26 @@ def test_lower_hard_links_stay_one_file_after_write(stack: StackFactory,
     assert (mnt / "b").read_text() == "new"  # b first: the kernel's cache of a is no help
     assert (mnt / "a").read_text() == "new"
     assert os.stat(mnt / "a").st_ino == os.stat(mnt / "b").st_ino
+
+
+MAKERS: dict[str, Callable[[Path, Path], object]] = {
+    "create": lambda old, new: new.write_text("x"),
+    "mkdir": lambda old, new: os.mkdir(new),
+    "symlink": lambda old, new: os.symlink("t", new),
+    "link": lambda old, new: os.link(old, new),
+    "rename": lambda old, new: os.rename(old, new),
+}
+
+
+@pytest.mark.parametrize("how", sorted(MAKERS))
+def test_oci_marker_names_are_refused(stack: StackFactory, mounts: Mounts, how: str) -> None:
+    """``.wh.*`` names cannot be created or renamed to: the upper would read them back as
+    whiteouts at the next mount, losing the file and the name it marks."""
+    st = stack({"foo": "lower foo"})
+    mnt = mounts.unionfs(st)
+    for name in (".wh.foo", ".wh.bar", ".wh..wh..opq"):
+        with pytest.raises(OSError) as exc:
+            MAKERS[how](mnt / "foo", mnt / name)
+        assert exc.value.errno == errno.EINVAL
+    assert os.listdir(remount(mounts, st)) == ["foo"]
+    assert (mnt / "foo").read_text() == "lower foo"

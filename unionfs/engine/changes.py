@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
-from unionfs.core.whiteout import Kind, is_private_xattr
+from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, Union, fail
 from unionfs.layers.layer import join
@@ -113,8 +113,7 @@ class Changes:
         return node, st
 
     def _check_new_name(self, parent: Node, name: bytes) -> None:
-        if len(name) > NAME_MAX:
-            raise fail(errno.ENAMETOOLONG, name)
+        _check_storable(name)
         if name in self.u.merged(parent):
             raise fail(errno.EEXIST, name)
 
@@ -271,8 +270,7 @@ class Changes:
                flags: int) -> None:
         u = self.u
         u.require_upper()
-        if len(new) > NAME_MAX:
-            raise fail(errno.ENAMETOOLONG, new)
+        _check_storable(new)
         src = self._existing(old_parent, old)
         dst = u.merged(new_parent).get(new)
         exchange = bool(flags & RENAME_EXCHANGE)
@@ -487,6 +485,15 @@ class Changes:
             raise fail(errno.ENODATA, name)
         self.u.copy_up(node)
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
+
+
+def _check_storable(name: bytes) -> None:
+    """Refuse a name the upper cannot hold: too long, or an OCI marker (``.wh.x``), which
+    every later mount reads as a whiteout (the file, and ``x`` with it, would vanish)."""
+    if len(name) > NAME_MAX:
+        raise fail(errno.ENAMETOOLONG, name)
+    if is_oci_marker(name):
+        raise fail(errno.EINVAL, name)
 
 
 def _in_upper(entry: Entry) -> Entry:
