@@ -157,9 +157,11 @@ def _check_layers(spec: MountSpec) -> None:
 
 
 def _check_mountpoint(path: str) -> None:
-    _check_dir(path, "mount point")
+    # Mounted first: a stat of a dead FUSE mount fails (ENOTCONN), which would read as
+    # "does not exist".
     if is_mounted(path):
         raise UserError(f"mount point {path} is already mounted (unmount it first)")
+    _check_dir(path, "mount point")
 
 
 FUSE_RDEV = os.makedev(10, 229)

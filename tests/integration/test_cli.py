@@ -320,3 +320,50 @@ def test_dev_fuse_missing(stack: StackFactory, tmp_path: Path) -> None:
     res = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True,
                          timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert_user_error(res, "/dev/fuse")
+
+
+def test_dead_mount_is_reported_and_can_be_unmounted(stack: StackFactory,
+                                                     cleanup: list[Path]) -> None:
+    """After the server is killed: mounting again says "already mounted" (not "does not
+    exist"), ``unionfs umount`` clears the dead mount, and a new mount works."""
+    st = stack({"f": "x"})
+    cleanup.append(st.mnt)
+    res = unionfs_cli("mount", *layers(st))
+    assert res.returncode == 0, res.stderr
+    pid = server_pid(res.stdout)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(pid))
+    with pytest.raises(OSError):
+        os.stat(st.mnt / "f")
+    assert_user_error(unionfs_cli("mount", *layers(st)), "already mounted")
+    res = unionfs_cli("umount", str(st.mnt))
+    assert res.returncode == 0, res.stderr
+    assert not is_mounted(st.mnt)
+    assert unionfs_cli("mount", *layers(st)).returncode == 0
+    assert (st.mnt / "f").read_text() == "x"
+    assert unionfs_cli("umount", str(st.mnt)).returncode == 0
+
+
+def test_relative_paths_and_odd_characters(stack: StackFactory, cleanup: list[Path]) -> None:
+    """Relative arguments, spaces and commas in layer, work dir and mount point names."""
+    st = stack({})
+    lower = st.base / "low, er"
+    lower.mkdir()
+    (lower / "f").write_text("odd")
+    mnt = st.base / "m n t"
+    mnt.mkdir()
+    cleanup.append(mnt)
+    res = subprocess.run([sys.executable, "-m", "unionfs", "mount", "low, er", "upper", "m n t",
+                          "-o", "workdir=wo\\,rk"], cwd=st.base, capture_output=True,
+                         text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr
+    assert (mnt / "f").read_text() == "odd"
+    (mnt / "g").write_text("new")
+    assert (st.upper / "g").read_text() == "new"
+    assert (st.base / "wo,rk").is_dir()
+    res = subprocess.run([sys.executable, "-m", "unionfs", "umount", "m n t"], cwd=st.base,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr
+    assert not is_mounted(mnt)
