@@ -401,3 +401,43 @@ def test_oci_marker_names_are_refused(stack: StackFactory, mounts: Mounts, how: 
         assert exc.value.errno == errno.EINVAL
     assert os.listdir(remount(mounts, st)) == ["foo"]
     assert (mnt / "foo").read_text() == "lower foo"
+
+
+def test_unlinked_lower_file_open_readonly_never_changes_the_lower(stack: StackFactory,
+                                                                   mounts: Mounts) -> None:
+    """fchmod/fchown/futimens through an fd of a deleted lower file must not reach the lower
+    layer (it has no upper copy to change): ENOENT, the lower untouched."""
+    st = stack({"f": "lower"})
+    low = st.lowers[0] / "f"
+    os.chmod(low, 0o644)
+    before = os.stat(low)
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_RDONLY)
+    try:
+        os.unlink(mnt / "f")
+        for call in (lambda: os.fchmod(fd, 0o600), lambda: os.fchown(fd, 5, 5)):
+            with pytest.raises(FileNotFoundError):
+                call()
+        os.utime(fd, ns=(1, 2))  # times of an unlinked file: accepted, changes nothing below
+        assert os.pread(fd, 10, 0) == b"lower"
+    finally:
+        os.close(fd)
+    after = os.stat(low)
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (
+        before.st_mode, before.st_uid, before.st_mtime_ns)
+
+
+def test_unlinked_upper_file_takes_fchmod_and_fchown(stack: StackFactory,
+                                                     mounts: Mounts) -> None:
+    """fchmod/fchown of an unlinked file open for writing change the open file."""
+    st = stack({"f": "lower"})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_RDWR)
+    try:
+        os.unlink(mnt / "f")
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, 5, 6)
+        s = os.fstat(fd)
+        assert (stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid) == (0o600, 5, 6)
+    finally:
+        os.close(fd)

@@ -389,7 +389,10 @@ class Changes:
         src_entry = old_view.pop(old)
         dst_entry = new_view.pop(new, None)
         new_view[new] = _in_upper(src_entry)
-        if dst_node is not None:
+        if dst_node is not None and not exchange:
+            # Replaced: as for unlink, a file with other names (hard links) lives on there.
+            self._forget_name(dst_node, new_parent, new, dst_node.last_stat)
+        elif dst_node is not None:
             dst_node.detach()
         src_node.detach()
         self._move_node(src_node, new_parent, new)
@@ -413,10 +416,12 @@ class Changes:
                 fd: int | None = None) -> os.stat_result:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
-        if node.parent is None and node is not u.root:
-            if not node.handles:  # unlinked and closed: the kernel flushing its times
+        if node.parent is None and node is not u.root and fd is None:
+            # Unlinked, and not open in the upper (closed, or open only in a lower layer, which
+            # must never change): the kernel flushing its times is a no-op, the rest ENOENT.
+            if size is None and mode is None and uid is None and gid is None:
                 return u.stat(node)
-            fd = node.handles[-1]
+            raise fail(errno.ENOENT)
         if fd is None:
             u.copy_up(node)
         upper = u.layers[0]

@@ -372,6 +372,9 @@ class UnionOperations(pyfuse3.Operations):
         node = self._node(inode)
         handle = self.files.get(fh) if fh is not None else None
         fd = handle.fd if handle is not None and handle.layer == 0 else None
+        if fd is None and node.parent is None and node is not self.union.root:
+            # Unlinked: only an fd in the upper may be changed, never one in a lower layer.
+            fd = next((f for f in node.handles if self.files[f].layer == 0), None)
         times = None
         if fields.update_atime or fields.update_mtime:
             times = (attr.st_atime_ns if fields.update_atime else None,
