@@ -63,7 +63,7 @@ def _git_revision() -> str:
 
 
 def _filesystem(path: Path) -> str:
-    return _first_line(["stat", "-f", "-c", "%T", str(path)])
+    return _first_line(["findmnt", "-n", "-o", "FSTYPE", "-T", str(path)])
 
 
 def machine_info(workdir: Path) -> dict[str, object]:

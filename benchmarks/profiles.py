@@ -46,9 +46,9 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    name="quick", tree_files=2_000, tree_dirs=40, untar_files=4_000, bigdir_entries=2_000,
+    name="quick", tree_files=1_500, tree_dirs=30, untar_files=3_000, bigdir_entries=1_500,
     big_mib=128, write_mib=128, fio_mib=8, copyup_files=100, src_modules=200,
-    commit_files=2_000, small_bytes=4096, timeout=120.0, rounds=1,
+    commit_files=1_500, small_bytes=4096, timeout=120.0, rounds=1,
 )
 
 TINY = Sizes(
