@@ -38,6 +38,11 @@ CASES: dict[str, list[Op]] = {
     # XATTR_REPLACE failing on a lower dir: the kernel copied it up (nlink 1 then).
     "setxattr flags on a lower dir": [Op("setxattr", "l1only/y", ("user.a", b"v", XATTR_REPLACE)),
                                       Op("stat", "l1only/y")],
+    # Renaming over one name of a hard-linked file orphaned its node: the other name ENOENT.
+    "rename over a hard link": [Op("link", "l1only/y/z", ("n1",)), Op("rename", "f0", ("n1", 0)),
+                                Op("setxattr", "l1only/y/z", ("user.b", b"v", 0)),
+                                Op("link", "d/c", ("d/n2",)), Op("stat", "d/n2"),
+                                Op("rename", "f1", ("d/n2", 0)), Op("chmod", "d/c", (0o600,))],
     # Exchanging a lower dir with a file.
     "exchange a lower dir and a file": [Op("rename", "l1only", ("f0", RENAME_EXCHANGE))],
 }
