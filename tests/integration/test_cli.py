@@ -4,6 +4,7 @@ servers, signals, options, logging, and one-line errors for bad input."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -367,3 +368,37 @@ def test_relative_paths_and_odd_characters(stack: StackFactory, cleanup: list[Pa
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert res.returncode == 0, res.stderr
     assert not is_mounted(mnt)
+
+
+def test_read_only_mount_without_upper(stack: StackFactory, cleanup: list[Path]) -> None:
+    """``unionfs mount LOWERS MOUNTPOINT``: read-only, writes are EROFS."""
+    st = stack({"f": "x"}, {"g": "y"})
+    cleanup.append(st.mnt)
+    res = unionfs_cli("mount", ":".join(map(str, st.lowers)), str(st.mnt))
+    assert res.returncode == 0, res.stderr
+    assert "ro" in mount_options(st.mnt)
+    assert sorted(os.listdir(st.mnt)) == ["f", "g"]
+    with pytest.raises(OSError) as exc:
+        (st.mnt / "f").write_text("no")
+    assert exc.value.errno == errno.EROFS
+    assert unionfs_cli("umount", str(st.mnt)).returncode == 0
+
+
+def test_umount_of_busy_mount(stack: StackFactory, cleanup: list[Path]) -> None:
+    """A busy mount: ``umount`` fails with one line (exit 1); ``umount -z`` detaches it."""
+    st = stack({"f": "x"})
+    cleanup.append(st.mnt)
+    res = unionfs_cli("mount", *layers(st))
+    assert res.returncode == 0, res.stderr
+    pid = server_pid(res.stdout)
+    fd = os.open(st.mnt / "f", os.O_RDONLY)
+    try:
+        res = unionfs_cli("umount", str(st.mnt))
+        assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "busy" in res.stderr.lower()
+        assert unionfs_cli("umount", "-z", str(st.mnt)).returncode == 0
+        assert not is_mounted(st.mnt)
+        assert os.pread(fd, 1, 0) == b"x"
+    finally:
+        os.close(fd)
+    assert wait_until(lambda: not pid_alive(pid))

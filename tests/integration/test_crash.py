@@ -94,3 +94,41 @@ def test_enospc_during_copy_up(stack: StackFactory, mounts: Mounts,
     (mnt / "small").write_text("still writable")
     assert (st.upper / "small").read_text() == "still writable"
     assert is_mounted(mnt)
+
+
+def test_enospc_during_directory_rename(stack: StackFactory, mounts: Mounts,
+                                        tmpfs: Callable[..., Path]) -> None:
+    """A lower dir too big for the upper fails to move with ENOSPC; the union still shows it
+    whole at its old name, and nothing at the new one, also after a remount."""
+    files = {f"d/f{i}": "z" * (1 << 20) for i in range(6)}
+    st = stack(files)
+    small = tmpfs("up", "3m")
+    st = dataclasses.replace(st, upper=small / "upper", work=small / "work")
+    st.upper.mkdir()
+    mnt = mounts.unionfs(st)
+    with pytest.raises(OSError) as exc:
+        os.rename(mnt / "d", mnt / "e")
+    assert exc.value.errno == errno.ENOSPC
+    for _ in range(2):
+        assert os.listdir(mnt) == ["d"]
+        assert sorted(os.listdir(mnt / "d")) == sorted(p.split("/")[1] for p in files)
+        assert all(os.stat(mnt / p).st_size == 1 << 20 for p in files)
+        assert os.listdir(work_tmp(st)) == []
+        mounts.unmount(mnt)
+        mounts.unionfs(st)
+
+
+def test_enospc_on_write(stack: StackFactory, mounts: Mounts,
+                         tmpfs: Callable[..., Path]) -> None:
+    """A write that does not fit in the upper reports ENOSPC to the writer."""
+    st = stack({})
+    small = tmpfs("up", "2m")
+    st = dataclasses.replace(st, upper=small / "upper", work=small / "work")
+    st.upper.mkdir()
+    mnt = mounts.unionfs(st)
+    with pytest.raises(OSError) as exc, open(mnt / "big", "wb") as f:
+        for _ in range(8):
+            f.write(b"q" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    assert exc.value.errno == errno.ENOSPC
