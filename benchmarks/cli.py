@@ -23,7 +23,7 @@ from benchmarks.data import ensure_data
 from benchmarks.machine import machine_info
 from benchmarks.profiles import FULL, PROFILES, QUICK, TINY, Sizes
 from benchmarks.runner import Observer, RunConfig, Runner, Sample
-from benchmarks.system import BenchError, remove_tree
+from benchmarks.system import BenchError, remove_tree, unmount_all_under
 from benchmarks.targets import BUILTIN, DEFAULT_TARGETS, make_targets
 from benchmarks.workloads import BY_NAME, WORKLOADS, Workload
 
@@ -108,7 +108,7 @@ class ProgressObserver(Observer):
 
 def list_things(console: Console) -> None:
     for w in WORKLOADS:
-        console.print(f"{w.name:<13} {w.title(FULL)} [{'/'.join(w.phases())}]")
+        console.print(f"{w.name:<13} {w.title(FULL)} [{'/'.join(w.phases())}]", markup=False)
     for name, cls in BUILTIN.items():
         console.print(f"target {name:<15} {cls.description}")
     console.print(f"profiles: {', '.join(PROFILES)}")
@@ -124,6 +124,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]not root: caches cannot be dropped and overlayfs cannot mount")
     started = time.monotonic()
     workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    clean_stale_runs(workdir)
     with console.status(f"generating {sizes.name} layer data in {workdir}") as status:
         data = ensure_data(sizes, workdir, log=lambda msg: status.update(f"generating {msg}"))
     try:
@@ -136,6 +138,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     write_reports(console, args.out, samples, targets, workloads, sizes, rounds, meta)
     console.print(f"done in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def clean_stale_runs(workdir: Path) -> None:
+    """Unmount and delete the scratch of earlier runs that were killed outright."""
+    for stale in workdir.glob("run-*"):
+        pid = stale.name.removeprefix("run-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            unmount_all_under(stale)
+            remove_tree(stale)
 
 
 def measure(console: Console, sizes: Sizes, rounds: int, targets: list, workloads: list,
