@@ -452,3 +452,36 @@ def test_copy_up_to_upper_on_another_filesystem(stack: StackFactory, mounts: Mou
         assert os.pread(fd, 4096, 4 << 20) == b"y" * 4096
     finally:
         os.close(fd)
+
+
+def test_userxattr_writes_user_namespace_markers(stack: StackFactory, mounts: Mounts) -> None:
+    """With userxattr the markers the union writes are ``user.overlay.*``, never trusted."""
+    st = stack({"d/old": "x"})
+    mnt = mounts.unionfs(st, userxattr=True)
+    os.unlink(mnt / "d/old")
+    os.rmdir(mnt / "d")
+    os.mkdir(mnt / "d")
+    (mnt / "d/f").write_text("new")
+    assert os.getxattr(st.upper / "d", "user.overlay.opaque") == b"y"
+    assert not [n for n in os.listxattr(st.upper / "d") if n.startswith("trusted.")]
+    assert os.listxattr(mnt / "d") == []
+    mounts.unmount(mnt)
+    mounts.unionfs(st, userxattr=True)
+    assert os.listdir(mnt / "d") == ["f"]
+
+
+def test_st_ino_of_special_files_stable_across_copy_up(stack: StackFactory,
+                                                       mounts: Mounts) -> None:
+    """Symlinks, FIFOs and device nodes keep their inode number when copied up."""
+    st = stack({"l": ("symlink", "target")})
+    os.mkfifo(st.lowers[0] / "fifo")
+    os.mknod(st.lowers[0] / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 7))
+    mnt = mounts.unionfs(st)
+    names = ("l", "fifo", "dev")
+    before = [os.lstat(mnt / n).st_ino for n in names]
+    for n in names:
+        os.chown(mnt / n, 7, 7, follow_symlinks=False)
+    assert [os.lstat(mnt / n).st_ino for n in names] == before
+    mounts.unmount(mnt)
+    mounts.unionfs(st)
+    assert [os.lstat(mnt / n).st_ino for n in names] == before

@@ -161,8 +161,9 @@ class CopyUp:
         if not is_link:
             os.chmod(tmp, stat.S_IMODE(st.st_mode), dir_fd=wfd)
         copy_xattrs(proc_path(src.dir_fd(parent), name), proc_path(wfd, tmp), is_link)
-        if not is_link:
-            set_xattr(proc_path(wfd, tmp), self.ns.origin, b"%d" % origin)
+        # Symlinks too (trusted.* is allowed on them; user.* is not, and is then skipped), or
+        # a copied-up symlink would change its inode number.
+        set_xattr(proc_path(wfd, tmp), self.ns.origin, b"%d" % origin)
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=wfd, follow_symlinks=False)
 
 
