@@ -198,12 +198,31 @@ class Union:
         """An xattr of ``node`` as the union shows it (never the overlay's own)."""
         if is_private_xattr(name):
             return None
+        fd = self._unlinked_fd(node)
+        if fd is not None:
+            try:
+                return os.getxattr(fd, name)
+            except OSError as exc:
+                if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+                    return None
+                raise
         return self.top_layer(node).getxattr(node.path(), name)
 
     def listxattr(self, node: Node) -> list[bytes]:
-        path = self.top_layer(node).xattr_path(node.path())
-        names = (os.fsencode(n) for n in os.listxattr(path, follow_symlinks=False))
+        fd = self._unlinked_fd(node)
+        if fd is not None:
+            listed = os.listxattr(fd)
+        else:
+            path = self.top_layer(node).xattr_path(node.path())
+            listed = os.listxattr(path, follow_symlinks=False)
+        names = (os.fsencode(n) for n in listed)
         return [n for n in names if not is_private_xattr(n)]
+
+    def _unlinked_fd(self, node: Node) -> int | None:
+        """An open fd of an unlinked ``node`` (it has no path any more), for reading."""
+        if node.parent is None and node is not self.root and node.handles:
+            return node.handles[-1]
+        return None
 
     def listing(self, node: Node) -> Iterator[tuple[bytes, Entry]]:
         """The merged directory, in a stable order."""
