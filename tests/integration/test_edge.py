@@ -461,17 +461,23 @@ def test_xattrs_of_unlinked_open_file_readable(stack: StackFactory, mounts: Moun
             os.close(fd)
 
 
-@pytest.mark.xfail(strict=True, reason="fsetxattr/fremovexattr of an unlinked file: the "
-                   "engine reaches xattrs by path (copy_up of an unlinked node is ENOENT); "
-                   "needs the upper fd passed down like setattr does")
 def test_fsetxattr_of_unlinked_open_file(stack: StackFactory, mounts: Mounts) -> None:
-    """fsetxattr on an unlinked file open for writing changes that file."""
-    st = stack({}, upper={"up": "u"})
+    """fsetxattr/fremovexattr on an unlinked file open for writing change that file; on one
+    open only read-only in a lower they are ENOENT and the lower is untouched."""
+    st = stack({"low": "l"}, upper={"up": "u"})
     mnt = mounts.unionfs(st)
     fd = os.open(mnt / "up", os.O_RDWR)
+    ro = os.open(mnt / "low", os.O_RDONLY)
     try:
         os.unlink(mnt / "up")
+        os.unlink(mnt / "low")
         os.setxattr(fd, "user.k", b"v")
         assert os.getxattr(fd, "user.k") == b"v"
+        os.removexattr(fd, "user.k")
+        assert os.listxattr(fd) == []
+        with pytest.raises(FileNotFoundError):
+            os.setxattr(ro, "user.k", b"v")
     finally:
         os.close(fd)
+        os.close(ro)
+    assert os.listxattr(st.lowers[0] / "low") == []

@@ -476,18 +476,26 @@ class Changes:
         else:
             os.utime(name, ns=(atime, mtime), dir_fd=parent_fd, follow_symlinks=False)
 
-    def setxattr(self, node: Node, name: bytes, value: bytes) -> None:
+    def setxattr(self, node: Node, name: bytes, value: bytes, fd: int | None = None) -> None:
+        """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
         if is_private_xattr(name):
             raise fail(errno.EOPNOTSUPP, name)
+        if fd is not None:
+            os.setxattr(fd, name, value)
+            return
         self.u.copy_up(node)
         os.setxattr(self.u.layers[0].xattr_path(node.path()), name, value,
                     follow_symlinks=False)
 
-    def removexattr(self, node: Node, name: bytes) -> None:
+    def removexattr(self, node: Node, name: bytes, fd: int | None = None) -> None:
+        """Remove an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
         if is_private_xattr(name):
             raise fail(errno.ENODATA, name)
         if self.u.getxattr(node, name) is None:
             raise fail(errno.ENODATA, name)
+        if fd is not None:
+            os.removexattr(fd, name)
+            return
         self.u.copy_up(node)
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
 

@@ -372,9 +372,8 @@ class UnionOperations(pyfuse3.Operations):
         node = self._node(inode)
         handle = self.files.get(fh) if fh is not None else None
         fd = handle.fd if handle is not None and handle.layer == 0 else None
-        if fd is None and node.parent is None and node is not self.union.root:
-            # Unlinked: only an fd in the upper may be changed, never one in a lower layer.
-            fd = next((f for f in node.handles if self.files[f].layer == 0), None)
+        if fd is None:
+            fd = self._unlinked_upper_fd(node)
         times = None
         if fields.update_atime or fields.update_mtime:
             times = (attr.st_atime_ns if fields.update_atime else None,
@@ -392,11 +391,20 @@ class UnionOperations(pyfuse3.Operations):
     @_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
-        self.changes.setxattr(self._node(inode), name, value)
+        node = self._node(inode)
+        self.changes.setxattr(node, name, value, fd=self._unlinked_upper_fd(node))
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.changes.removexattr(self._node(inode), name)
+        node = self._node(inode)
+        self.changes.removexattr(node, name, fd=self._unlinked_upper_fd(node))
+
+    def _unlinked_upper_fd(self, node: Node) -> int | None:
+        """For an unlinked node, an open fd of it in the upper: the only way left to change
+        it (an fd in a lower layer must never be changed). None for a linked node."""
+        if node.parent is None and node is not self.union.root:
+            return next((f for f in node.handles if self.files[f].layer == 0), None)
+        return None
 
 
 def file_type(mode: int) -> str:
