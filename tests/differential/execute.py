@@ -133,6 +133,16 @@ def _write(root: str, op: Op) -> object:
         os.close(fd)
 
 
+def _overwrite(root: str, op: Op) -> object:
+    (data,) = op.args
+    assert isinstance(data, bytes)
+    fd = os.open(_p(root, op.path), os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def _read(root: str, op: Op) -> object:
     fd = os.open(_p(root, op.path), os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -228,7 +238,8 @@ def _setxattr(root: str, op: Op) -> object:
 
 
 _CALLS: dict[str, Callable[[str, Op], object]] = {
-    "create": _create, "write": _write, "read": _read, "truncate": _truncate,
+    "create": _create, "write": _write, "overwrite": _overwrite, "read": _read,
+    "truncate": _truncate,
     "rename": _rename, "utimens": _utimens, "stat": _stat, "link": _link,
     "symlink": _symlink, "setxattr": _setxattr,
     "unlink": _simple(os.unlink, takes_args=False),

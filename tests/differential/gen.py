@@ -48,7 +48,8 @@ def _short(value: object) -> str:
 
 # kind -> weight. Reads are cheap and catch stale views; changes are the point.
 WEIGHTS: dict[str, int] = {
-    "create": 8, "write": 8, "read": 4, "truncate": 4, "unlink": 6, "mkdir": 6, "rmdir": 5,
+    "create": 8, "write": 8, "overwrite": 3, "read": 4, "truncate": 4, "unlink": 6,
+    "mkdir": 6, "rmdir": 5,
     "rename": 12, "link": 4, "symlink": 4, "readlink": 1, "chmod": 4, "chown": 3,
     "utimens": 5, "setxattr": 5, "removexattr": 3, "getxattr": 2, "listxattr": 1,
     "mkfifo": 2, "stat": 3, "listdir": 4,
@@ -125,6 +126,11 @@ def _op_create(rng: random.Random, g: Guess) -> Op:
 def _op_write(rng: random.Random, g: Guess) -> Op:
     return Op("write", _file(rng, g), (rng.choice((0, 0, 3, 4096, 10000)), _data(rng),
                                        rng.random() < 0.2))
+
+
+def _op_overwrite(rng: random.Random, g: Guess) -> Op:
+    """open(O_TRUNC), then write."""
+    return Op("overwrite", _file(rng, g), (_data(rng),))
 
 
 def _op_truncate(rng: random.Random, g: Guess) -> Op:
@@ -204,7 +210,8 @@ def _op_path_only(kind: str, pick: Pick) -> Maker:
 
 
 _MAKERS: dict[str, Maker] = {
-    "create": _op_create, "write": _op_write, "truncate": _op_truncate, "mkdir": _op_mkdir,
+    "create": _op_create, "write": _op_write, "overwrite": _op_overwrite,
+    "truncate": _op_truncate, "mkdir": _op_mkdir,
     "rename": _op_rename, "link": _op_link, "symlink": _op_symlink, "chmod": _op_chmod,
     "chown": _op_chown, "utimens": _op_utimens, "setxattr": _op_setxattr,
     "removexattr": _op_xattr_name("removexattr"), "getxattr": _op_xattr_name("getxattr"),

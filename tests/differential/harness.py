@@ -42,6 +42,14 @@ def replay_report(label: str, history: History, what: str) -> str:
     return "\n".join(lines)
 
 
+def take(root: Path, report: str) -> snapshot.Snapshot:
+    """A snapshot; a failing call while walking the tree is a mismatch too (with the calls)."""
+    try:
+        return snapshot.take(str(root))
+    except OSError as exc:
+        raise Mismatch(f"{report}\nwalking {root} failed: {exc!r}") from exc
+
+
 def check_trees(left: snapshot.Snapshot, right: snapshot.Snapshot, since_ns: int | None,
                 names: tuple[str, str], report: str) -> None:
     """Fail with ``report`` and the differences when the trees disagree."""
@@ -67,8 +75,9 @@ def run_calls(label: str, ops: list[Op], kmnt: Path, umnt: Path, since_ns: int) 
         if not rk.same(ru):
             raise Mismatch(replay_report(label, history, f"call {i} disagrees"))
         if (i + 1) % CHECK_EVERY == 0:
-            check_trees(snapshot.take(str(kmnt)), snapshot.take(str(umnt)), since_ns,
-                        ("kernel", "unionfs"), replay_report(label, history, f"after call {i}"))
+            report = replay_report(label, history, f"after call {i}")
+            check_trees(take(kmnt, report), take(umnt, report), since_ns,
+                        ("kernel", "unionfs"), report)
     return history
 
 
@@ -97,7 +106,7 @@ def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts
     since = time.time_ns() - CLOCK_SLACK_NS
     history = run_calls(label, ops, kmnt, umnt, since)
     report = replay_report(label, history, "after all calls")
-    before_k, before_u = snapshot.take(str(kmnt)), snapshot.take(str(umnt))
+    before_k, before_u = take(kmnt, report), take(umnt, report)
     check_trees(before_k, before_u, since, ("kernel", "unionfs"), report)
 
     for mnt in (kmnt, umnt):
