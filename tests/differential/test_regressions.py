@@ -43,6 +43,10 @@ CASES: dict[str, list[Op]] = {
                                 Op("setxattr", "l1only/y/z", ("user.b", b"v", 0)),
                                 Op("link", "d/c", ("d/n2",)), Op("stat", "d/n2"),
                                 Op("rename", "f1", ("d/n2", 0)), Op("chmod", "d/c", (0o600,))],
+    # Moving a dir that held whiteouts: removing them stamped the moved dir with "now".
+    "move a dir holding whiteouts": [Op("unlink", "l1only/y/z"),
+                                     Op("utimens", "l1only/y", ("omit", 10**18, True)),
+                                     Op("rename", "l1only/y", ("opq/c", 0))],
     # Exchanging a lower dir with a file.
     "exchange a lower dir and a file": [Op("rename", "l1only", ("f0", RENAME_EXCHANGE))],
 }

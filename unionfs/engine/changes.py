@@ -330,9 +330,14 @@ class Changes:
     def _drop_whiteouts(self, node: Node) -> None:
         """Whiteouts in an opaque directory hide nothing: remove them (the kernel lists them)."""
         dir_fd = self.u.layers[0].dir_fd(node.path())
+        if not node.whiteouts:
+            return
+        before = os.stat(dir_fd)
         for name in node.whiteouts:
             os.unlink(name, dir_fd=dir_fd)
         node.whiteouts = set()
+        # Housekeeping, not a change of the directory: keep its times (mv keeps them too).
+        os.utime(b".", ns=(before.st_atime_ns, before.st_mtime_ns), dir_fd=dir_fd)
 
     def _clear_target(self, parent: Node, name: bytes, dst: Entry) -> None:
         """Make room at a rename target that the source replaces."""
