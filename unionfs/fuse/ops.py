@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
-_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY
+_FMODE_EXEC = 0o40  # the kernel marks opens for execve; openat2 rejects the bit
+_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC
 
 
 def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
