@@ -9,7 +9,7 @@ import sys
 
 from unionfs import api
 from unionfs.errors import UserError
-from unionfs.mountspec import MountSpec, build_spec
+from unionfs.mountspec import MountSpec, build_spec, split_escaped
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -70,9 +70,12 @@ def _spec_from_args(args: argparse.Namespace) -> MountSpec:
 
 
 def _looks_like_image(source: str) -> bool:
-    return ":" not in source.replace("\\:", "") and not os.path.isdir(source) and (
-        "/" not in source
-    )
+    """An image reference rather than a list of layer directories: no element is a dir."""
+    try:
+        parts = split_escaped(source, ":")
+    except UserError:
+        return False
+    return "/" not in source and not any(os.path.isdir(p) for p in parts if p)
 
 
 def _image_spec(args: argparse.Namespace, options: str | None) -> MountSpec:
@@ -83,7 +86,8 @@ def _image_spec(args: argparse.Namespace, options: str | None) -> MountSpec:
         raise UserError(f"lower layer {args.source} does not exist") from None
     store = Store.open(args.store)
     image = store.image(args.source)
-    upper, work = store.new_upper("mount", os.path.basename(os.path.abspath(args.paths[0])))
+    upper, work = store.new_upper("mount", os.path.basename(os.path.abspath(args.paths[0])),
+                                  image=image)
     lowers = ":".join(api.escape_layer(os.fspath(p)) for p in image.layer_dirs)
     extra = f"workdir={api.escape_option(os.fspath(work))}"
     return build_spec(lowers, os.fspath(upper), args.paths[0],
