@@ -170,6 +170,9 @@ FUSE_RDEV = os.makedev(10, 229)
 def _check_fuse() -> None:
     try:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except PermissionError:
+        raise UserError("/dev/fuse is not accessible to this user (make it mode 0666, as "
+                        "Debian's udev rules do)") from None
     except OSError as exc:
         raise UserError(f"/dev/fuse is not available: {exc.strerror}") from None
     try:
