@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unionfs.core.merge import Entry, LayerListing, contributing_layers, hidden_below, merge
+from unionfs.core.merge import Entry, LayerListing, contributing_layers, merge
 from unionfs.core.whiteout import Kind, oci_whiteout_target, translate_entries
 
 D, F, W = Kind.DIR, Kind.OTHER, Kind.WHITEOUT
@@ -50,13 +50,6 @@ def test_opaque_cuts_contributing_layers() -> None:
     assert contributing_layers((0, 1, 2), lambda i: i in opaque) == (0, 1)
     assert contributing_layers((0, 2), lambda i: i in opaque) == (0, 2)
     assert contributing_layers((1, 2), lambda i: i in opaque) == (1,)
-
-
-def test_hidden_below_needs_whiteout_only_for_visible_lower_names() -> None:
-    lowers = [LayerListing({b"x": W}), LayerListing({b"x": F, b"y": F})]
-    assert not hidden_below(lowers, b"x")
-    assert hidden_below(lowers, b"y")
-    assert not hidden_below(lowers, b"z")
 
 
 def test_oci_markers_become_whiteouts_and_opacity() -> None:

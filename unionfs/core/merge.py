@@ -76,16 +76,3 @@ def contributing_layers(
             return tuple(dir_layers[: i + 1])
     return tuple(dir_layers)
 
-
-def hidden_below(entries_below: Iterable[LayerListing], name: bytes) -> bool:
-    """True when some lower listing has ``name`` (as anything but a whiteout).
-
-    Tells whether removing ``name`` from the upper needs a whiteout to keep it deleted.
-    """
-    for listing in entries_below:
-        kind = listing.entries.get(name)
-        if kind is Kind.WHITEOUT:
-            return False
-        if kind is not None:
-            return True
-    return False

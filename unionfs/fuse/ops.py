@@ -11,7 +11,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -407,7 +406,3 @@ class UnionOperations(pyfuse3.Operations):
             return next((f for f in node.handles if self.files[f].layer == 0), None)
         return None
 
-
-def file_type(mode: int) -> str:
-    """A short name for a file type (for log lines)."""
-    return stat.filemode(mode)[0]

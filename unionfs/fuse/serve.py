@@ -7,7 +7,6 @@ unmount cleanly; so does ``fusermount3 -u`` from outside.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -120,8 +119,3 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             pyfuse3.terminate()
             return
 
-
-def describe(spec: MountSpec) -> str:
-    """The mount as one JSON line (for logs)."""
-    return json.dumps({"lowers": spec.lowers, "upper": spec.upper,
-                       "mountpoint": spec.mountpoint})

@@ -104,10 +104,6 @@ class Layer:
         # the /proc magic link itself (which has no user xattrs and refuses them: EPERM).
         return proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd, b".")
 
-    def is_opaque(self, rel: bytes) -> bool:
-        """True when directory ``rel`` is marked opaque by an overlay xattr."""
-        return any(is_opaque_value(self.getxattr(rel, ns.opaque)) for ns in NAMESPACES)
-
     def listing(self, rel: bytes) -> LayerListing:
         """The directory ``rel`` in union terms: kinds by name, and its opacity."""
         fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
