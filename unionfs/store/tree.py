@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from unionfs.core import whiteout as wh
+from unionfs.layers.layer import join
 
 
 class NodeType(enum.Enum):
@@ -68,11 +69,6 @@ class Node:
 def sort_key(path: bytes) -> tuple[bytes, ...]:
     """Canonical order: by components, so a directory comes right before its contents."""
     return tuple(path.split(b"/"))
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    """``parent/name`` for relative layer paths (``b""`` is the root)."""
-    return parent + b"/" + name if parent else name
 
 
 def read_xattrs(path: bytes) -> dict[bytes, bytes]:
