@@ -120,6 +120,20 @@ class KernelOverlay(Target):
         return Mounted(path=layout.mnt, upper=layout.upper, unmount_path=layout.mnt)
 
 
+def start_mount_process(argv: list[str], layout: Layout) -> subprocess.Popen[bytes]:
+    """Start a mount command logging to the layout's log; return once the mount is live."""
+    with open(layout.log, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    try:
+        wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
+    except BaseException:
+        unmount(layout.mnt)
+        stop_process(proc, timeout=5)
+        raise
+    return proc
+
+
 class ForegroundFuse(Target):
     """A FUSE server started in the foreground, so its pid (and RSS) is known."""
 
@@ -135,15 +149,7 @@ class ForegroundFuse(Target):
         """The command line of the foreground server."""
 
     def mount(self, layout: Layout, *, writes_lower: bool) -> Mounted:
-        with open(layout.log, "wb") as log:
-            proc = subprocess.Popen(self.argv(layout), stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log, start_new_session=True)
-        try:
-            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
-        except BaseException:
-            unmount(layout.mnt)
-            stop_process(proc, timeout=5)
-            raise
+        proc = start_mount_process(self.argv(layout), layout)
         return Mounted(path=layout.mnt, upper=layout.upper, pid=proc.pid, process=proc,
                        unmount_path=layout.mnt)
 
@@ -218,15 +224,7 @@ class Template(Target):
             upper=shlex.quote(str(layout.upper)), work=shlex.quote(str(layout.work)),
             mnt=shlex.quote(str(layout.mnt)),
         )
-        with open(layout.log, "wb") as log:
-            proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log, start_new_session=True)
-        try:
-            wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
-        except BaseException:
-            unmount(layout.mnt)
-            stop_process(proc, timeout=5)
-            raise
+        proc = start_mount_process(["sh", "-c", command], layout)
         still_running = proc.poll() is None
         return Mounted(path=layout.mnt, upper=layout.upper, unmount_path=layout.mnt,
                        process=proc if still_running else None,
