@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from unionfs.errors import OperationFailed, UserError
 
@@ -231,6 +232,19 @@ def switch_upper(mountpoint: PathLike) -> Path:
         raise OperationFailed(f"cannot switch the upper of {os.fspath(mountpoint)}: "
                               f"{reply.get('error')}")
     return Path(str(reply["frozen"]))
+
+
+def server_stats(mountpoint: PathLike) -> dict[str, Any]:
+    """What the server of a live union reports: requests served by type, extra features."""
+    from unionfs.fuse.control import request
+
+    info = mount_info(mountpoint)
+    if info is None:
+        raise UserError(f"{os.fspath(mountpoint)} is not a unionfs mount")
+    reply = request(str(info["control"]), {"op": "stats"})
+    if not reply.get("ok"):
+        raise OperationFailed(f"no stats from {os.fspath(mountpoint)}: {reply.get('error')}")
+    return reply
 
 
 def syncfs(path: PathLike) -> None:

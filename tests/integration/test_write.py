@@ -485,3 +485,68 @@ def test_st_ino_of_special_files_stable_across_copy_up(stack: StackFactory,
     mounts.unmount(mnt)
     mounts.unionfs(st)
     assert [os.lstat(mnt / n).st_ino for n in names] == before
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def test_fallocate_modes(stack: StackFactory, mounts: Mounts) -> None:
+    """fallocate reaches the upper file: allocate, keep size, punch a hole, zero a range."""
+    mnt = mounts.unionfs(stack({}))
+    fd = os.open(mnt / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fallocate(fd, 0, 0, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20
+        assert os.fstat(fd).st_blocks * 512 >= 1 << 20
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20
+        assert os.fstat(fd).st_blocks * 512 >= 2 << 20
+        os.pwrite(fd, b"x" * 16384, 0)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 4096)
+        fallocate(fd, FALLOC_FL_ZERO_RANGE, 12288, 4096)
+        assert os.pread(fd, 16384, 0) == b"x" * 4096 + bytes(4096) + b"x" * 4096 + bytes(4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    up = os.open(mnt.parent / "upper" / "f", os.O_RDONLY)
+    try:
+        assert os.lseek(up, 0, os.SEEK_HOLE) == 4096  # the punched hole is a real hole
+        assert os.pread(up, 16384, 0)[4096:8192] == bytes(4096)
+    finally:
+        os.close(up)
+
+
+def test_fallocate_of_lower_file_copies_up(stack: StackFactory, mounts: Mounts) -> None:
+    """A lower file opened for writing is copied up first; the lower never changes."""
+    st = stack({"f": "lower data"})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_RDWR)
+    try:
+        fallocate(fd, 0, 0, 8192)
+        assert os.fstat(fd).st_size == 8192
+    finally:
+        os.close(fd)
+    assert (mnt / "f").read_bytes() == b"lower data" + bytes(8192 - 10)
+    assert (st.lowers[0] / "f").read_bytes() == b"lower data"
+    assert (st.upper / "f").stat().st_size == 8192
+
+
+def test_fallocate_read_only_handle_is_refused(stack: StackFactory, mounts: Mounts) -> None:
+    mnt = mounts.unionfs(stack({"f": "data"}))
+    fd = os.open(mnt / "f", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as exc:
+            fallocate(fd, 0, 0, 4096)
+        assert exc.value.errno == errno.EBADF
+    finally:
+        os.close(fd)

@@ -323,6 +323,7 @@ class Changes:
         self._set_opaque(u.layers[0].xattr_path(node.path()))
         self._drop_whiteouts(node)
         node.layers = (0,)
+        u.stale.add(node.id)
         node.covered = set()
         entry_ = u.entry(node)
         entry_.dir_layers = (0,)

@@ -66,6 +66,9 @@ class Union:
             self.numbers.tags.setdefault(layer.dev, len(self.numbers.tags))
         root = Node(ROOT_ID, None, b"", True)
         root.lookups = 1
+        # Nodes whose attributes changed without a request about them (a directory gains or
+        # loses layers, so its nlink changes): the adapter tells the kernel to drop them.
+        self.stale: set[int] = set()
         self.table = NodeTable(root)
         self.root = root
 
@@ -285,6 +288,7 @@ class Union:
             entry.dir_layers = (0, *entry.dir_layers)
             if node.layers is not None:
                 node.layers = (0, *node.layers)
+            self.stale.add(node.id)
 
     def view_of(self, parent: Node, name: bytes) -> Node:
         """The node of ``parent/name``: the kernel's if it has one, else a transient one."""

@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import pyfuse3
 from unionfs.engine.changes import Caller, Changes
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import Union
+from unionfs.layers.syscalls import fallocate
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +34,35 @@ _OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC
 def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
     """Map failures of a handler to FUSE errors; log the unexpected ones."""
 
+    name = func.__name__
+
     @functools.wraps(func)
     async def handler(*args: Any) -> T:
+        ops = args[0]
+        ops.requests[name] += 1
         try:
             return await func(*args)
         except pyfuse3.FUSEError:
             raise
-        except OSError as exc:
-            code = exc.errno or errno.EIO
-            if code == errno.ELOOP:  # a symlink in a layer path: treat as absent
-                code = errno.ENOENT
-            log.debug("%s%r: %s", func.__name__, args[1:3], exc, exc_info=True)
-            raise pyfuse3.FUSEError(code) from None
-        except Exception:
-            log.exception("%s failed unexpectedly; returning EIO", func.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as exc:
+            raise pyfuse3.FUSEError(errno_of(exc, name, args[1:3])) from None
+        finally:
+            if ops.union.stale:
+                ops.invalidate_stale()
 
     return handler
+
+
+def errno_of(exc: Exception, request: str, args: object) -> int:
+    """The errno a failed request returns: the OSError's own, else EIO (and a log line)."""
+    if not isinstance(exc, OSError):
+        log.error("%s%r failed unexpectedly; returning EIO", request, args, exc_info=exc)
+        return errno.EIO
+    code = exc.errno or errno.EIO
+    if code == errno.ELOOP:  # a symlink in a layer path: treat as absent
+        code = errno.ENOENT
+    log.debug("%s%r: %s", request, args, exc, exc_info=True)
+    return code
 
 
 @dataclass(slots=True)
@@ -63,8 +77,11 @@ class Handle:
 
 @dataclass(slots=True)
 class DirHandle:
+    """An open directory; its listing is taken at the first readdir (the kernel may serve
+    the whole listing from its cache and never ask)."""
+
     node: Node
-    entries: list[tuple[bytes, Any]]
+    entries: list[tuple[bytes, Any]] | None = None
 
 
 @dataclass
@@ -85,6 +102,7 @@ class UnionOperations(pyfuse3.Operations):
         self.changes = Changes(union)
         self.timeouts = timeouts or Timeouts()
         self.enable_writeback_cache = union.writable
+        self.requests: Counter[str] = Counter()  # by request type, for `stats` and tests
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
         self._next_dir = 1
@@ -126,6 +144,17 @@ class UnionOperations(pyfuse3.Operations):
         a.st_ino = 0
         a.entry_timeout = self.timeouts.negative
         return a
+
+    def invalidate_stale(self) -> None:
+        """Tell the kernel to drop the cached attributes of nodes the engine changed as a side
+        effect (attributes only: never blocks on writeback)."""
+        stale, self.union.stale = self.union.stale, set()
+        for node_id in stale:
+            if node_id in self.union.table.nodes:
+                try:
+                    pyfuse3.invalidate_inode(node_id, attr_only=True)
+                except OSError as exc:  # ENOENT: the kernel already forgot it
+                    log.debug("invalidate_inode(%#x): %s", node_id, exc)
 
     def switch_upper(self) -> str:
         """Commit support: freeze the upper, continue on a fresh one (see Union.switch_upper).
@@ -179,10 +208,11 @@ class UnionOperations(pyfuse3.Operations):
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
-        entries = [(b".", None), (b"..", None), *self.union.merged(node).items()]
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = self._next_dir
         self._next_dir += 1
-        self.dirs[fh] = DirHandle(node, entries)
+        self.dirs[fh] = DirHandle(node)
         return fh
 
     @_errors
@@ -191,6 +221,9 @@ class UnionOperations(pyfuse3.Operations):
         parent = handle.node
         union = self.union
         entries = handle.entries
+        if entries is None or start_id == 0:
+            entries = handle.entries = [(b".", None), (b"..", None),
+                                        *union.merged(parent).items()]
         for index in range(start_id, len(entries)):
             name, entry = entries[index]
             if entry is None:  # "." and "..": the kernel takes no reference to them
@@ -290,6 +323,21 @@ class UnionOperations(pyfuse3.Operations):
         written = os.pwrite(fh, buf, off)
         os.utime(fh, ns=(st.st_atime_ns, st.st_mtime_ns))
         return written
+
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> int:
+        """fallocate(2) on an open file (called by :mod:`unionfs.fuse.lowlevel`): 0 or errno.
+
+        Only a handle open for writing reaches here (the kernel checks), and those live in
+        the upper, so the change can never reach a lower layer.
+        """
+        try:
+            handle = self.files.get(fh)
+            if handle is None or handle.layer != 0:
+                return errno.EBADF
+            fallocate(handle.fd, mode, offset, length)
+        except Exception as exc:
+            return errno_of(exc, "fallocate", (fh, mode, offset, length))
+        return 0
 
     @_errors
     async def flush(self, fh: int) -> None:

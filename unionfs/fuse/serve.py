@@ -17,13 +17,14 @@ import trio
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
 from unionfs.errors import OperationFailed
+from unionfs.fuse import lowlevel
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
 
 log = logging.getLogger(__name__)
 
-WORKERS = 8
+WORKERS = 8  # pyfuse3's worker tasks when its own request loop is used
 
 
 def fuse_options(spec: MountSpec) -> set[str]:
@@ -68,9 +69,10 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
         union.close()
         raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
+    extensions = lowlevel.install(ops.fallocate)  # kept referenced while serving
     record = state.record_mount(spec, os.getpid())
-    log.info("mounted %s (lowers %s, upper %s)", spec.mountpoint, ":".join(spec.lowers),
-             spec.upper or "none")
+    log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint, ":".join(spec.lowers),
+             spec.upper or "none", "" if extensions else " without fallocate and dir caching")
     if ready_fd is not None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
@@ -78,6 +80,9 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     def control(request: dict[str, object]) -> dict[str, object]:
         if request.get("op") == "ping":
             return {"ok": True, "pid": os.getpid()}
+        if request.get("op") == "stats":
+            features = list(extensions.features) if extensions else []
+            return {"ok": True, "requests": dict(ops.requests), "features": features}
         if request.get("op") == "switch_upper":
             frozen = ops.switch_upper()
             spec.lowers.insert(0, frozen)
@@ -86,7 +91,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
         return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
 
     try:
-        trio.run(_serve, str(state.control_path(spec.mountpoint)), control)
+        trio.run(_serve, str(state.control_path(spec.mountpoint)), control,
+                 extensions.workers if extensions else WORKERS)
     finally:
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=True)
@@ -104,11 +110,11 @@ def _detach_stderr() -> None:
     os.close(devnull)
 
 
-async def _serve(control_path: str, control: Handler) -> None:
+async def _serve(control_path: str, control: Handler, workers: int) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         await nursery.start(serve_control, control_path, control)
-        await pyfuse3.main(min_tasks=1, max_tasks=WORKERS)
+        await pyfuse3.main(min_tasks=1, max_tasks=workers)
         nursery.cancel_scope.cancel()
 
 

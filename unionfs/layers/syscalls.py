@@ -99,3 +99,15 @@ def proc_path(fd: int, name: bytes | None = None) -> bytes:
     """
     base = b"/proc/self/fd/%d" % fd
     return base if name is None else base + b"/" + name
+
+
+_fallocate = _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with its mode flags (``os.posix_fallocate`` has none)."""
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

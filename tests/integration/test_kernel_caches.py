@@ -1,0 +1,65 @@
+"""What the kernel caches for us, and that the caches stay right when the union changes.
+
+The server answers listings once and lets the kernel keep them (FOPEN_CACHE_DIR, added to
+pyfuse3's table by unionfs.fuse.lowlevel), and lets the kernel check and cache POSIX ACLs.
+The request counters of the server's control socket show what reached the server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Mounts, Stack
+from unionfs.api import server_stats
+
+StackFactory = Callable[..., Stack]
+def requests(mnt: Path, name: str) -> int:
+    return int(server_stats(mnt)["requests"].get(name, 0))
+
+
+def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
+    """On this machine's pyfuse3 and libfuse, every extension must be in place."""
+    mnt = mounts.unionfs(stack({}))
+    assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
+                                                   "cache_symlinks", "lean_wait"}
+
+
+def test_second_listing_comes_from_the_kernel_cache(stack: StackFactory,
+                                                    mounts: Mounts) -> None:
+    st = stack({"d/a": "1", "d/b": "2"}, {"d/c": "3"})
+    mnt = mounts.unionfs(st)
+    assert sorted(os.listdir(mnt / "d")) == ["a", "b", "c"]
+    served = requests(mnt, "readdir")
+    assert served >= 1
+    assert sorted(os.listdir(mnt / "d")) == ["a", "b", "c"]
+    assert requests(mnt, "readdir") == served
+
+
+def test_cached_listing_follows_changes(stack: StackFactory, mounts: Mounts) -> None:
+    """Every change made through the mount shows in the next listing."""
+    st = stack({"d/a": "1", "d/sub/x": "2", "e/": None}, {"d/b": "3"})
+    mnt = mounts.unionfs(st)
+    d = mnt / "d"
+
+    def listing() -> list[str]:
+        return sorted(os.listdir(d))
+
+    assert listing() == ["a", "b", "sub"]
+    (d / "new").write_text("n")
+    assert listing() == ["a", "b", "new", "sub"]
+    (d / "b").unlink()
+    assert listing() == ["a", "new", "sub"]
+    (d / "a").rename(d / "a2")
+    assert listing() == ["a2", "new", "sub"]
+    (d / "new").rename(mnt / "e" / "moved")
+    assert listing() == ["a2", "sub"]
+    assert sorted(os.listdir(mnt / "e")) == ["moved"]
+    (d / "sub" / "x").unlink()
+    (d / "sub").rmdir()
+    os.mkdir(d / "sub")  # over the whiteout: an opaque, empty directory
+    os.symlink("a2", d / "link")
+    os.link(d / "a2", d / "hard")
+    assert listing() == ["a2", "hard", "link", "sub"]
+    assert os.listdir(d / "sub") == []

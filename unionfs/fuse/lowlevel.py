@@ -1,0 +1,276 @@
+"""Requests pyfuse3 does not expose, served through libfuse's own dispatch table.
+
+pyfuse3 gives libfuse a static ``struct fuse_lowlevel_ops`` and libfuse copies it into the
+session at ``pyfuse3.init``. Three things the union needs are missing from pyfuse3's table:
+
+* ``fallocate`` (FUSE_FALLOCATE): without a handler the kernel answers EOPNOTSUPP;
+* ``cache_readdir`` on opendir (FOPEN_CACHE_DIR): without it every listing reaches the server,
+  with it the kernel keeps a listing in its page cache until the directory changes;
+* ``FUSE_CAP_CACHE_SYMLINKS`` at init: the kernel then caches symlink targets.
+
+It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
+trio lock and parks in epoll before every request, which costs more than most of our handlers;
+with one worker task and handlers that never yield, a ``poll`` of the FUSE fd is enough.
+
+:func:`install` fills those slots of the session's copy of the table, after pyfuse3.init and
+before the first request. It writes only after every check passed: pyfuse3's symbols are found
+in its extension's symbol table, the table holds pyfuse3's own ``opendir`` and ``init`` at the
+slots the libfuse 3 ABI gives them and nothing at ``fallocate``, and the session's copy equals
+the table byte for byte. Otherwise nothing is written and the mount runs without these
+features (a warning says why). The callbacks run in the trio thread, inside libfuse's dispatch
+of the request, with the GIL held; they never raise, and every fallocate gets a reply.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+log = logging.getLogger(__name__)
+
+# Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
+SLOT_INIT = 0
+SLOT_OPENDIR = 20
+SLOT_READDIR = 21
+SLOT_FLOCK = 39
+SLOT_FALLOCATE = 40
+SLOT_READDIRPLUS = 41
+_MIN_SLOTS = SLOT_READDIRPLUS + 1
+_PTR = ctypes.sizeof(ctypes.c_void_p)
+_SESSION_SCAN = 256  # bytes of struct fuse_session searched for the ops copy
+
+# struct fuse_file_info: int flags, then the bit fields (keep_cache bit 2, cache_readdir bit 6).
+_FI_BITS_OFFSET = 4
+_FI_KEEP_CACHE = 1 << 2
+_FI_CACHE_READDIR = 1 << 6
+_FI_FH_OFFSET = 16
+# struct fuse_conn_info: proto_major, proto_minor, max_write, max_read, max_readahead,
+# capable, want (unsigned each).
+_CONN_CAPABLE = 5
+_CONN_WANT = 6
+FUSE_CAP_SPLICE_READ = 1 << 9
+FUSE_CAP_CACHE_SYMLINKS = 1 << 23
+
+_OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
+_OPENDIR_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
+_INIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_INIT_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+
+FallocateHandler = Callable[[int, int, int, int], int]
+"""(fh, mode, offset, length) -> 0 or a positive errno; must not raise."""
+
+
+class Unsupported(Exception):
+    """A check failed: the extension table cannot be installed safely."""
+
+
+@dataclass
+class Installed:
+    """What :func:`install` put in place (kept alive for as long as the session runs)."""
+
+    callbacks: list[object]
+    features: tuple[str, ...] = ("fallocate", "cache_readdir", "cache_symlinks", "lean_wait")
+    workers: int = 1  # the lean wait serves requests from one trio task
+
+
+def install(fallocate: FallocateHandler) -> Installed | None:
+    """Add fallocate, cached directory listings and cached symlinks to the live session.
+
+    Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
+    why) when this pyfuse3/libfuse build cannot be extended safely.
+    """
+    try:
+        table = _Table.locate()
+    except Unsupported as exc:
+        log.warning("running without fallocate and cached directory listings: %s", exc)
+        return None
+    libfuse = ctypes.CDLL("libfuse3.so.3")
+    reply_err = libfuse.fuse_reply_err
+    reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    reply_err.restype = ctypes.c_int
+    callbacks: list[object] = [
+        _OPENDIR(_opendir_with_cache(_OPENDIR_CALL(table.session_slot(SLOT_OPENDIR)))),
+        _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)))),
+        _FALLOCATE(_fallocate_replying(fallocate, reply_err)),
+    ]
+    for slot, callback in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), callbacks,
+                              strict=True):
+        table.set_session_slot(slot, ctypes.cast(callback, ctypes.c_void_p).value or 0)
+    pyfuse3._wait_fuse_readable = _lean_wait(libfuse, table.session)
+    return Installed(callbacks)
+
+
+YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
+
+
+def _lean_wait(libfuse: ctypes.CDLL, session: int) -> Callable[[], object]:
+    """pyfuse3's ``_wait_fuse_readable`` for a single worker task: True when a request is
+    waiting, False when the session ends. pyfuse3's session loop looks the function up in
+    its module on every request, so replacing the module attribute is enough."""
+    libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
+    libfuse.fuse_session_exited.argtypes = [ctypes.c_void_p]
+    exited = libfuse.fuse_session_exited
+    fd = libfuse.fuse_session_fd(session)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    served = 0
+
+    async def wait_fuse_readable() -> bool:
+        nonlocal served
+        if exited(session):
+            return False
+        if poller.poll(0):
+            served += 1
+            if served % YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()  # signals, the control socket
+            return True
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        except trio.ClosedResourceError:  # pyfuse3.terminate()
+            return False
+        return not exited(session)
+
+    return wait_fuse_readable
+
+
+def _opendir_with_cache(original: Callable[[int, int, int], None]) -> Callable[..., None]:
+    def opendir(req: int, ino: int, fi: int) -> None:
+        bits = ctypes.c_uint32.from_address(fi + _FI_BITS_OFFSET)
+        bits.value |= _FI_KEEP_CACHE | _FI_CACHE_READDIR
+        original(req, ino, fi)  # pyfuse3 copies *fi, bits included, and replies with it
+
+    return opendir
+
+
+def _init_with_symlink_cache(original: Callable[[int, int], None]) -> Callable[..., None]:
+    def init(userdata: int, conn: int) -> None:
+        original(userdata, conn)
+        fields = (ctypes.c_uint32 * (_CONN_WANT + 1)).from_address(conn)
+        if fields[_CONN_CAPABLE] & FUSE_CAP_CACHE_SYMLINKS:
+            fields[_CONN_WANT] |= FUSE_CAP_CACHE_SYMLINKS
+        # pyfuse3 copies every write into a bytes object anyway: splicing requests through a
+        # pipe only adds a syscall to each of them.
+        fields[_CONN_WANT] &= ~FUSE_CAP_SPLICE_READ
+
+    return init
+
+
+def _fallocate_replying(handler: FallocateHandler,
+                        reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    def fallocate(req: int, ino: int, mode: int, offset: int, length: int, fi: int) -> None:
+        code = 5  # EIO unless the handler says otherwise
+        try:
+            fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
+            code = handler(fh, mode, offset, length)
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("fallocate failed unexpectedly; returning EIO")
+        finally:
+            reply_err(req, code)
+
+    return fallocate
+
+
+class _Table:
+    """pyfuse3's ops table and the session's copy of it, checked before any write."""
+
+    def __init__(self, table: int, size: int, session: int, session_ops: int) -> None:
+        self.table = table
+        self.size = size
+        self.session = session
+        self.session_ops = session_ops
+
+    @classmethod
+    def locate(cls) -> _Table:
+        symbols = _Symbols(pyfuse3.__file__)
+        table = symbols.address("__pyx_v_7pyfuse3_fuse_ops")
+        size = symbols.size("__pyx_v_7pyfuse3_fuse_ops")
+        if size < _MIN_SLOTS * _PTR:
+            raise Unsupported(f"pyfuse3's ops table is {size} bytes, expected a libfuse 3 one")
+        slots = (ctypes.c_void_p * (size // _PTR)).from_address(table)
+        expected = {
+            SLOT_OPENDIR: symbols.address("__pyx_f_7pyfuse3_fuse_opendir"),
+            SLOT_INIT: symbols.address("__pyx_f_7pyfuse3_fuse_init"),
+            SLOT_READDIRPLUS: symbols.address("__pyx_f_7pyfuse3_fuse_readdirplus"),
+            SLOT_READDIR: None, SLOT_FLOCK: None, SLOT_FALLOCATE: None,
+        }
+        for slot, address in expected.items():
+            if slots[slot] != address:
+                raise Unsupported(f"pyfuse3's ops table has an unexpected layout (slot {slot})")
+        session = ctypes.c_void_p.from_address(symbols.address("__pyx_v_7pyfuse3_session"))
+        if not session.value:
+            raise Unsupported("no FUSE session yet (call after pyfuse3.init)")
+        copy = _find_copy(session.value, ctypes.string_at(table, size))
+        return cls(table, size, session.value, copy)
+
+    def session_slot(self, slot: int) -> int:
+        value = ctypes.c_void_p.from_address(self.session_ops + slot * _PTR).value
+        assert value, f"empty session slot {slot}"
+        return value
+
+    def set_session_slot(self, slot: int, address: int) -> None:
+        ctypes.c_void_p.from_address(self.session_ops + slot * _PTR).value = address
+
+
+def _find_copy(session: int, table_bytes: bytes) -> int:
+    """The address of the ops table's copy inside libfuse's session struct."""
+    head = ctypes.string_at(session, _SESSION_SCAN + len(table_bytes))
+    found = [offset for offset in range(0, _SESSION_SCAN, _PTR)
+             if head[offset:offset + len(table_bytes)] == table_bytes]
+    if len(found) != 1:
+        raise Unsupported("cannot find libfuse's copy of the ops table in the session")
+    return session + found[0]
+
+
+class _Symbols:
+    """Addresses of (local) symbols of a loaded shared object, from its ELF symbol table."""
+
+    def __init__(self, path: str) -> None:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        self.path = os.path.realpath(path)
+        try:
+            with open(self.path, "rb") as f:
+                elf = ELFFile(f)
+                symtab = elf.get_section_by_name(".symtab")
+                if symtab is None:
+                    raise Unsupported(f"{self.path} has no symbol table (stripped build)")
+                self._symbols = {s.name: (s["st_value"], s["st_size"])
+                                 for s in symtab.iter_symbols() if s.name.startswith("__pyx_")}
+                first_load = next(s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD")
+                if first_load["p_vaddr"] != 0:
+                    raise Unsupported(f"{self.path} is not loaded at offset 0")
+        except (OSError, ELFError) as exc:
+            raise Unsupported(f"cannot read {self.path}: {exc}") from None
+        self.base = _load_base(self.path)
+
+    def address(self, name: str) -> int:
+        return self.base + self._symbol(name)[0]
+
+    def size(self, name: str) -> int:
+        return self._symbol(name)[1]
+
+    def _symbol(self, name: str) -> tuple[int, int]:
+        try:
+            return self._symbols[name]
+        except KeyError:
+            raise Unsupported(f"symbol {name} not found in {self.path}") from None
+
+
+def _load_base(path: str) -> int:
+    """Where ``path`` is mapped in this process (its mapping of file offset 0)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip() == path and int(fields[2], 16) == 0:
+                return int(fields[0].split("-")[0], 16)
+    raise Unsupported(f"{path} is not mapped in this process")
