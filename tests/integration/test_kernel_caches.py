@@ -7,6 +7,7 @@ The request counters of the server's control socket show what reached the server
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.conftest import Mounts, Stack
 from unionfs.api import server_stats
 
 StackFactory = Callable[..., Stack]
+ACL_ACCESS = "system.posix_acl_access"
 def requests(mnt: Path, name: str) -> int:
     return int(server_stats(mnt)["requests"].get(name, 0))
 
@@ -63,3 +65,26 @@ def test_cached_listing_follows_changes(stack: StackFactory, mounts: Mounts) -> 
     os.link(d / "a2", d / "hard")
     assert listing() == ["a2", "hard", "link", "sub"]
     assert os.listdir(d / "sub") == []
+
+
+def test_acl_lookups_are_cached(stack: StackFactory, mounts: Mounts) -> None:
+    """ls -l asks for the ACL of every file: the kernel asks the server once per file
+    (here: none of them has one; the kernel caches that too, on the inode)."""
+    mnt = mounts.unionfs(stack({f"f{i}": "x" for i in range(20)}))
+    names = [mnt / f"f{i}" for i in range(20)]
+    # Open files keep their inodes (and the ACLs cached on them) through a drop_caches.
+    held = [os.open(name, os.O_RDONLY) for name in names]
+
+    def ask_all() -> None:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.getxattr(name, ACL_ACCESS)
+
+    try:
+        ask_all()
+        served = requests(mnt, "getxattr")
+        ask_all()
+        assert requests(mnt, "getxattr") == served
+    finally:
+        for fd in held:
+            os.close(fd)

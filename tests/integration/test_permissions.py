@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,20 @@ from tests.integration.conftest import run_as
 
 StackFactory = Callable[..., Stack]
 USER = 1000
+ACL_ACCESS = "system.posix_acl_access"
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+NO_ID = 0xFFFFFFFF
+
+
+def acl(owner: int, group: int, other: int, users: dict[int, int]) -> bytes:
+    """The xattr form of a POSIX access ACL (version 2): permissions as rwx bits."""
+    entries = [(ACL_USER_OBJ, owner, NO_ID)]
+    entries += [(ACL_USER, perm, uid) for uid, perm in sorted(users.items())]
+    entries += [(ACL_GROUP_OBJ, group, NO_ID)]
+    if users:
+        entries.append((ACL_MASK, 0o7, NO_ID))
+    entries.append((ACL_OTHER, other, NO_ID))
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 PROBE = """
 import errno, os, sys
@@ -82,3 +97,37 @@ def test_non_owner_follows_posix(stack: StackFactory, mounts: Mounts, open_dir: 
     assert os.stat(up / "own").st_mode & 0o777 == 0o600
     assert os.stat(low / "rootfile").st_mode & 0o777 == 0o644
     assert not os.path.lexists(up / "rootfile")
+
+
+def test_lower_acl_grants_access(stack: StackFactory, mounts: Mounts, open_dir: Path) -> None:
+    """The kernel checks POSIX ACLs of lower files (mode 0600 alone would refuse uid 4321)."""
+    st = stack({"secret": "for 4321"})
+    path = st.lowers[0] / "secret"
+    os.chmod(path, 0o600)
+    os.setxattr(path, ACL_ACCESS, acl(0o6, 0, 0, {4321: 0o4}))
+    mnt = open_dir / "mnt"
+    mnt.mkdir()
+    mounts.unionfs(dataclasses.replace(st, mnt=mnt), allow_other=True)
+    code = f"print(open({str(mnt / 'secret')!r}).read())"
+    allowed = run_as(4321, code)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.strip() == "for 4321"
+    refused = run_as(4322, code)
+    assert "Permission denied" in refused.stderr
+
+
+def test_acl_set_through_the_mount_lands_in_upper(stack: StackFactory, mounts: Mounts,
+                                                  open_dir: Path) -> None:
+    st = stack({"f": "data"})
+    os.chmod(st.lowers[0] / "f", 0o644)
+    mnt = open_dir / "mnt"
+    mnt.mkdir()
+    mounts.unionfs(dataclasses.replace(st, mnt=mnt), allow_other=True)
+    value = acl(0o6, 0o4, 0, {4321: 0o6})
+    os.setxattr(mnt / "f", ACL_ACCESS, value)
+    assert os.getxattr(mnt / "f", ACL_ACCESS) == value
+    assert os.getxattr(st.upper / "f", ACL_ACCESS) == value
+    assert ACL_ACCESS not in os.listxattr(st.lowers[0] / "f")
+    done = run_as(4321, f"open({str(mnt / 'f')!r}, 'a').write('more')")
+    assert done.returncode == 0, done.stderr
+    assert (st.upper / "f").read_text() == "datamore"

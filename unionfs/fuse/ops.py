@@ -95,6 +95,7 @@ class UnionOperations(pyfuse3.Operations):
     """FUSE requests onto a :class:`Union`."""
 
     supports_dot_lookup = False
+    enable_acl = True  # the kernel checks and caches POSIX ACLs (stored as xattrs)
 
     def __init__(self, union: Union, timeouts: Timeouts | None = None) -> None:
         super().__init__()
