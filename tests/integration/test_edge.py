@@ -481,3 +481,20 @@ def test_fsetxattr_of_unlinked_open_file(stack: StackFactory, mounts: Mounts) ->
         os.close(fd)
         os.close(ro)
     assert os.listxattr(st.lowers[0] / "low") == []
+
+
+def test_exchange_of_a_hard_link_keeps_its_other_name(stack: StackFactory,
+                                                      mounts: Mounts) -> None:
+    """A hard-linked file known to the kernel under another name: moving one name (here by
+    RENAME_EXCHANGE) and unlinking it leaves the other name whole (differential seed 15)."""
+    st = stack({"f": "data", "a/": None, "b/other": "o"})
+    mnt = mounts.unionfs(st)
+    os.link(mnt / "f", mnt / "a/n1")
+    assert sorted(os.listdir(mnt)) == ["a", "b", "f"]  # readdirplus: the node is named f again
+    renameat2(mnt / "a/n1", mnt / "b/other", RENAME_EXCHANGE)
+    assert (mnt / "b/other").read_text() == "data"
+    os.unlink(mnt / "b/other")
+    assert sorted(os.listdir(mnt)) == ["a", "b", "f"]
+    assert (mnt / "f").read_text() == "data"
+    assert os.stat(mnt / "f").st_nlink == 1
+    assert (mnt / "a/n1").read_text() == "o"

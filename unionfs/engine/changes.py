@@ -399,8 +399,9 @@ class Changes:
             # Replaced: as for unlink, a file with other names (hard links) lives on there.
             self._forget_name(dst_node, new_parent, new, dst_node.last_stat)
         elif dst_node is not None:
-            dst_node.detach()
-        src_node.detach()
+            _unbind(new_parent, new, dst_node)
+        # Only the moved name: a hard-linked node may be known by (and named after) another.
+        _unbind(old_parent, old, src_node)
         self._move_node(src_node, new_parent, new)
         if exchange and dst_entry is not None:
             old_view[old] = _in_upper(dst_entry)
@@ -504,6 +505,12 @@ class Changes:
             return
         self.u.copy_up(node)
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
+
+
+def _unbind(parent: Node, name: bytes, node: Node) -> None:
+    """``parent/name`` no longer leads to ``node`` (its other names, if any, still do)."""
+    if parent.children.get(name) is node:
+        del parent.children[name]
 
 
 def _check_storable(name: bytes) -> None:
