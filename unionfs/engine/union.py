@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry, LayerListing, merge
 from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
+from unionfs.engine.aliases import link_aliases
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
 from unionfs.layers.copyup import CopyUp, WorkDir
 from unionfs.layers.layer import Layer, join
@@ -282,8 +283,11 @@ class Union:
         parent = node.parent
         assert parent is not None
         self.copy_up(parent)
-        copier.copy(self.layers[entry.layer], parent.path(), node.name, node.id)
+        source = entry.layer
+        st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
         entry.layer = 0
+        if not entry.is_dir and st.st_nlink > 1:
+            link_aliases(self, node, source, st.st_ino)
         if entry.is_dir:
             entry.dir_layers = (0, *entry.dir_layers)
             if node.layers is not None:

@@ -43,6 +43,7 @@ class Layer:
         self.root_fd = os.open(path, _DIR_FLAGS | os.O_CLOEXEC)
         self.dev = os.fstat(self.root_fd).st_dev
         self._dirs: OrderedDict[bytes, int] = OrderedDict()
+        self._names_by_inode: dict[int, list[bytes]] | None = None
 
     def close(self) -> None:
         self.forget_dirs(b"")
@@ -103,6 +104,33 @@ class Layer:
         # The root: "/proc/self/fd/N/.", so the l*xattr calls act on the directory, not on
         # the /proc magic link itself (which has no user xattrs and refuses them: EPERM).
         return proc_path(self.dir_fd(parent), base) if rel else proc_path(self.root_fd, b".")
+
+    def names_of(self, ino: int) -> list[bytes]:
+        """Every path of non-directory inode ``ino`` in this layer (its hard links).
+
+        The first call walks the whole layer (names and inode numbers only, no stat); a
+        layer never changes while mounted, so the map is kept.
+        """
+        if self._names_by_inode is None:
+            self._names_by_inode = {}
+            self._index_names(b"", self._names_by_inode)
+        return self._names_by_inode.get(ino, [])
+
+    def _index_names(self, top: bytes, names: dict[int, list[bytes]]) -> None:
+        pending = [top]
+        while pending:
+            rel = pending.pop()
+            fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        path = join(rel, os.fsencode(e.name))
+                        if e.is_dir(follow_symlinks=False):
+                            pending.append(path)
+                        else:
+                            names.setdefault(e.inode(), []).append(path)
+            finally:
+                os.close(fd)
 
     def listing(self, rel: bytes) -> LayerListing:
         """The directory ``rel`` in union terms: kinds by name, and its opacity."""
