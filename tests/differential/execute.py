@@ -25,6 +25,7 @@ from tests.differential.gen import (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 _UTIME_NOW = (1 << 30) - 1
@@ -154,6 +155,18 @@ def _read(root: str, op: Op) -> object:
         os.close(fd)
 
 
+def _fallocate(root: str, op: Op) -> object:
+    mode, offset, length = op.args
+    fd = os.open(_p(root, op.path), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        if _libc.fallocate(fd, mode, offset, length) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+    return None
+
+
 def _truncate(root: str, op: Op) -> object:
     os.truncate(_p(root, op.path), op.args[0])  # type: ignore[arg-type]
     return None
@@ -239,7 +252,7 @@ def _setxattr(root: str, op: Op) -> object:
 
 _CALLS: dict[str, Callable[[str, Op], object]] = {
     "create": _create, "write": _write, "overwrite": _overwrite, "read": _read,
-    "truncate": _truncate,
+    "truncate": _truncate, "fallocate": _fallocate,
     "rename": _rename, "utimens": _utimens, "stat": _stat, "link": _link,
     "symlink": _symlink, "setxattr": _setxattr,
     "unlink": _simple(os.unlink, takes_args=False),

@@ -52,8 +52,10 @@ WEIGHTS: dict[str, int] = {
     "mkdir": 6, "rmdir": 5,
     "rename": 12, "link": 4, "symlink": 4, "readlink": 1, "chmod": 4, "chown": 3,
     "utimens": 5, "setxattr": 5, "removexattr": 3, "getxattr": 2, "listxattr": 1,
-    "mkfifo": 2, "stat": 3, "listdir": 4,
+    "mkfifo": 2, "stat": 3, "listdir": 4, "fallocate": 3,
 }
+# fallocate modes: allocate, keep size, punch a hole (needs keep size), zero a range.
+FALLOCATE_MODES = (0, 0x01, 0x02 | 0x01, 0x10)
 
 
 @dataclass
@@ -131,6 +133,11 @@ def _op_write(rng: random.Random, g: Guess) -> Op:
 def _op_overwrite(rng: random.Random, g: Guess) -> Op:
     """open(O_TRUNC), then write."""
     return Op("overwrite", _file(rng, g), (_data(rng),))
+
+
+def _op_fallocate(rng: random.Random, g: Guess) -> Op:
+    offset, length = rng.choice(((0, 4096), (4096, 8192), (0, 20000), (100, 50)))
+    return Op("fallocate", _file(rng, g), (rng.choice(FALLOCATE_MODES), offset, length))
 
 
 def _op_truncate(rng: random.Random, g: Guess) -> Op:
@@ -211,7 +218,7 @@ def _op_path_only(kind: str, pick: Pick) -> Maker:
 
 _MAKERS: dict[str, Maker] = {
     "create": _op_create, "write": _op_write, "overwrite": _op_overwrite,
-    "truncate": _op_truncate, "mkdir": _op_mkdir,
+    "truncate": _op_truncate, "fallocate": _op_fallocate, "mkdir": _op_mkdir,
     "rename": _op_rename, "link": _op_link, "symlink": _op_symlink, "chmod": _op_chmod,
     "chown": _op_chown, "utimens": _op_utimens, "setxattr": _op_setxattr,
     "removexattr": _op_xattr_name("removexattr"), "getxattr": _op_xattr_name("getxattr"),
