@@ -235,7 +235,8 @@ def switch_upper(mountpoint: PathLike) -> Path:
 
 
 def server_stats(mountpoint: PathLike) -> dict[str, Any]:
-    """What the server of a live union reports: requests served by type, extra features."""
+    """What the server of a live union reports: requests served by type, the extra features
+    installed (see unionfs.fuse.lowlevel), and the number of inodes the kernel holds."""
     from unionfs.fuse.control import request
 
     info = mount_info(mountpoint)

@@ -82,7 +82,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
             return {"ok": True, "pid": os.getpid()}
         if request.get("op") == "stats":
             features = list(extensions.features) if extensions else []
-            return {"ok": True, "requests": dict(ops.requests), "features": features}
+            return {"ok": True, "requests": dict(ops.requests), "features": features,
+                    "nodes": len(union.table.nodes)}
         if request.get("op") == "switch_upper":
             frozen = ops.switch_upper()
             spec.lowers.insert(0, frozen)
