@@ -109,22 +109,93 @@ def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
 
 
+def entry_header(node: Node) -> bytes:
+    """The tar bytes of ``node`` that precede its data: its header (a whiteout's marker
+    header), and for an opaque directory the opaque marker entry after it."""
+    if node.type is NodeType.WHITEOUT:
+        return _marker_header(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name))
+    buf = _node_header(node)
+    if node.type is NodeType.DIR and node.opaque:
+        buf += _marker_header(join(node.path, wh.OCI_OPAQUE_MARKER))
+    return buf
+
+
+def _node_header(node: Node) -> bytes:
+    if not node.xattrs and _fast_headers():
+        kind = node.type
+        buf = _ustar(node.path, kind, node.mode & 0o7777, node.uid, node.gid,
+                     node.size if kind is NodeType.REG else 0, node.mtime_ns // 1_000_000_000,
+                     node.linkname if kind in _LINKS else b"", node.devmajor, node.devminor)
+        if buf is not None:
+            return buf
+    return _header(tar_info(node))
+
+
+def _marker_header(path: bytes) -> bytes:
+    if _fast_headers():
+        buf = _ustar(path, NodeType.REG, 0, 0, 0, 0, 0, b"", 0, 0)
+        if buf is not None:
+            return buf
+    return _header(marker_info(path))
+
+
+_LINKS = (NodeType.SYMLINK, NodeType.HARDLINK)
+_USTAR_TAIL = tarfile.POSIX_MAGIC + bytes(64)  # magic, version, empty uname and gname
+_NO_DEVICE = bytes(16)
+_OCT7 = 8 ** 7
+_OCT11 = 8 ** 11
+
+
+def _ustar(path: bytes, kind: NodeType, mode: int, uid: int, gid: int, size: int, mtime: int,
+           linkname: bytes, major: int, minor: int) -> bytes | None:
+    """The single ustar block ``tarfile`` writes in pax format for an entry that needs no
+    pax record; None when it would need one (or would fail), so the caller asks tarfile."""
+    name = path + b"/" if kind is NodeType.DIR else path
+    if not (len(name) <= 100 and len(linkname) <= 100 and name.isascii() and linkname.isascii()
+            and 0 <= uid < _OCT7 and 0 <= gid < _OCT7 and 0 <= size < _OCT11
+            and 0 <= mtime < _OCT11):
+        return None
+    if kind in (NodeType.CHR, NodeType.BLK):
+        if not (0 <= major < _OCT7 and 0 <= minor < _OCT7):
+            return None
+        device = b"%07o\0%07o\0" % (major, minor)
+    else:
+        device = _NO_DEVICE
+    block = b"".join((
+        name.ljust(100, b"\0"), b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (
+            mode, uid, gid, size, mtime), _TAR_TYPES[kind], linkname.ljust(100, b"\0"),
+        _USTAR_TAIL, device)).ljust(tarfile.BLOCKSIZE, b"\0")
+    return b"%s%06o\0%s" % (block[:148], sum(block), block[155:])
+
+
+def _probe_nodes() -> list[Node]:
+    return [Node(b"d/f", NodeType.REG, 0o4755, 1, 2, 1_700_000_000_500_000_000, size=513),
+            Node(b"d", NodeType.DIR, 0o2775, 3, 4, 5_000_000_000),
+            Node(b"s", NodeType.SYMLINK, 0o777, linkname=b"../t"),
+            Node(b"c", NodeType.CHR, 0o600, devmajor=1, devminor=3)]
+
+
+_fast_ok: bool | None = None
+
+
+def _fast_headers() -> bool:
+    """Whether :func:`_ustar` agrees with this Python's tarfile (checked once on probes)."""
+    global _fast_ok
+    if _fast_ok is None:
+        _fast_ok = True
+        _fast_ok = all(_node_header(n) == _header(tar_info(n)) for n in _probe_nodes()) and (
+            _marker_header(b"w/.wh.x") == _header(marker_info(b"w/.wh.x")))
+    return _fast_ok
+
+
 def _write_node(out: BinaryIO, node: Node, opener: Opener) -> int:
     """Write one node's entries; returns the byte count."""
-    if node.type is NodeType.WHITEOUT:
-        buf = _header(marker_info(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name)))
-        out.write(buf)
-        return len(buf)
-    buf = _header(tar_info(node))
+    buf = entry_header(node)
     out.write(buf)
     n = len(buf)
     if node.type is NodeType.REG and node.size:
         with opener(node) as f:
             n += _copy_exact(f, out, node.size)
-    if node.type is NodeType.DIR and node.opaque:
-        marker = _header(marker_info(join(node.path, wh.OCI_OPAQUE_MARKER)))
-        out.write(marker)
-        n += len(marker)
     return n
 
 
