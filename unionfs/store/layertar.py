@@ -238,6 +238,35 @@ class HashWriter(io.RawIOBase):
         return "sha256:" + self.sha.hexdigest()
 
 
+class TarDigest:
+    """The canonical tar of nodes given one at a time, hashed and counted, never stored.
+
+    Call :meth:`entry` for each node in canonical order; for a REG node, follow it with its
+    data (:meth:`data`) and :meth:`pad`. :meth:`finish` ends the archive.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def data(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._sha.update(chunk)
+        self.size += len(chunk)
+
+    def entry(self, node: Node) -> None:
+        self.data(entry_header(node))
+
+    def pad(self, size: int) -> None:
+        """Pad file data of ``size`` bytes to a whole block."""
+        self.data(bytes(-size % tarfile.BLOCKSIZE))
+
+    def finish(self) -> tuple[str, int]:
+        """(digest, size) of the whole archive."""
+        end = 2 * tarfile.BLOCKSIZE
+        self.data(bytes(end + -(self.size + end) % tarfile.RECORDSIZE))
+        return "sha256:" + self._sha.hexdigest(), self.size
+
+
 def layer_digest(nodes: Iterable[Node], opener: Opener = _open_source,
                  progress: Callable[[int], None] | None = None) -> tuple[str, int]:
     """(digest, size) of the canonical tar of ``nodes``, without storing the tar."""

@@ -43,7 +43,7 @@ from unionfs.store.fsutil import (
     rmtree,
     write_atomic,
 )
-from unionfs.store.layertar import layer_digest
+from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.progress import CountingReader
 from unionfs.store.tree import Node, scan
@@ -314,14 +314,22 @@ class Store:
 
     def stage_nodes(self, path: Path, nodes: Iterable[Node], origin: str, *,
                     link: bool = False, progress: Progress | None = None) -> StagedLayer:
-        """Write ``nodes`` as a layer in staging directory ``path`` (``path/fs``)."""
-        writer = LayerWriter(path / "fs", link_sources=link)
+        """Write ``nodes`` as a layer in staging directory ``path`` (``path/fs``).
+
+        The digest is taken while writing; the result is scanned again only when the writer
+        cannot vouch that it is what it hashed (nodes out of order, an owner not kept...).
+        """
+        tar = None if link else TarDigest()
+        writer = LayerWriter(path / "fs", link_sources=link, digest=tar)
         for node in nodes:
             writer.add(node)
             if progress:
                 progress(node.size)
         writer.finish()
-        digest, size = layer_digest(scan(path / "fs"))
+        if tar is not None and writer.exact:
+            digest, size = tar.finish()
+        else:
+            digest, size = layer_digest(scan(path / "fs"))
         return StagedLayer(path, digest, size, origin)
 
     def stage_tar(self, path: Path, f: BinaryIO, origin: str, *,

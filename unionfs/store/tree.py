@@ -71,16 +71,18 @@ def sort_key(path: bytes) -> tuple[bytes, ...]:
     return tuple(path.split(b"/"))
 
 
-def read_xattrs(path: bytes) -> dict[bytes, bytes]:
-    """All xattrs of ``path`` (not following symlinks), names and values as bytes."""
+def read_xattrs(path: bytes | int) -> dict[bytes, bytes]:
+    """All xattrs of ``path`` (not following symlinks) or of an open file descriptor, names
+    and values as bytes."""
+    follow = isinstance(path, int)  # a descriptor has no link to follow (nor may it say so)
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError:
         return {}
     out: dict[bytes, bytes] = {}
     for name in names:
         try:
-            out[name.encode()] = os.getxattr(path, name, follow_symlinks=False)
+            out[name.encode()] = os.getxattr(path, name, follow_symlinks=follow)
         except OSError:
             continue
     return out
@@ -219,3 +221,4 @@ def detect_hardlink(node: Node, inodes: dict[tuple[int, int], bytes]) -> None:
     first = inodes.setdefault(node.inode, node.path)
     if first != node.path:
         node.type, node.linkname, node.size, node.source = NodeType.HARDLINK, first, 0, None
+
