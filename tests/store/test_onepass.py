@@ -14,7 +14,7 @@ import unionfs.store.store as store_mod
 from unionfs.store import Store
 from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
-from unionfs.store.tree import scan
+from unionfs.store.tree import readahead, scan
 
 
 def varied_upper(root: Path) -> Path:
@@ -97,3 +97,16 @@ def test_nodes_out_of_order_are_not_trusted(tmp_path: Path) -> None:
         writer.add(node)
     writer.finish()
     assert writer.exact and digest.finish() == layer_digest(scan(src))
+
+
+def test_readahead_passes_nodes_through_and_stops_its_helper(tmp_path: Path) -> None:
+    import threading
+
+    src = varied_upper(tmp_path / "up")
+    nodes = list(scan(src))
+    assert [n.path for n in readahead(iter(nodes), files=2, max_bytes=10)] == [
+        n.path for n in nodes]
+    ahead = readahead(iter(nodes), files=3)
+    next(ahead)
+    ahead.close()  # a consumer that gives up early
+    assert not [t for t in threading.enumerate() if t.name == "readahead"]

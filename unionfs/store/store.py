@@ -46,7 +46,7 @@ from unionfs.store.fsutil import (
 from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.progress import CountingReader
-from unionfs.store.tree import Node, scan
+from unionfs.store.tree import Node, readahead, scan
 from unionfs.store.untar import extract, open_stream
 
 Progress = Callable[[int], None]
@@ -321,10 +321,11 @@ class Store:
         """
         tar = None if link else TarDigest()
         writer = LayerWriter(path / "fs", link_sources=link, digest=tar)
-        for node in nodes:
-            writer.add(node)
-            if progress:
-                progress(node.size)
+        if link:  # linked files are not read: nothing to read ahead
+            _write_nodes(writer, nodes, progress)
+        else:
+            with contextlib.closing(readahead(nodes)) as ahead:
+                _write_nodes(writer, ahead, progress)
         writer.finish()
         if tar is not None and writer.exact:
             digest, size = tar.finish()
@@ -388,7 +389,8 @@ class Store:
         if os.stat(frozen).st_dev != os.stat(self.root / "tmp").st_dev:
             return self.add_layer_dir(frozen, origin, progress=progress)
         private: list[tuple[bytes, tuple[bytes, ...]]] = []
-        digest, size = layer_digest(_noting_private(scan(frozen), private), progress=progress)
+        with contextlib.closing(readahead(_noting_private(scan(frozen), private))) as nodes:
+            digest, size = layer_digest(nodes, progress=progress)
         _strip_xattrs(frozen, private)  # only the writable upper's are read by a live union
         layer = Layer(self, digest)
         meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
@@ -566,6 +568,13 @@ class Store:
                     os.rename(layer.path, trash / "layer")
                 done.append(f"Deleted layer: {layer_id}")
         return done
+
+
+def _write_nodes(writer: LayerWriter, nodes: Iterable[Node], progress: Progress | None) -> None:
+    for node in nodes:
+        writer.add(node)
+        if progress:
+            progress(node.size)
 
 
 def _noting_private(nodes: Iterable[Node], out: list[tuple[bytes, tuple[bytes, ...]]]
