@@ -104,15 +104,21 @@ def dir_opacity(xattrs: dict[bytes, bytes]) -> tuple[bool, bool]:
     return opaque, xattr_whiteouts
 
 
+_MARKS = frozenset(n for ns in wh.NAMESPACES for n in (ns.opaque, ns.whiteout))
+
+
 def public_xattrs(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """The xattrs that are layer content (the union's own are dropped), sorted by name."""
+    if not xattrs:  # the usual case, once per scanned entry
+        return {}
     return {k: xattrs[k] for k in sorted(xattrs) if not wh.is_private_xattr(k)}
 
 
 def bookkeeping_xattrs(xattrs: dict[bytes, bytes]) -> tuple[bytes, ...]:
     """Private xattrs that are neither opacity nor whiteout marks (e.g. the copy-up origin)."""
-    keep = {n for ns in wh.NAMESPACES for n in (ns.opaque, ns.whiteout)}
-    return tuple(k for k in xattrs if wh.is_private_xattr(k) and k not in keep)
+    if not xattrs:
+        return ()
+    return tuple(k for k in xattrs if wh.is_private_xattr(k) and k not in _MARKS)
 
 
 def is_xattr_whiteout(xattrs: dict[bytes, bytes], st: os.stat_result) -> bool:
