@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import unionfs.store.store as store_mod
 from unionfs.store import Store
 from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
+from unionfs.store.squash import merged_nodes
 from unionfs.store.tree import readahead, scan
+
+from .test_properties import LAYERS, build_layer
 
 
 def varied_upper(root: Path) -> Path:
@@ -110,3 +116,20 @@ def test_readahead_passes_nodes_through_and_stops_its_helper(tmp_path: Path) -> 
     next(ahead)
     ahead.close()  # a consumer that gives up early
     assert not [t for t in threading.enumerate() if t.name == "readahead"]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LAYERS)
+def test_staged_layer_ids_are_digests_of_their_content(
+        layers: list[list[tuple[str, str, bytes]]]) -> None:
+    """For random uppers and their squash, the id is the digest of the stored directory."""
+    work = Path(tempfile.mkdtemp(prefix="unionfs-onepass-"))
+    try:
+        dirs = [build_layer(work / f"l{i}", ops) for i, ops in enumerate(layers)][::-1]
+        store = Store.open(work / "store")
+        for layer in [store.add_layer_dir(dirs[0]),
+                      store.add_layer_nodes(merged_nodes(dirs), "squash")]:
+            assert (layer.id, layer.size) == layer_digest(scan(layer.dir))
+        assert store.add_layer_dir(dirs[0]).id == layer_digest(scan(dirs[0]))[0]
+    finally:
+        shutil.rmtree(work)
