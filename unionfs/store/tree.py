@@ -252,11 +252,14 @@ def readahead(nodes: Iterable[Node], files: int = READAHEAD_FILES,
     import threading
 
     hints: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    helper = threading.Thread(target=_hint_loop, args=(hints,), name="readahead", daemon=True)
+    stop = threading.Event()
+    helper = threading.Thread(target=_hint_loop, args=(hints, stop), name="readahead",
+                              daemon=True)
     helper.start()
     try:
         yield from _ahead(nodes, hints.put, files, max_bytes)
     finally:
+        stop.set()  # hints still queued are of no use any more
         hints.put(None)
         helper.join()
 
@@ -279,8 +282,8 @@ def _ahead(nodes: Iterable[Node], hint: Callable[[bytes], None], files: int, max
     yield from window
 
 
-def _hint_loop(hints: Any) -> None:
-    while (path := hints.get()) is not None:
+def _hint_loop(hints: Any, stop: Any) -> None:
+    while (path := hints.get()) is not None and not stop.is_set():
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
