@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +18,7 @@ from unionfs.store import Store
 from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.squash import merged_nodes
-from unionfs.store.tree import readahead, scan
+from unionfs.store.tree import Node, readahead, scan
 
 from .test_properties import LAYERS, build_layer
 
@@ -133,3 +133,17 @@ def test_staged_layer_ids_are_digests_of_their_content(
         assert store.add_layer_dir(dirs[0]).id == layer_digest(scan(dirs[0]))[0]
     finally:
         shutil.rmtree(work)
+
+
+def test_layer_digest_reads_exactly_the_scanned_size(tmp_path: Path) -> None:
+    src = varied_upper(tmp_path / "up")
+    nodes = list(scan(src))
+    def opener(node: Node) -> BinaryIO:
+        assert node.source is not None
+        return open(node.source, "rb")  # layer_digest closes it
+
+    via_files = layer_digest(iter(nodes), opener=opener)
+    assert layer_digest(iter(nodes)) == via_files
+    (src / "big").write_bytes(b"shrunk")
+    with pytest.raises(OSError, match="changed size"):
+        layer_digest(iter(nodes))

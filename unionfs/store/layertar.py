@@ -270,9 +270,38 @@ class TarDigest:
 def layer_digest(nodes: Iterable[Node], opener: Opener = _open_source,
                  progress: Callable[[int], None] | None = None) -> tuple[str, int]:
     """(digest, size) of the canonical tar of ``nodes``, without storing the tar."""
-    sink = HashWriter()
-    write_tar(nodes, sink, opener, progress)  # type: ignore[arg-type]
-    return sink.digest, sink.size
+    if opener is not _open_source:
+        sink = HashWriter()
+        write_tar(nodes, sink, opener, progress)  # type: ignore[arg-type]
+        return sink.digest, sink.size
+    tar = TarDigest()
+    buf = bytearray(1 << 20)  # one buffer for every file: no file objects, no allocations
+    for node in nodes:
+        tar.entry(node)
+        if node.type is NodeType.REG and node.size:
+            _hash_exact(tar, node, buf)
+        if progress:
+            progress(node.size if node.type is NodeType.REG else 0)
+    return tar.finish()
+
+
+def _hash_exact(tar: TarDigest, node: Node, buf: bytearray) -> None:
+    """Hash exactly ``node.size`` bytes of its source and the padding, like
+    :func:`_copy_exact`: a file that shrank is an error."""
+    assert node.source is not None
+    view = memoryview(buf)
+    fd = os.open(node.source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        left = node.size
+        while left:
+            n = os.readv(fd, [view[: min(left, len(buf))]])
+            if not n:
+                raise OSError(f"file changed size while archiving: {node.source!r}")
+            tar.data(view[:n])
+            left -= n
+    finally:
+        os.close(fd)
+    tar.pad(node.size)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
