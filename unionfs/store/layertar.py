@@ -142,6 +142,8 @@ def _marker_header(path: bytes) -> bytes:
 _LINKS = (NodeType.SYMLINK, NodeType.HARDLINK)
 _USTAR_TAIL = tarfile.POSIX_MAGIC + bytes(64)  # magic, version, empty uname and gname
 _NO_DEVICE = bytes(16)
+_USTAR_PAD = bytes(155 + 12)  # empty prefix, then the block's unused end
+_CHECKSUM_BASE = 8 * ord(" ") + sum(_USTAR_TAIL)
 _OCT7 = 8 ** 7
 _OCT11 = 8 ** 11
 
@@ -161,11 +163,13 @@ def _ustar(path: bytes, kind: NodeType, mode: int, uid: int, gid: int, size: int
         device = b"%07o\0%07o\0" % (major, minor)
     else:
         device = _NO_DEVICE
-    block = b"".join((
-        name.ljust(100, b"\0"), b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (
-            mode, uid, gid, size, mtime), _TAR_TYPES[kind], linkname.ljust(100, b"\0"),
-        _USTAR_TAIL, device)).ljust(tarfile.BLOCKSIZE, b"\0")
-    return b"%s%06o\0%s" % (block[:148], sum(block), block[155:])
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    flag = _TAR_TYPES[kind]
+    # The checksum sums the block with its own field as 8 spaces; the rest of it is zeros.
+    checksum = (sum(name) + sum(numbers) + _CHECKSUM_BASE + flag[0] + sum(linkname)
+                + sum(device))
+    return b"".join((name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, flag,
+                     linkname.ljust(100, b"\0"), _USTAR_TAIL, device, _USTAR_PAD))
 
 
 def _probe_nodes() -> list[Node]:
