@@ -5,6 +5,11 @@ Whiteouts become character devices 0/0, opaque directories get ``trusted.overlay
 The target is always a fresh staging directory the store owns; entries are created with
 ``O_EXCL``/``O_NOFOLLOW`` below parents this writer made itself, so nothing is followed.
 Directory metadata is applied last, deepest first, so adding children does not disturb it.
+
+Given a :class:`~unionfs.store.layertar.TarDigest`, the writer also hashes the canonical tar
+of what it writes, in the same pass (file data is read once, written and hashed). It checks
+each entry it made against its node; :attr:`LayerWriter.exact` stays True only when the
+digest is exactly that of a later ``scan`` of the result, so the caller can skip that scan.
 """
 
 from __future__ import annotations
@@ -14,21 +19,27 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from typing import IO
 
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
-from unionfs.store.tree import Node, NodeType, read_xattrs
+from unionfs.store.layertar import TarDigest
+from unionfs.store.tree import Node, NodeType, public_xattrs, read_xattrs, sort_key
 
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_CHECKED_LATER = (NodeType.DIR, NodeType.REG, NodeType.WHITEOUT)
 
 
 class LayerWriter:
     """Builds one layer directory from nodes given parent-first."""
 
-    def __init__(self, dest: str | os.PathLike[str], *, link_sources: bool = False) -> None:
+    def __init__(self, dest: str | os.PathLike[str], *, link_sources: bool = False,
+                 digest: TarDigest | None = None) -> None:
         self.dest = os.fsencode(dest)
         os.makedirs(self.dest, mode=0o755, exist_ok=False)
         self.link_sources = link_sources
@@ -38,6 +49,11 @@ class LayerWriter:
         self._can_chown = True
         self.files = 0
         self.bytes = 0
+        self.digest = digest
+        # Linked sources are not read, so they would be hashed apart: not worth a fast path.
+        self.exact = digest is not None and not link_sources
+        self._last_key: tuple[bytes, ...] = ()
+        self._buf = bytearray(_CHUNK) if digest is not None else None
 
     def full(self, path: bytes) -> bytes:
         """The absolute path of a layer path inside the destination."""
@@ -45,16 +61,30 @@ class LayerWriter:
 
     def add(self, node: Node, content: IO[bytes] | None = None) -> None:
         """Create ``node``; REG content comes from ``content`` or from ``node.source``."""
+        if self.digest is not None:
+            self._digest_entry(node)
         self._ensure_parent(node.path)
         self._replace_existing(node)
         create = _CREATORS[node.type]
         create(self, node, content)
         self.types[node.path] = node.type
         self.files += 1
+        if self.exact and node.type not in _CHECKED_LATER:
+            self._check(self.full(node.path), node)
+
+    def _digest_entry(self, node: Node) -> None:
+        """Hash the node's header; entries out of canonical order or repeated are inexact."""
+        assert self.digest is not None
+        key = sort_key(node.path)
+        if key <= self._last_key or node.path in self.types:
+            self.exact = False
+        self._last_key = key
+        self.digest.entry(node)
 
     def set_opaque(self, path: bytes) -> None:
         """Mark an already added (or implicit) directory opaque."""
         self._ensure_dir(path)
+        self.exact = False  # the directory's header is already hashed without its marker
         self._mark_opaque(self.full(path))
         if path in self._dirs:
             self._dirs[path].opaque = True
@@ -68,6 +98,20 @@ class LayerWriter:
             os.chmod(full, node.mode)
             self._set_xattrs(full, node)
             os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
+            if self.exact:
+                self._check(full, node)
+
+    def _check(self, target: bytes | int, node: Node) -> None:
+        """Clear :attr:`exact` if an entry on disk differs from its node in anything its
+        tar header records (a chown or xattr refused, a setgid bit dropped, a size that
+        changed, an xattr the file system added)."""
+        st = os.fstat(target) if isinstance(target, int) else os.lstat(target)
+        if (stat.S_IMODE(st.st_mode) != node.mode & 0o7777 or st.st_uid != node.uid
+                or st.st_gid != node.gid
+                or st.st_mtime_ns // 1_000_000_000 != node.mtime_ns // 1_000_000_000
+                or (node.type is NodeType.REG and st.st_size != node.size)
+                or public_xattrs(read_xattrs(target)) != node.xattrs):
+            self.exact = False
 
     # -- parents and replacement -------------------------------------------------------
 
@@ -82,6 +126,7 @@ class LayerWriter:
         if kind is not None:
             raise UserError(f"{_show(path)} is used as a directory but is a {kind.value}")
         self._ensure_parent(path)
+        self.exact = False  # an implicit directory has no header in the hashed tar
         os.mkdir(self.full(path), 0o755)
         self.types[path] = NodeType.DIR
         # An implicit parent (not in the input): fixed metadata, so the layer is reproducible.
@@ -117,13 +162,36 @@ class LayerWriter:
             return
         fd = os.open(full, _OPEN_FLAGS, 0o600)
         try:
-            self.bytes += _copy_into(fd, node, content)
+            if self.digest is None:
+                self.bytes += _copy_into(fd, node, content)
+            else:
+                self.bytes += self._copy_hashing(fd, node, content)
             self._chown(fd, node)
             os.fchmod(fd, node.mode)
             self._set_xattrs(fd, node)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+            if self.exact:
+                self._check(fd, node)
         finally:
             os.close(fd)
+
+    def _copy_hashing(self, fd: int, node: Node, content: IO[bytes] | None) -> int:
+        """Copy a REG node's data into ``fd``, hashing it as tar member data."""
+        assert self.digest is not None and self._buf is not None
+        if content is not None:
+            total = _pump(lambda: content.read(_CHUNK), fd, self.digest.data)
+        else:
+            assert node.source is not None
+            src = os.open(node.source, _SOURCE_FLAGS)
+            try:
+                view = memoryview(self._buf)
+                total = _pump(lambda: view[: os.readv(src, [self._buf])], fd, self.digest.data)
+            finally:
+                os.close(src)
+        if total != node.size:
+            self.exact = False
+        self.digest.pad(total)
+        return total
 
     def _linkable(self, node: Node) -> bool:
         """A source file can be shared by hard link when it has no private xattrs."""
@@ -234,6 +302,19 @@ def _copy_into(fd: int, node: Node, content: IO[bytes] | None) -> int:
             total += n
     finally:
         os.close(src)
+
+
+def _pump(read: Callable[[], bytes | memoryview], fd: int,
+          sink: Callable[[bytes | memoryview], None]) -> int:
+    """Write the chunks ``read`` returns (until an empty one) to ``fd`` and to ``sink``."""
+    total = 0
+    while chunk := read():
+        sink(chunk)
+        done = 0
+        while done < len(chunk):
+            done += os.write(fd, chunk[done:])
+        total += done
+    return total
 
 
 def _show(path: bytes) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import os
 import re
 from typing import Any
 
@@ -51,7 +51,7 @@ def short(digest: str) -> str:
 
 def oci_arch() -> str:
     """This machine's architecture in OCI/Go terms."""
-    machine = platform.machine()
+    machine = os.uname().machine  # what platform.machine() reads, without importing it
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
         machine, machine
     )

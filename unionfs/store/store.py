@@ -18,16 +18,10 @@ lock, re-checks, and renames. A failure at any point leaves only ``tmp/`` debris
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import gzip
 import hashlib
 import io
-import lzma
 import os
-import tarfile
-import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +37,12 @@ from unionfs.store.fsutil import (
     rmtree,
     write_atomic,
 )
-from unionfs.store.layertar import layer_digest
+from unionfs.store.layertar import TarDigest, layer_digest
 from unionfs.store.materialize import LayerWriter
-from unionfs.store.progress import CountingReader
-from unionfs.store.tree import Node, scan
-from unionfs.store.untar import extract, open_stream
+from unionfs.store.tree import Node, readahead, scan
 
 Progress = Callable[[int], None]
 UPPER_RECORD = "image.json"  # next to an upper made for an image: what it sits on
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
-                   ValueError)
 
 
 def default_root() -> Path:
@@ -181,7 +171,7 @@ class Store:
     @contextlib.contextmanager
     def staging(self, label: str) -> Iterator[Path]:
         """A fresh directory in ``tmp/``, removed afterwards whatever happens."""
-        path = self.root / "tmp" / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path = self.root / "tmp" / f"{label}-{os.getpid()}-{_token()}"
         path.mkdir(mode=0o700)
         try:
             yield path
@@ -314,14 +304,23 @@ class Store:
 
     def stage_nodes(self, path: Path, nodes: Iterable[Node], origin: str, *,
                     link: bool = False, progress: Progress | None = None) -> StagedLayer:
-        """Write ``nodes`` as a layer in staging directory ``path`` (``path/fs``)."""
-        writer = LayerWriter(path / "fs", link_sources=link)
-        for node in nodes:
-            writer.add(node)
-            if progress:
-                progress(node.size)
+        """Write ``nodes`` as a layer in staging directory ``path`` (``path/fs``).
+
+        The digest is taken while writing; the result is scanned again only when the writer
+        cannot vouch that it is what it hashed (nodes out of order, an owner not kept...).
+        """
+        tar = None if link else TarDigest()
+        writer = LayerWriter(path / "fs", link_sources=link, digest=tar)
+        if link:  # linked files are not read: nothing to read ahead
+            _write_nodes(writer, nodes, progress)
+        else:
+            with contextlib.closing(readahead(nodes)) as ahead:
+                _write_nodes(writer, ahead, progress)
         writer.finish()
-        digest, size = layer_digest(scan(path / "fs"))
+        if tar is not None and writer.exact:
+            digest, size = tar.finish()
+        else:
+            digest, size = layer_digest(scan(path / "fs"))
         return StagedLayer(path, digest, size, origin)
 
     def stage_tar(self, path: Path, f: BinaryIO, origin: str, *,
@@ -331,7 +330,8 @@ class Store:
 
         ``expect_digest`` is the sha256 the uncompressed tar must have (an OCI diff_id).
         """
-        from unionfs.store.untar import HashReader
+        from unionfs.store.progress import CountingReader
+        from unionfs.store.untar import HashReader, extract, open_stream
 
         writer = LayerWriter(path / "fs")
         if progress is not None:  # progress in archive bytes read, as the total is given
@@ -341,7 +341,7 @@ class Store:
             with open_stream(reader) as tar:  # type: ignore[arg-type]
                 data_end = extract(tar, writer)
             raw_digest = reader.drain()
-        except _ARCHIVE_ERRORS as exc:
+        except _archive_errors() as exc:
             raise UserError(f"malformed archive: {exc}") from None
         if reader.size == 0:
             raise UserError("malformed archive: empty file")
@@ -380,14 +380,15 @@ class Store:
         if os.stat(frozen).st_dev != os.stat(self.root / "tmp").st_dev:
             return self.add_layer_dir(frozen, origin, progress=progress)
         private: list[tuple[bytes, tuple[bytes, ...]]] = []
-        digest, size = layer_digest(_noting_private(scan(frozen), private), progress=progress)
+        with contextlib.closing(readahead(_noting_private(scan(frozen), private))) as nodes:
+            digest, size = layer_digest(nodes, progress=progress)
         _strip_xattrs(frozen, private)  # only the writable upper's are read by a live union
         layer = Layer(self, digest)
         meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
         with self.lock():
             if layer.path.exists():
                 return layer
-            stage = self.root / "tmp" / f"adopt-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            stage = self.root / "tmp" / f"adopt-{os.getpid()}-{_token()}"
             stage.mkdir(mode=0o755)
             write_atomic(stage / "layer.json", canonical_json(meta))
             os.rename(frozen, stage / "fs")
@@ -560,6 +561,13 @@ class Store:
         return done
 
 
+def _write_nodes(writer: LayerWriter, nodes: Iterable[Node], progress: Progress | None) -> None:
+    for node in nodes:
+        writer.add(node)
+        if progress:
+            progress(node.size)
+
+
 def _noting_private(nodes: Iterable[Node], out: list[tuple[bytes, tuple[bytes, ...]]]
                     ) -> Iterator[Node]:
     """Pass nodes through, noting those that carry the union's bookkeeping xattrs."""
@@ -578,8 +586,28 @@ def _strip_xattrs(root: Path, found: list[tuple[bytes, tuple[bytes, ...]]]) -> N
                 os.removexattr(os.path.join(base, path), name, follow_symlinks=False)
 
 
+def _token() -> str:
+    """12 random hex digits: a staging name nobody else picks."""
+    return os.urandom(6).hex()
+
+
+def _archive_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged (possibly compressed) tar raises; imported only when needed."""
+    import gzip
+    import lzma
+    import tarfile
+    import zlib
+
+    return (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
+            ValueError)
+
+
 def _decompressed(f: BinaryIO) -> io.BufferedIOBase:
     """``f`` uncompressed: gzip, bzip2 and xz are recognized by their magic bytes."""
+    import bz2
+    import gzip
+    import lzma
+
     buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[type-var]
     head = buffered.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
