@@ -46,6 +46,7 @@ class Changes:
 
     def __init__(self, union: Union) -> None:
         self.u = union
+        self._ids = (os.geteuid(), os.getegid())  # who owns what the server creates
 
     # ---- creating ------------------------------------------------------------------------
 
@@ -107,8 +108,8 @@ class Changes:
             os.link(src_name, entry_name, src_dir_fd=src_fd, dst_dir_fd=dir_fd,
                     follow_symlinks=False)
 
-        self._place(parent, name, make, Kind.OTHER, owner=None)
-        st = upper.lstat(parent.path(), name)
+        pfd = self._place(parent, parent.path(), name, make, Kind.OTHER, owner=None)
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         u.table.adopt(node, parent, name)
         return node, st
 
@@ -120,28 +121,34 @@ class Changes:
     def _make_entry(self, parent: Node, name: bytes, mode: int, caller: Caller,
                     make: Make) -> tuple[Node, os.stat_result]:
         self._check_new_name(parent, name)
-        self.u.copy_up(parent)
-        owner = self._owner(parent, caller)
+        u = self.u
+        u.copy_up(parent)
+        path = parent.path()
+        owner = self._owner(parent, path, caller)
         kind = Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
-        self._place(parent, name, make, kind, owner, mode)
-        found = self.u.lookup(parent, name)
-        assert found is not None
-        return found
+        pfd = self._place(parent, path, name, make, kind, owner, mode)
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        return u.new_child(parent, name, st), st
 
-    def _owner(self, parent: Node, caller: Caller) -> tuple[int, int, bool]:
-        """uid, gid and set-gid inheritance for a new entry in ``parent``."""
-        pst = self.u.layers[0].stat_path(parent.path())
-        if pst.st_mode & stat.S_ISGID:
-            return caller.uid, pst.st_gid, True
+    def _owner(self, parent: Node, path: bytes, caller: Caller) -> tuple[int, int, bool]:
+        """uid, gid and set-gid inheritance for a new entry in ``parent`` (at ``path``)."""
+        gid = parent.sgid_gid
+        if gid is None:
+            pst = self.u.layers[0].stat_path(path)
+            gid = parent.sgid_gid = pst.st_gid if pst.st_mode & stat.S_ISGID else -1
+        if gid >= 0:
+            return caller.uid, gid, True
         return caller.uid, caller.gid, False
 
-    def _place(self, parent: Node, name: bytes, make: Make, kind: Kind,
-               owner: tuple[int, int, bool] | None, mode: int = 0) -> None:
-        """Create an entry in the upper: in place, or over a whiteout via the work dir."""
+    def _place(self, parent: Node, path: bytes, name: bytes, make: Make, kind: Kind,
+               owner: tuple[int, int, bool] | None, mode: int = 0) -> int:
+        """Create an entry in the upper: in place, or over a whiteout via the work dir.
+
+        Returns the upper fd of ``parent`` (at ``path``).
+        """
         u = self.u
         copier = u.require_upper()
-        upper = u.layers[0]
-        pfd = upper.dir_fd(parent.path())
+        pfd = u.layers[0].dir_fd(path)
         if name not in parent.whiteouts:
             make(pfd, name)
             self._finish(pfd, name, owner, mode, kind)
@@ -163,6 +170,7 @@ class Changes:
             parent.whiteouts.discard(name)
         dir_layers = (0,) if kind is Kind.DIR else ()
         u.merged(parent)[name] = Entry(0, kind, dir_layers)
+        return pfd
 
     def _finish(self, dir_fd: int, name: bytes, owner: tuple[int, int, bool] | None,
                 mode: int, kind: Kind) -> None:
@@ -170,7 +178,7 @@ class Changes:
             return
         uid, gid, inherit_sgid = owner
         copier = self.u.require_upper()
-        if (uid, gid) != (os.geteuid(), os.getegid()):
+        if (uid, gid) != self._ids:
             copier.chown(dir_fd, name, uid, gid)
         special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
         if kind is Kind.DIR and inherit_sgid:
@@ -202,6 +210,7 @@ class Changes:
         self.u.layers[0].forget_dirs(join(parent.path(), name))
         child.merged = None
         child.layers = None
+        child.sgid_gid = None
 
     def _existing(self, parent: Node, name: bytes) -> Entry:
         self.u.require_upper()
@@ -421,6 +430,7 @@ class Changes:
                 fd: int | None = None) -> os.stat_result:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
+        node.sgid_gid = None  # a directory's set-gid bit or group may change
         if node.parent is None and node is not u.root and fd is None:
             # Unlinked, and not open in the upper (closed, or open only in a lower layer, which
             # must never change): the kernel flushing its times is a no-op, the rest ENOENT.

@@ -24,7 +24,7 @@ class Node:
     """One inode of the union."""
 
     __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "last_stat",
-                 "layers", "lookups", "merged", "name", "parent", "whiteouts")
+                 "layers", "lookups", "merged", "name", "parent", "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -41,6 +41,9 @@ class Node:
         self.covered: set[bytes] = set()  # names a lower layer has: removing them needs a whiteout
         self.whiteouts: set[bytes] = set()  # names whited out in the upper
         self.children: dict[bytes, Node] = {}  # child nodes the kernel knows
+        # The gid new entries inherit from this directory in the upper (-1: it is not
+        # set-gid), None until needed; reset whenever its owner or mode may change.
+        self.sgid_gid: int | None = None
 
     def path(self) -> bytes:
         """The layer-relative path this node was last seen under (b"" for the root)."""

@@ -147,13 +147,26 @@ class Union:
         node = parent.children.get(name)
         if node is not None and node.parent is parent:
             return node, st
-        node_id = self._number(layer, parent, name, st)
+        return self._adopt(parent, name, self._number(layer, parent, name, st), st), st
+
+    def new_child(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
+        """The node of ``parent/name``, just created in the upper with stat ``st``.
+
+        Like :meth:`lookup`, without reading an origin xattr: a new file has none.
+        """
+        node = parent.children.get(name)
+        if node is not None and node.parent is parent:
+            return node
+        return self._adopt(parent, name, self.numbers.of(st), st)
+
+    def _adopt(self, parent: Node, name: bytes, node_id: int, st: os.stat_result) -> Node:
         node = self.table.get(node_id)
         if node is None:
             node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
-        return self.table.adopt(node, parent, name), st
+            node.sgid_gid = None
+        return self.table.adopt(node, parent, name)
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
         if layer.writable and self.ns is not None:
@@ -259,6 +272,7 @@ class Union:
             node.layers = None
             node.covered = set()
             node.whiteouts = set()
+            node.sgid_gid = None
         return frozen
 
     # ---- copy-up ------------------------------------------------------------------------
