@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from collections.abc import Callable
+
+import pytest
 
 from tests.conftest import Mounts, Stack
 
@@ -58,3 +61,42 @@ def test_new_file_numbers_survive_remount(stack: StackFactory, mounts: Mounts) -
     mounts.unmount(st.mnt)
     mnt = mounts.unionfs(st)
     assert {n: os.lstat(mnt / "d" / n).st_ino for n in names} == before
+
+
+def test_absent_xattr_then_set(stack: StackFactory, mounts: Mounts) -> None:
+    """An xattr found missing shows up once set through the mount (also on an open,
+    unlinked file and on another name of the same file), and is gone once removed."""
+    st = stack({"f": "x"})
+    mnt = mounts.unionfs(st)
+    for _ in range(2):
+        with pytest.raises(OSError):
+            os.getxattr(mnt / "f", "user.k")
+    os.link(mnt / "f", mnt / "g")
+    os.setxattr(mnt / "g", "user.k", b"1")
+    assert os.getxattr(mnt / "f", "user.k") == b"1"
+    os.removexattr(mnt / "f", "user.k")
+    with pytest.raises(OSError):
+        os.getxattr(mnt / "g", "user.k")
+    fd = os.open(mnt / "f", os.O_RDWR)
+    try:
+        os.unlink(mnt / "f")
+        os.unlink(mnt / "g")
+        with pytest.raises(OSError):
+            os.getxattr(fd, "user.k")
+        os.setxattr(fd, "user.k", b"2")
+        assert os.getxattr(fd, "user.k") == b"2"
+    finally:
+        os.close(fd)
+
+
+def test_capability_of_a_new_file(stack: StackFactory, mounts: Mounts) -> None:
+    """A new file has no file capabilities until they are set through the mount."""
+    st = stack({})
+    mnt = mounts.unionfs(st)
+    (mnt / "tool").write_text("x")
+    with pytest.raises(OSError):
+        os.getxattr(mnt / "tool", "security.capability")
+    # VFS_CAP_REVISION_2, effective, permitted = CAP_NET_BIND_SERVICE
+    caps = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)
+    os.setxattr(mnt / "tool", "security.capability", caps)
+    assert os.getxattr(mnt / "tool", "security.capability") == caps

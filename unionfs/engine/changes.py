@@ -28,6 +28,9 @@ from unionfs.layers.syscalls import (
 )
 
 WHITEOUT_MODE = stat.S_IFCHR
+# Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
+# them before every write and chown, so new nodes start knowing.
+_CAPABILITY = b"security.capability"
 
 
 @dataclass(slots=True)
@@ -128,7 +131,9 @@ class Changes:
         kind = Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
         pfd = self._place(parent, path, name, make, kind, owner, mode)
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        return u.new_child(parent, name, st), st
+        node = u.new_child(parent, name, st)
+        node.absent_xattrs = {_CAPABILITY}
+        return node, st
 
     def _owner(self, parent: Node, path: bytes, caller: Caller) -> tuple[int, int, bool]:
         """uid, gid and set-gid inheritance for a new entry in ``parent`` (at ``path``)."""
@@ -495,6 +500,8 @@ class Changes:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
         if is_private_xattr(name):
             raise fail(errno.EOPNOTSUPP, name)
+        if node.absent_xattrs:
+            node.absent_xattrs.discard(name)
         if fd is not None:
             os.setxattr(fd, name, value)
             return

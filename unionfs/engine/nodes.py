@@ -23,8 +23,9 @@ _FALLBACK_BASE = 0xFFFF << _INO_BITS
 class Node:
     """One inode of the union."""
 
-    __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "last_stat",
-                 "layers", "lookups", "merged", "name", "parent", "sgid_gid", "whiteouts")
+    __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
+                 "is_dir", "last_stat", "layers", "lookups", "merged", "name", "parent",
+                 "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -35,6 +36,9 @@ class Node:
         self.generation = 0
         self.handles: list[int] = []
         self.last_stat: os.stat_result | None = None  # what an unlinked node last was
+        # xattr names the file was found not to have (the kernel asks for security.capability
+        # at every write); only a setxattr through the union can add one.
+        self.absent_xattrs: set[bytes] | None = None
         # Directories only, filled when the merged view is first needed:
         self.layers: tuple[int, ...] | None = None  # contributing layers, top down
         self.merged: dict[bytes, Entry] | None = None  # name -> Entry

@@ -26,6 +26,7 @@ from unionfs.layers.layer import Layer, join
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
 
 
 def fail(code: int, what: object = None) -> OSError:
@@ -166,6 +167,7 @@ class Union:
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
             node.sgid_gid = None
+            node.absent_xattrs = None
         return self.table.adopt(node, parent, name)
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
@@ -211,6 +213,18 @@ class Union:
         """An xattr of ``node`` as the union shows it (never the overlay's own)."""
         if is_private_xattr(name):
             return None
+        absent = node.absent_xattrs
+        if absent is not None and name in absent:
+            return None
+        value = self._read_xattr(node, name)
+        if value is None:
+            if absent is None:
+                absent = node.absent_xattrs = set()
+            if len(absent) < ABSENT_XATTRS_KEPT:
+                absent.add(name)
+        return value
+
+    def _read_xattr(self, node: Node, name: bytes) -> bytes | None:
         fd = self._unlinked_fd(node)
         if fd is not None:
             try:
