@@ -445,10 +445,11 @@ class Changes:
         if fd is None:
             u.copy_up(node)
         upper = u.layers[0]
-        parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
         name = node.name
         if node is u.root:
             parent_fd, name = upper.root_fd, b"."
+        else:
+            parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
         if uid is not None or gid is not None:
             target = fd if fd is not None else name
             kwargs = {} if fd is not None else {"dir_fd": parent_fd, "follow_symlinks": False}
@@ -469,7 +470,9 @@ class Changes:
                 times = (before.st_atime_ns, before.st_mtime_ns)
         if times is not None:
             self._utime(fd, parent_fd, name, times)
-        return os.fstat(fd) if fd is not None else u.stat(node)
+        if fd is not None:
+            return os.fstat(fd)
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)  # now in the upper
 
     def _truncate(self, fd: int | None, parent_fd: int, name: bytes, size: int) -> None:
         if fd is not None:

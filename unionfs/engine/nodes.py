@@ -51,12 +51,17 @@ class Node:
 
     def path(self) -> bytes:
         """The layer-relative path this node was last seen under (b"" for the root)."""
-        parts = []
-        node: Node | None = self
-        while node is not None and node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        return b"/".join(reversed(parts))
+        parent = self.parent
+        if parent is None:
+            return b""
+        if parent.parent is None:  # a child of the root: no list to build
+            return self.name
+        parts = [self.name]
+        while parent.parent is not None:
+            parts.append(parent.name)
+            parent = parent.parent
+        parts.reverse()
+        return b"/".join(parts)
 
     def entry(self) -> Entry | None:
         """This node's entry in its parent's merged view (None for the root or an orphan)."""

@@ -188,8 +188,11 @@ class Union:
             if node.last_stat is not None:
                 return node.last_stat
             raise fail(errno.ENOENT)
-        layer = self.top_layer(node)
-        return layer.stat_path(node.path())
+        parent = node.parent
+        if parent is None:
+            return self.top_layer(node).stat_path(b"")
+        layer = self.layers[self.entry(node).layer]
+        return layer.lstat(parent.path(), node.name)
 
     def dir_nlink(self, node: Node, st: os.stat_result) -> int:
         """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
