@@ -306,7 +306,8 @@ class Changes:
         self._mark_moved_dir(src_node, src, new_parent, new)
         if exchange and dst_node is not None and dst is not None:
             self._mark_moved_dir(dst_node, dst, old_parent, old)
-        self._do_rename(old_parent, old, new_parent, new, exchange)
+        moves_dir = src.is_dir or (dst is not None and dst.is_dir)
+        self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
 
     def _prepare_move(self, node: Node, entry: Entry) -> None:
@@ -378,7 +379,7 @@ class Changes:
             self._set_opaque(self.u.layers[0].xattr_path(node.path()))
 
     def _do_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
-                   exchange: bool) -> None:
+                   exchange: bool, moves_dir: bool) -> None:
         upper = self.u.layers[0]
         ofd = upper.dir_fd(old_parent.path())
         nfd = upper.dir_fd(new_parent.path())
@@ -397,8 +398,9 @@ class Changes:
             old_parent.whiteouts.add(old)
         else:
             renameat2(ofd, old, nfd, new)
-        upper.forget_dirs(join(old_parent.path(), old))
-        upper.forget_dirs(join(new_parent.path(), new))
+        if moves_dir:  # only directories have cached fds (forgetting scans them all)
+            upper.forget_dirs(join(old_parent.path(), old))
+            upper.forget_dirs(join(new_parent.path(), new))
 
     def _update_views(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
                       src_node: Node, dst_node: Node | None, exchange: bool) -> None:
