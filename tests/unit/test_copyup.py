@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -65,3 +66,52 @@ def test_metadata(dirs: tuple[Path, Path, CopyUp]) -> None:
     after = os.stat(dirs[1] / "d")
     assert after.st_mtime_ns == before.st_mtime_ns
     assert os.listdir(dirs[2].work.tmp_path) == []
+
+
+def is_whiteout(path: Path) -> bool:
+    st = os.lstat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def test_whiteouts_share_one_inode(dirs: tuple[Path, Path, CopyUp]) -> None:
+    work = dirs[2].work
+    fd = os.open(dirs[1] / "d", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for name in (b"a", b"b"):
+            work.make_whiteout(fd, name)
+        with pytest.raises(FileExistsError):
+            work.make_whiteout(fd, b"a")
+    finally:
+        os.close(fd)
+    a, b = dirs[1] / "d/a", dirs[1] / "d/b"
+    assert is_whiteout(a) and is_whiteout(b)
+    assert os.lstat(a).st_ino == os.lstat(b).st_ino
+    assert work.clean() == 0  # the shared whiteout is no leftover
+
+
+@pytest.mark.parametrize("code", [errno.EMLINK, errno.EPERM])
+def test_whiteout_when_links_fail(dirs: tuple[Path, Path, CopyUp],
+                                  monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """EMLINK: a fresh shared whiteout; EPERM (no hard links): a device of its own."""
+    work = dirs[2].work
+    fd = os.open(dirs[1] / "d", os.O_PATH | os.O_DIRECTORY)
+    link = os.link
+    calls: list[bytes] = []
+
+    def failing_link(src: bytes, dst: bytes, **kwargs: object) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(code, os.strerror(code))
+        link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", failing_link)
+    try:
+        for name in (b"a", b"b", b"c"):
+            work.make_whiteout(fd, name)
+    finally:
+        os.close(fd)
+    paths = [dirs[1] / "d" / n for n in ("a", "b", "c")]
+    assert all(is_whiteout(p) for p in paths)
+    inodes = [os.lstat(p).st_ino for p in paths]
+    assert inodes[0] != inodes[1]
+    assert (inodes[1] == inodes[2]) is (code == errno.EMLINK)

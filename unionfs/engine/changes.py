@@ -27,7 +27,6 @@ from unionfs.layers.syscalls import (
     renameat2,
 )
 
-WHITEOUT_MODE = stat.S_IFCHR
 # Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
 # them before every write and chown, so new nodes start knowing.
 _CAPABILITY = b"security.capability"
@@ -234,13 +233,13 @@ class Changes:
         pfd = u.layers[0].dir_fd(parent.path())
         needs_whiteout = name in parent.covered
         if entry.layer != 0:
-            os.mknod(name, WHITEOUT_MODE, 0, dir_fd=pfd)
+            copier.work.make_whiteout(pfd, name)
         elif needs_whiteout or entry.is_dir:
             # Swap in a whiteout (or move the directory out) in one rename.
             work = copier.work
             tmp = work.new_name()
             if needs_whiteout:
-                os.mknod(tmp, WHITEOUT_MODE, 0, dir_fd=work.fd)
+                work.make_whiteout(work.fd, tmp)
                 flags = RENAME_EXCHANGE if entry.is_dir else 0
                 renameat2(work.fd, tmp, pfd, name, flags)
                 if entry.is_dir:
