@@ -132,6 +132,8 @@ class Changes:
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         node = u.new_child(parent, name, st)
         node.absent_xattrs = {_CAPABILITY}
+        if kind is Kind.DIR:  # its view is known: empty, in the upper only
+            node.merged, node.layers, node.covered, node.whiteouts = {}, (0,), set(), set()
         return node, st
 
     def _owner(self, parent: Node, path: bytes, caller: Caller) -> tuple[int, int, bool]:
