@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from unionfs.core.merge import Entry
 from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
 from unionfs.engine.nodes import Node
-from unionfs.engine.union import NAME_MAX, Union, fail
+from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import join
 from unionfs.layers.syscalls import (
     RENAME_EXCHANGE,
@@ -150,7 +150,8 @@ class Changes:
                owner: tuple[int, int, bool] | None, mode: int = 0) -> int:
         """Create an entry in the upper: in place, or over a whiteout via the work dir.
 
-        Returns the upper fd of ``parent`` (at ``path``).
+        ``owner`` None: the entry is a new link to an existing file, whose owner and
+        xattrs stay as they are. Returns the upper fd of ``parent`` (at ``path``).
         """
         u = self.u
         copier = u.require_upper()
@@ -175,7 +176,9 @@ class Changes:
                 raise
             parent.whiteouts.discard(name)
         dir_layers = (0,) if kind is Kind.DIR else ()
-        u.merged(parent)[name] = Entry(0, kind, dir_layers)
+        # A new link to a copied-up file has its origin xattr; a new file has none.
+        entry_type = Entry if owner is None else NewEntry
+        u.merged(parent)[name] = entry_type(0, kind, dir_layers)
         return pfd
 
     def _finish(self, dir_fd: int, name: bytes, owner: tuple[int, int, bool] | None,
@@ -538,8 +541,8 @@ def _check_storable(name: bytes) -> None:
 
 
 def _in_upper(entry: Entry) -> Entry:
-    """The entry after a move: wholly in the upper."""
-    return Entry(0, entry.kind, (0,) if entry.is_dir else ())
+    """The entry after a move: wholly in the upper (a new entry stays one)."""
+    return type(entry)(0, entry.kind, (0,) if entry.is_dir else ())
 
 
 def _check_rename(src: Entry, dst: Entry | None, flags: int) -> None:

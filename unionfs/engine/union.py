@@ -29,6 +29,12 @@ NAME_MAX = 255
 ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
 
 
+class NewEntry(Entry):
+    """An entry this mount made in the upper (not a copy-up): it has no origin xattr."""
+
+    __slots__ = ()
+
+
 def fail(code: int, what: object = None) -> OSError:
     """An OSError carrying ``code`` for the caller."""
     return OSError(code, os.strerror(code), what)
@@ -148,7 +154,11 @@ class Union:
         node = parent.children.get(name)
         if node is not None and node.parent is parent:
             return node, st
-        return self._adopt(parent, name, self._number(layer, parent, name, st), st), st
+        if type(entry) is NewEntry:
+            node_id = self.numbers.of(st)
+        else:
+            node_id = self._number(layer, parent, name, st)
+        return self._adopt(parent, name, node_id, st), st
 
     def new_child(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
         """The node of ``parent/name``, just created in the upper with stat ``st``.
