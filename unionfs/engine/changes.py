@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from unionfs.core.merge import Entry
 from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
 from unionfs.engine.nodes import Node
-from unionfs.engine.union import NAME_MAX, Union, fail
+from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import join
 from unionfs.layers.syscalls import (
     RENAME_EXCHANGE,
@@ -27,7 +27,9 @@ from unionfs.layers.syscalls import (
     renameat2,
 )
 
-WHITEOUT_MODE = stat.S_IFCHR
+# Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
+# them before every write and chown, so new nodes start knowing.
+_CAPABILITY = b"security.capability"
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class Changes:
 
     def __init__(self, union: Union) -> None:
         self.u = union
+        self._ids = (os.geteuid(), os.getegid())  # who owns what the server creates
 
     # ---- creating ------------------------------------------------------------------------
 
@@ -107,8 +110,8 @@ class Changes:
             os.link(src_name, entry_name, src_dir_fd=src_fd, dst_dir_fd=dir_fd,
                     follow_symlinks=False)
 
-        self._place(parent, name, make, Kind.OTHER, owner=None)
-        st = upper.lstat(parent.path(), name)
+        pfd = self._place(parent, parent.path(), name, make, Kind.OTHER, owner=None)
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         u.table.adopt(node, parent, name)
         return node, st
 
@@ -120,28 +123,39 @@ class Changes:
     def _make_entry(self, parent: Node, name: bytes, mode: int, caller: Caller,
                     make: Make) -> tuple[Node, os.stat_result]:
         self._check_new_name(parent, name)
-        self.u.copy_up(parent)
-        owner = self._owner(parent, caller)
+        u = self.u
+        u.copy_up(parent)
+        path = parent.path()
+        owner = self._owner(parent, path, caller)
         kind = Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
-        self._place(parent, name, make, kind, owner, mode)
-        found = self.u.lookup(parent, name)
-        assert found is not None
-        return found
+        pfd = self._place(parent, path, name, make, kind, owner, mode)
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        node = u.new_child(parent, name, st)
+        node.absent_xattrs = {_CAPABILITY}
+        if kind is Kind.DIR:  # its view is known: empty, in the upper only
+            node.merged, node.layers, node.covered, node.whiteouts = {}, (0,), set(), set()
+        return node, st
 
-    def _owner(self, parent: Node, caller: Caller) -> tuple[int, int, bool]:
-        """uid, gid and set-gid inheritance for a new entry in ``parent``."""
-        pst = self.u.layers[0].stat_path(parent.path())
-        if pst.st_mode & stat.S_ISGID:
-            return caller.uid, pst.st_gid, True
+    def _owner(self, parent: Node, path: bytes, caller: Caller) -> tuple[int, int, bool]:
+        """uid, gid and set-gid inheritance for a new entry in ``parent`` (at ``path``)."""
+        gid = parent.sgid_gid
+        if gid is None:
+            pst = self.u.layers[0].stat_path(path)
+            gid = parent.sgid_gid = pst.st_gid if pst.st_mode & stat.S_ISGID else -1
+        if gid >= 0:
+            return caller.uid, gid, True
         return caller.uid, caller.gid, False
 
-    def _place(self, parent: Node, name: bytes, make: Make, kind: Kind,
-               owner: tuple[int, int, bool] | None, mode: int = 0) -> None:
-        """Create an entry in the upper: in place, or over a whiteout via the work dir."""
+    def _place(self, parent: Node, path: bytes, name: bytes, make: Make, kind: Kind,
+               owner: tuple[int, int, bool] | None, mode: int = 0) -> int:
+        """Create an entry in the upper: in place, or over a whiteout via the work dir.
+
+        ``owner`` None: the entry is a new link to an existing file, whose owner and
+        xattrs stay as they are. Returns the upper fd of ``parent`` (at ``path``).
+        """
         u = self.u
         copier = u.require_upper()
-        upper = u.layers[0]
-        pfd = upper.dir_fd(parent.path())
+        pfd = u.layers[0].dir_fd(path)
         if name not in parent.whiteouts:
             make(pfd, name)
             self._finish(pfd, name, owner, mode, kind)
@@ -162,7 +176,10 @@ class Changes:
                 raise
             parent.whiteouts.discard(name)
         dir_layers = (0,) if kind is Kind.DIR else ()
-        u.merged(parent)[name] = Entry(0, kind, dir_layers)
+        # A new link to a copied-up file has its origin xattr; a new file has none.
+        entry_type = Entry if owner is None else NewEntry
+        u.merged(parent)[name] = entry_type(0, kind, dir_layers)
+        return pfd
 
     def _finish(self, dir_fd: int, name: bytes, owner: tuple[int, int, bool] | None,
                 mode: int, kind: Kind) -> None:
@@ -170,7 +187,7 @@ class Changes:
             return
         uid, gid, inherit_sgid = owner
         copier = self.u.require_upper()
-        if (uid, gid) != (os.geteuid(), os.getegid()):
+        if (uid, gid) != self._ids:
             copier.chown(dir_fd, name, uid, gid)
         special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
         if kind is Kind.DIR and inherit_sgid:
@@ -202,6 +219,7 @@ class Changes:
         self.u.layers[0].forget_dirs(join(parent.path(), name))
         child.merged = None
         child.layers = None
+        child.sgid_gid = None
 
     def _existing(self, parent: Node, name: bytes) -> Entry:
         self.u.require_upper()
@@ -220,13 +238,13 @@ class Changes:
         pfd = u.layers[0].dir_fd(parent.path())
         needs_whiteout = name in parent.covered
         if entry.layer != 0:
-            os.mknod(name, WHITEOUT_MODE, 0, dir_fd=pfd)
+            copier.work.make_whiteout(pfd, name)
         elif needs_whiteout or entry.is_dir:
             # Swap in a whiteout (or move the directory out) in one rename.
             work = copier.work
             tmp = work.new_name()
             if needs_whiteout:
-                os.mknod(tmp, WHITEOUT_MODE, 0, dir_fd=work.fd)
+                work.make_whiteout(work.fd, tmp)
                 flags = RENAME_EXCHANGE if entry.is_dir else 0
                 renameat2(work.fd, tmp, pfd, name, flags)
                 if entry.is_dir:
@@ -292,7 +310,8 @@ class Changes:
         self._mark_moved_dir(src_node, src, new_parent, new)
         if exchange and dst_node is not None and dst is not None:
             self._mark_moved_dir(dst_node, dst, old_parent, old)
-        self._do_rename(old_parent, old, new_parent, new, exchange)
+        moves_dir = src.is_dir or (dst is not None and dst.is_dir)
+        self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
 
     def _prepare_move(self, node: Node, entry: Entry) -> None:
@@ -365,7 +384,7 @@ class Changes:
             self._set_opaque(self.u.layers[0].xattr_path(node.path()))
 
     def _do_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
-                   exchange: bool) -> None:
+                   exchange: bool, moves_dir: bool) -> None:
         upper = self.u.layers[0]
         ofd = upper.dir_fd(old_parent.path())
         nfd = upper.dir_fd(new_parent.path())
@@ -384,8 +403,9 @@ class Changes:
             old_parent.whiteouts.add(old)
         else:
             renameat2(ofd, old, nfd, new)
-        upper.forget_dirs(join(old_parent.path(), old))
-        upper.forget_dirs(join(new_parent.path(), new))
+        if moves_dir:  # only directories have cached fds (forgetting scans them all)
+            upper.forget_dirs(join(old_parent.path(), old))
+            upper.forget_dirs(join(new_parent.path(), new))
 
     def _update_views(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
                       src_node: Node, dst_node: Node | None, exchange: bool) -> None:
@@ -423,6 +443,7 @@ class Changes:
                 fd: int | None = None) -> os.stat_result:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
+        node.sgid_gid = None  # a directory's set-gid bit or group may change
         if node.parent is None and node is not u.root and fd is None:
             # Unlinked, and not open in the upper (closed, or open only in a lower layer, which
             # must never change): the kernel flushing its times is a no-op, the rest ENOENT.
@@ -432,10 +453,11 @@ class Changes:
         if fd is None:
             u.copy_up(node)
         upper = u.layers[0]
-        parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
         name = node.name
         if node is u.root:
             parent_fd, name = upper.root_fd, b"."
+        else:
+            parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
         if uid is not None or gid is not None:
             target = fd if fd is not None else name
             kwargs = {} if fd is not None else {"dir_fd": parent_fd, "follow_symlinks": False}
@@ -456,7 +478,9 @@ class Changes:
                 times = (before.st_atime_ns, before.st_mtime_ns)
         if times is not None:
             self._utime(fd, parent_fd, name, times)
-        return os.fstat(fd) if fd is not None else u.stat(node)
+        if fd is not None:
+            return os.fstat(fd)
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)  # now in the upper
 
     def _truncate(self, fd: int | None, parent_fd: int, name: bytes, size: int) -> None:
         if fd is not None:
@@ -487,6 +511,8 @@ class Changes:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
         if is_private_xattr(name):
             raise fail(errno.EOPNOTSUPP, name)
+        if node.absent_xattrs:
+            node.absent_xattrs.discard(name)
         if fd is not None:
             os.setxattr(fd, name, value)
             return
@@ -523,8 +549,8 @@ def _check_storable(name: bytes) -> None:
 
 
 def _in_upper(entry: Entry) -> Entry:
-    """The entry after a move: wholly in the upper."""
-    return Entry(0, entry.kind, (0,) if entry.is_dir else ())
+    """The entry after a move: wholly in the upper (a new entry stays one)."""
+    return type(entry)(0, entry.kind, (0,) if entry.is_dir else ())
 
 
 def _check_rename(src: Entry, dst: Entry | None, flags: int) -> None:

@@ -23,8 +23,9 @@ _FALLBACK_BASE = 0xFFFF << _INO_BITS
 class Node:
     """One inode of the union."""
 
-    __slots__ = ("children", "covered", "generation", "handles", "id", "is_dir", "last_stat",
-                 "layers", "lookups", "merged", "name", "parent", "whiteouts")
+    __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
+                 "is_dir", "last_stat", "layers", "lookups", "merged", "name", "parent",
+                 "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -35,21 +36,32 @@ class Node:
         self.generation = 0
         self.handles: list[int] = []
         self.last_stat: os.stat_result | None = None  # what an unlinked node last was
+        # xattr names the file was found not to have (the kernel asks for security.capability
+        # at every write); only a setxattr through the union can add one.
+        self.absent_xattrs: set[bytes] | None = None
         # Directories only, filled when the merged view is first needed:
         self.layers: tuple[int, ...] | None = None  # contributing layers, top down
         self.merged: dict[bytes, Entry] | None = None  # name -> Entry
         self.covered: set[bytes] = set()  # names a lower layer has: removing them needs a whiteout
         self.whiteouts: set[bytes] = set()  # names whited out in the upper
         self.children: dict[bytes, Node] = {}  # child nodes the kernel knows
+        # The gid new entries inherit from this directory in the upper (-1: it is not
+        # set-gid), None until needed; reset whenever its owner or mode may change.
+        self.sgid_gid: int | None = None
 
     def path(self) -> bytes:
         """The layer-relative path this node was last seen under (b"" for the root)."""
-        parts = []
-        node: Node | None = self
-        while node is not None and node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        return b"/".join(reversed(parts))
+        parent = self.parent
+        if parent is None:
+            return b""
+        if parent.parent is None:  # a child of the root: no list to build
+            return self.name
+        parts = [self.name]
+        while parent.parent is not None:
+            parts.append(parent.name)
+            parent = parent.parent
+        parts.reverse()
+        return b"/".join(parts)
 
     def entry(self) -> Entry | None:
         """This node's entry in its parent's merged view (None for the root or an orphan)."""

@@ -27,6 +27,13 @@ from unionfs.layers.layer import Layer, join
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
+
+
+class NewEntry(Entry):
+    """An entry this mount made in the upper (not a copy-up): it has no origin xattr."""
+
+    __slots__ = ()
 
 
 def fail(code: int, what: object = None) -> OSError:
@@ -151,13 +158,31 @@ class Union:
         node = parent.children.get(name)
         if node is not None and node.parent is parent:
             return node, st
-        node_id = self._number(layer, parent, name, st)
+        if type(entry) is NewEntry:
+            node_id = self.numbers.of(st)
+        else:
+            node_id = self._number(layer, parent, name, st)
+        return self._adopt(parent, name, node_id, st), st
+
+    def new_child(self, parent: Node, name: bytes, st: os.stat_result) -> Node:
+        """The node of ``parent/name``, just created in the upper with stat ``st``.
+
+        Like :meth:`lookup`, without reading an origin xattr: a new file has none.
+        """
+        node = parent.children.get(name)
+        if node is not None and node.parent is parent:
+            return node
+        return self._adopt(parent, name, self.numbers.of(st), st)
+
+    def _adopt(self, parent: Node, name: bytes, node_id: int, st: os.stat_result) -> Node:
         node = self.table.get(node_id)
         if node is None:
             node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
-        return self.table.adopt(node, parent, name), st
+            node.sgid_gid = None
+            node.absent_xattrs = None
+        return self.table.adopt(node, parent, name)
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
         if layer.writable and self.ns is not None:
@@ -177,8 +202,11 @@ class Union:
             if node.last_stat is not None:
                 return node.last_stat
             raise fail(errno.ENOENT)
-        layer = self.top_layer(node)
-        return layer.stat_path(node.path())
+        parent = node.parent
+        if parent is None:
+            return self.top_layer(node).stat_path(b"")
+        layer = self.layers[self.entry(node).layer]
+        return layer.lstat(parent.path(), node.name)
 
     def dir_nlink(self, node: Node, st: os.stat_result) -> int:
         """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
@@ -202,6 +230,18 @@ class Union:
         """An xattr of ``node`` as the union shows it (never the overlay's own)."""
         if is_private_xattr(name):
             return None
+        absent = node.absent_xattrs
+        if absent is not None and name in absent:
+            return None
+        value = self._read_xattr(node, name)
+        if value is None:
+            if absent is None:
+                absent = node.absent_xattrs = set()
+            if len(absent) < ABSENT_XATTRS_KEPT:
+                absent.add(name)
+        return value
+
+    def _read_xattr(self, node: Node, name: bytes) -> bytes | None:
         fd = self._unlinked_fd(node)
         if fd is not None:
             try:
@@ -263,6 +303,7 @@ class Union:
             node.layers = None
             node.covered = set()
             node.whiteouts = set()
+            node.sgid_gid = None
         return frozen
 
     # ---- copy-up ------------------------------------------------------------------------

@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 FICLONE = 0x40049409
 _CHUNK = 1 << 30
 _BUF = 1 << 20
+_SMALL = 1 << 16  # files up to this size without holes are copied with one read and write
+_NO_CLONE = (errno.EOPNOTSUPP, errno.EXDEV, errno.ENOTTY)  # for any file of the two fs
+XattrTarget = int | bytes  # an open fd, or a path that is not followed
 TMP_SUBDIR = "unionfs-tmp"
+SHARED_WHITEOUT = b"whiteout"  # in TMP_SUBDIR: every whiteout made is a link to it
+_NO_SHARING = (errno.EPERM, errno.EOPNOTSUPP)  # hard links to it refused: mknod each one
 
 
 class WorkDir:
@@ -37,13 +42,18 @@ class WorkDir:
         self.tmp_path = tmp
         self.fd = os.open(tmp, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._names = count()
+        self._pid = os.getpid()
+        self._shared: bool | None = None  # the shared whiteout: made (True), refused (False)
 
     def new_name(self) -> bytes:
-        return b"tmp-%d-%d" % (os.getpid(), next(self._names))
+        return b"tmp-%d-%d" % (self._pid, next(self._names))
 
     def clean(self) -> int:
         """Remove leftovers of interrupted copy-ups; returns how many there were."""
         leftovers = os.listdir(self.tmp_path)
+        if os.fsdecode(SHARED_WHITEOUT) in leftovers:
+            os.unlink(os.path.join(self.tmp_path, os.fsdecode(SHARED_WHITEOUT)))
+            leftovers.remove(os.fsdecode(SHARED_WHITEOUT))
         for name in leftovers:
             path = os.path.join(self.tmp_path, name)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -52,6 +62,40 @@ class WorkDir:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         return len(leftovers)
+
+    def make_whiteout(self, dir_fd: int, name: bytes) -> None:
+        """A whiteout at ``name`` in ``dir_fd``: a new hard link to one shared whiteout, as
+        the kernel's overlayfs makes them (allocating an inode per whiteout costs ~20 times
+        more), or a char device 0/0 of its own where links to it are refused."""
+        if self._shared is None:
+            self._new_shared()
+        if self._shared:
+            try:
+                self._link_shared(dir_fd, name)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_SHARING:
+                    raise
+                self._shared = False
+        os.mknod(name, stat.S_IFCHR, 0, dir_fd=dir_fd)
+
+    def _link_shared(self, dir_fd: int, name: bytes) -> None:
+        try:
+            os.link(SHARED_WHITEOUT, name, src_dir_fd=self.fd, dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:  # EMLINK: as many links as the filesystem allows
+                raise
+            self._new_shared()
+            os.link(SHARED_WHITEOUT, name, src_dir_fd=self.fd, dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
+
+    def _new_shared(self) -> None:
+        """(Re)make the shared whiteout, atomically."""
+        tmp = self.new_name()
+        os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.fd)
+        os.rename(tmp, SHARED_WHITEOUT, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        self._shared = True
 
     def remove(self, name: bytes) -> None:
         """Remove one work entry (a whole tree for a directory)."""
@@ -76,6 +120,7 @@ class CopyUp:
         self.sync = sync
         self.can_chown = os.geteuid() == 0
         self._warned_chown = False
+        self._no_clone: set[tuple[int, int]] = set()  # (src, dst) st_dev pairs: no reflink
 
     def copy(self, src: Layer, parent: bytes, name: bytes, origin: int) -> os.stat_result:
         """Copy ``parent/name`` of ``src`` to the same place in the upper; returns its stat.
@@ -87,8 +132,11 @@ class CopyUp:
         pfd = self.upper.dir_fd(parent)
         pst = os.stat(pfd)
         try:
-            self._make(src, parent, name, st, tmp)
-            self._copy_metadata(src, parent, name, st, tmp, origin)
+            if stat.S_ISREG(st.st_mode):
+                self._copy_file(src, parent, name, st, tmp, origin)
+            else:
+                self._make(src, parent, name, st, tmp)
+                self._copy_metadata(src, parent, name, st, tmp, origin)
             renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
         except BaseException:
             self.work.remove(tmp)
@@ -119,39 +167,72 @@ class CopyUp:
         except PermissionError:
             if self.can_chown:
                 raise
-            if not self._warned_chown:
-                log.warning("running unprivileged: copied-up files are owned by uid %d, not by "
-                            "the owners of the lower files", os.geteuid())
-                self._warned_chown = True
+            self._warn_chown()
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        """:meth:`chown` of an open file."""
+        try:
+            os.fchown(fd, uid, gid)
+        except PermissionError:
+            if self.can_chown:
+                raise
+            self._warn_chown()
+
+    def _warn_chown(self) -> None:
+        if not self._warned_chown:
+            log.warning("running unprivileged: copied-up files are owned by uid %d, not by "
+                        "the owners of the lower files", os.geteuid())
+            self._warned_chown = True
 
     def _make(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
               tmp: bytes) -> None:
         wfd = self.work.fd
         mode = st.st_mode
-        if stat.S_ISREG(mode):
-            self._copy_data(src, parent, name, st, tmp)
-        elif stat.S_ISDIR(mode):
+        if stat.S_ISDIR(mode):
             os.mkdir(tmp, 0o700, dir_fd=wfd)
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(name, dir_fd=src.dir_fd(parent)), tmp, dir_fd=wfd)
         else:
             os.mknod(tmp, mode, st.st_rdev, dir_fd=wfd)
 
-    def _copy_data(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
-                   tmp: bytes) -> None:
+    def _copy_file(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
+                   tmp: bytes, origin: int) -> None:
+        """A regular file: data and metadata through the two open fds, then one fsync."""
         sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                       dir_fd=src.dir_fd(parent))
         try:
             dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
                           dir_fd=self.work.fd)
             try:
-                copy_file(sfd, dfd, st.st_size)
+                self._copy_data(sfd, dfd, st)
+                self.fchown(dfd, st.st_uid, st.st_gid)
+                os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+                copy_xattrs(sfd, dfd, is_link=False)
+                set_xattr(dfd, self.ns.origin, b"%d" % origin)
+                os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 if self.sync:
                     os.fsync(dfd)
             finally:
                 os.close(dfd)
         finally:
             os.close(sfd)
+
+    def _copy_data(self, sfd: int, dfd: int, st: os.stat_result) -> None:
+        """Reflink where the filesystems can; else a small dense file by hand, else in the
+        kernel, keeping holes."""
+        devs = (st.st_dev, self.upper.dev)
+        if devs not in self._no_clone:
+            try:
+                fcntl.ioctl(dfd, FICLONE, sfd)
+                return
+            except OSError as exc:
+                if exc.errno in _NO_CLONE:
+                    self._no_clone.add(devs)
+        size = st.st_size
+        if size > _SMALL or st.st_blocks * 512 < size:
+            copy_file(sfd, dfd, size, clone=False)
+        elif _copy_by_hand(sfd, dfd, 0, size) < size:
+            os.ftruncate(dfd, size)
 
     def _copy_metadata(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
                        tmp: bytes, origin: int) -> None:
@@ -167,13 +248,15 @@ class CopyUp:
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=wfd, follow_symlinks=False)
 
 
-def copy_file(sfd: int, dfd: int, size: int) -> None:
-    """Copy ``size`` bytes in the kernel, keeping holes: reflink, else copy_file_range."""
-    try:
-        fcntl.ioctl(dfd, FICLONE, sfd)
-        return
-    except OSError:
-        pass
+def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True) -> None:
+    """Copy ``size`` bytes in the kernel, keeping holes: reflink (unless ``clone`` is
+    False), else copy_file_range."""
+    if clone:
+        try:
+            fcntl.ioctl(dfd, FICLONE, sfd)
+            return
+        except OSError:
+            pass
     pos = 0
     while pos < size:
         try:
@@ -205,8 +288,9 @@ def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
         offset += n
 
 
-def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int) -> None:
-    """pread/pwrite what copy_file_range would not copy (offsets as given, holes kept)."""
+def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int) -> int:
+    """pread/pwrite what copy_file_range would not copy (offsets as given, holes kept);
+    returns the offset reached (``end`` unless the source ends first)."""
     while offset < end:
         data = os.pread(sfd, min(_BUF, end - offset), offset)
         if not data:
@@ -216,12 +300,13 @@ def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int) -> None:
             n = os.pwrite(dfd, view, offset)
             view = view[n:]
             offset += n
+    return offset
 
 
-def copy_xattrs(src_path: bytes, dst_path: bytes, is_link: bool) -> None:
+def copy_xattrs(src: XattrTarget, dst: XattrTarget, is_link: bool) -> None:
     """Copy all xattrs but the overlay's own; ones the target cannot hold are skipped."""
     try:
-        names = os.listxattr(src_path, follow_symlinks=False)
+        names = os.listxattr(src, **_nofollow(src))
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return
@@ -231,8 +316,8 @@ def copy_xattrs(src_path: bytes, dst_path: bytes, is_link: bool) -> None:
         if is_private_xattr(bname):
             continue
         try:
-            value = os.getxattr(src_path, bname, follow_symlinks=False)
-            os.setxattr(dst_path, bname, value, follow_symlinks=False)
+            value = os.getxattr(src, bname, **_nofollow(src))
+            os.setxattr(dst, bname, value, **_nofollow(dst))
         except OSError as exc:
             if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.ENODATA) or (
                 is_link and exc.errno == errno.EACCES
@@ -242,10 +327,15 @@ def copy_xattrs(src_path: bytes, dst_path: bytes, is_link: bool) -> None:
             raise
 
 
-def set_xattr(path: bytes, name: bytes, value: bytes) -> None:
+def set_xattr(target: XattrTarget, name: bytes, value: bytes) -> None:
     """Set an xattr, ignoring a filesystem that does not take it (origin is best effort)."""
     try:
-        os.setxattr(path, name, value, follow_symlinks=False)
+        os.setxattr(target, name, value, **_nofollow(target))
     except OSError as exc:
         if exc.errno not in (errno.ENOTSUP, errno.EPERM):
             raise
+
+
+def _nofollow(target: XattrTarget) -> dict[str, bool]:
+    """The keyword that keeps a path's final symlink unfollowed (an fd takes none)."""
+    return {} if isinstance(target, int) else {"follow_symlinks": False}
