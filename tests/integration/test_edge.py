@@ -525,3 +525,20 @@ def test_exchange_of_a_hard_link_keeps_its_other_name(stack: StackFactory,
     assert (mnt / "f").read_text() == "data"
     assert os.stat(mnt / "f").st_nlink == 1
     assert (mnt / "a/n1").read_text() == "o"
+
+
+def test_hard_link_looked_up_after_the_kernel_forgot_it(stack: StackFactory,
+                                                        mounts: Mounts) -> None:
+    """A node with two names leaves the server's table under one of them when the kernel
+    forgets it; a lookup of the other name must make a fresh node, not hand out the
+    forgotten one (the kernel's next request on it got ESTALE)."""
+    st = stack({"f": "data"})
+    mnt = mounts.unionfs(st)
+    os.link(mnt / "f", mnt / "g")
+    assert os.stat(mnt / "f").st_ino == os.stat(mnt / "g").st_ino
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+    for name in ("f", "g"):
+        with open(mnt / name, "a") as out:
+            out.write(name)
+    assert (mnt / "f").read_text() == "datafg"

@@ -155,7 +155,7 @@ class Union:
     def _child(self, parent: Node, name: bytes, entry: Entry) -> tuple[Node, os.stat_result]:
         layer = self.layers[entry.layer]
         st = layer.lstat(parent.path(), name)
-        node = parent.children.get(name)
+        node = self._known_child(parent, name)
         if node is not None and node.parent is parent:
             return node, st
         if type(entry) is NewEntry:
@@ -169,10 +169,20 @@ class Union:
 
         Like :meth:`lookup`, without reading an origin xattr: a new file has none.
         """
-        node = parent.children.get(name)
+        node = self._known_child(parent, name)
         if node is not None and node.parent is parent:
             return node
         return self._adopt(parent, name, self.numbers.of(st), st)
+
+    def _known_child(self, parent: Node, name: bytes) -> Node | None:
+        """The node the kernel holds as ``parent/name``, if it still holds it. A node with
+        several names (hard links) leaves the table under one of them only, so another name
+        may still point at a forgotten node: handing that one out again gives ESTALE."""
+        node = parent.children.get(name)
+        if node is not None and self.table.nodes.get(node.id) is not node:
+            del parent.children[name]
+            return None
+        return node
 
     def _adopt(self, parent: Node, name: bytes, node_id: int, st: os.stat_result) -> Node:
         node = self.table.get(node_id)
@@ -180,6 +190,7 @@ class Union:
             node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
+            node.is_dir = stat.S_ISDIR(st.st_mode)
             node.sgid_gid = None
             node.absent_xattrs = None
         return self.table.adopt(node, parent, name)
@@ -337,7 +348,7 @@ class Union:
 
     def view_of(self, parent: Node, name: bytes) -> Node:
         """The node of ``parent/name``: the kernel's if it has one, else a transient one."""
-        node = parent.children.get(name)
+        node = self._known_child(parent, name)
         if node is not None:
             return node
         found = self.lookup(parent, name)
