@@ -550,3 +550,20 @@ def test_fallocate_read_only_handle_is_refused(stack: StackFactory, mounts: Moun
         assert exc.value.errno == errno.EBADF
     finally:
         os.close(fd)
+
+
+def test_fallocate_keeps_the_mtime_the_mount_shows(stack: StackFactory, mounts: Mounts) -> None:
+    """Under the writeback cache the kernel owns mtime (fallocate stamps it, as write does):
+    what the mount shows is what the upper holds once the file is closed, so a remount shows
+    the same (differential seed 70)."""
+    st = stack({})
+    mnt = mounts.unionfs(st)
+    fd = os.open(mnt / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.utime(fd, ns=TIMES)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8192)
+        shown = os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+    assert (st.upper / "f").stat().st_mtime_ns == shown
+    assert os.stat(mnt / "f").st_mtime_ns == shown

@@ -335,7 +335,14 @@ class UnionOperations(pyfuse3.Operations):
             handle = self.files.get(fh)
             if handle is None or handle.layer != 0:
                 return errno.EBADF
+            if not self.enable_writeback_cache:
+                fallocate(handle.fd, mode, offset, length)
+                return 0
+            # As for write: under the writeback cache the kernel owns mtime (it stamps the
+            # file itself when fallocate extends it): keep the file's.
+            st = os.fstat(handle.fd)
             fallocate(handle.fd, mode, offset, length)
+            os.utime(handle.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         except Exception as exc:
             return errno_of(exc, "fallocate", (fh, mode, offset, length))
         return 0
