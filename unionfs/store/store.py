@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from unionfs.api import syncfs
 from unionfs.errors import UserError
 from unionfs.store import refs
 from unionfs.store.fsutil import (
@@ -292,6 +293,7 @@ class Store:
         layer = Layer(self, staged.digest)
         meta = {"id": staged.digest, "size": staged.size, "created": now_iso(),
                 "origin": staged.origin}
+        syncfs(staged.path)  # the layer's files are on disk before it is published
         write_atomic(staged.path / "layer.json", canonical_json(meta))
         if not layer.path.exists():
             os.rename(staged.path, layer.path)
@@ -385,6 +387,7 @@ class Store:
         _strip_xattrs(frozen, private)  # only the writable upper's are read by a live union
         layer = Layer(self, digest)
         meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
+        syncfs(frozen)  # written through a mount, never synced: on disk before it is a layer
         with self.lock():
             if layer.path.exists():
                 return layer
