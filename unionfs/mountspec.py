@@ -16,7 +16,9 @@ from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
 from unionfs.errors import UserError
 
 KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw"}
-KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout"}
+KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us"}
+DEFAULT_POLL_US = 50
+MAX_POLL_US = 10_000
 
 
 @dataclass
@@ -34,6 +36,7 @@ class MountSpec:
     entry_timeout: float = 300.0
     attr_timeout: float = 300.0
     negative_timeout: float = 300.0
+    poll_us: int = DEFAULT_POLL_US  # how long the server polls for the next request
     xattr_ns: XattrNamespace = field(default=TRUSTED)
 
     @property
@@ -102,6 +105,8 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
     for key in ("entry_timeout", "attr_timeout", "negative_timeout"):
         if key in opts:
             setattr(spec, key, _seconds(key, str(opts[key])))
+    if "poll_us" in opts:
+        spec.poll_us = _poll_us(str(opts["poll_us"]))
     if "workdir" in opts:
         spec.workdir = os.path.abspath(str(opts["workdir"]))
     _check_layers(spec)
@@ -127,6 +132,16 @@ def _seconds(key: str, value: str) -> float:
     if seconds < 0:
         raise UserError(f"{key} must not be negative")
     return seconds
+
+
+def _poll_us(value: str) -> int:
+    try:
+        micros = int(value)
+    except ValueError:
+        raise UserError(f"poll_us must be a whole number of microseconds, not {value!r}") from None
+    if not 0 <= micros <= MAX_POLL_US:
+        raise UserError(f"poll_us must be between 0 and {MAX_POLL_US}")
+    return micros
 
 
 def _check_dir(path: str, role: str) -> None:

@@ -29,6 +29,14 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
                                                    "cache_symlinks", "lean_wait"}
 
 
+def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:
+    """-o poll_us=0: the server sleeps between requests and still answers every one."""
+    mnt = mounts.unionfs(stack({f"d/f{i}": "x" for i in range(50)}), extra=["poll_us=0"])
+    assert sorted(os.listdir(mnt / "d")) == sorted(f"f{i}" for i in range(50))
+    (mnt / "d/new").write_text("n")
+    assert (mnt / "d/new").read_text() == "n"
+
+
 def test_second_listing_comes_from_the_kernel_cache(stack: StackFactory,
                                                     mounts: Mounts) -> None:
     st = stack({"d/a": "1", "d/b": "2"}, {"d/c": "3"})

@@ -45,3 +45,20 @@ def test_workdir_defaults_beside_upper(tmp_path: Path) -> None:
     spec = build_spec(str(tmp_path / "l"), str(tmp_path / "u"), str(tmp_path / "m"), None)
     assert spec.workdir == str(tmp_path / "u.work")
     assert spec.writable
+
+
+@pytest.mark.parametrize(("option", "expected"), [(None, 50), ("poll_us=0", 0),
+                                                  ("poll_us=2000", 2000)])
+def test_poll_us(tmp_path: Path, option: str | None, expected: int) -> None:
+    for d in ("l", "m"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    spec = build_spec(str(tmp_path / "l"), None, str(tmp_path / "m"), option)
+    assert spec.poll_us == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "10001", "fast"])
+def test_bad_poll_us_is_refused(tmp_path: Path, value: str) -> None:
+    for d in ("l", "m"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    with pytest.raises(UserError, match="poll_us must be"):
+        build_spec(str(tmp_path / "l"), None, str(tmp_path / "m"), f"poll_us={value}")

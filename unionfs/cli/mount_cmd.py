@@ -51,8 +51,8 @@ def mount_command(args: argparse.Namespace) -> int:
         read_only=spec.read_only, allow_other=spec.allow_other, workdir=spec.workdir,
         entry_timeout=spec.entry_timeout, attr_timeout=spec.attr_timeout,
         userxattr=spec.userxattr, log_level=args.log_level, log_file=args.log_file,
-        extra=[f"negative_timeout={spec.negative_timeout}"] + (["volatile"] if spec.volatile
-                                                               else []),
+        extra=[f"negative_timeout={spec.negative_timeout}", f"poll_us={spec.poll_us}"]
+        + (["volatile"] if spec.volatile else []),
     )
     handle = api.mount(spec.lowers, spec.mountpoint, spec.upper, options=options)
     print(f"mounted {spec.mountpoint} (server pid {handle.pid})")

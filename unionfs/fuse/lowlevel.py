@@ -10,7 +10,10 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers;
-with one worker task and handlers that never yield, a ``poll`` of the FUSE fd is enough.
+with one worker task and handlers that never yield, a ``poll`` of the FUSE fd is enough. After
+a request the wait keeps polling for up to ``poll_us`` microseconds before it sleeps: a process
+that works through a tree sends its next request within a few microseconds, and a sleeping
+server (a halted vCPU, on a VM) takes tens of microseconds to wake.
 
 :func:`install` fills those slots of the session's copy of the table, after pyfuse3.init and
 before the first request. It writes only after every check passed: pyfuse3's symbols are found
@@ -27,6 +30,7 @@ import ctypes
 import logging
 import os
 import select
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,7 +86,7 @@ class Installed:
     workers: int = 1  # the lean wait serves requests from one trio task
 
 
-def install(fallocate: FallocateHandler) -> Installed | None:
+def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | None:
     """Add fallocate, cached directory listings and cached symlinks to the live session.
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
@@ -105,14 +109,14 @@ def install(fallocate: FallocateHandler) -> Installed | None:
     for slot, callback in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), callbacks,
                               strict=True):
         table.set_session_slot(slot, ctypes.cast(callback, ctypes.c_void_p).value or 0)
-    pyfuse3._wait_fuse_readable = _lean_wait(libfuse, table.session)
+    pyfuse3._wait_fuse_readable = _lean_wait(libfuse, table.session, poll_us * 1000)
     return Installed(callbacks)
 
 
 YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
 
 
-def _lean_wait(libfuse: ctypes.CDLL, session: int) -> Callable[[], object]:
+def _lean_wait(libfuse: ctypes.CDLL, session: int, poll_ns: int) -> Callable[[], object]:
     """pyfuse3's ``_wait_fuse_readable`` for a single worker task: True when a request is
     waiting, False when the session ends. pyfuse3's session loop looks the function up in
     its module on every request, so replacing the module attribute is enough."""
@@ -122,13 +126,23 @@ def _lean_wait(libfuse: ctypes.CDLL, session: int) -> Callable[[], object]:
     fd = libfuse.fuse_session_fd(session)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    clock = time.perf_counter_ns
     served = 0
+
+    def ready_soon() -> bool:
+        if poller.poll(0):
+            return True
+        deadline = clock() + poll_ns
+        while clock() < deadline:
+            if poller.poll(0):
+                return True
+        return False
 
     async def wait_fuse_readable() -> bool:
         nonlocal served
         if exited(session):
             return False
-        if poller.poll(0):
+        if ready_soon():
             served += 1
             if served % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()  # signals, the control socket

@@ -69,7 +69,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
         union.close()
         raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
-    extensions = lowlevel.install(ops.fallocate)  # kept referenced while serving
+    # Kept referenced while serving: libfuse calls into it.
+    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us)
     record = state.record_mount(spec, os.getpid())
     log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint, ":".join(spec.lowers),
              spec.upper or "none", "" if extensions else " without fallocate and dir caching")
