@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,9 +133,25 @@ def rich_table(rows: list[Row], targets: list[str], rss: dict[str, int | None],
     return table
 
 
+def standing(rows: list[Row], target: str = "unionfs") -> str | None:
+    """One line: the geometric mean of ``target``'s time over fuse-overlayfs's, and its worst
+    row (None when no row has both)."""
+    pairs = [(row.label, row.cells[target].vs_fuse_overlayfs) for row in rows
+             if target in row.cells and row.cells[target].vs_fuse_overlayfs]
+    if not pairs:
+        return None
+    geomean = math.exp(statistics.fmean(math.log(r) for _, r in pairs if r))
+    worst, ratio = max(pairs, key=lambda pair: pair[1] or 0.0)
+    return (f"{target} / fuse-overlayfs over {len(pairs)} rows: geometric mean x{geomean:.2f}, "
+            f"worst x{ratio:.2f} ({worst}).")
+
+
 def print_table(console: Console, rows: list[Row], targets: list[str],
                 rss: dict[str, int | None], title: str) -> None:
     console.print(rich_table(rows, targets, rss, title))
+    summary = standing(rows)
+    if summary:
+        console.print(summary)
 
 
 def markdown(rows: list[Row], targets: list[str], rss: dict[str, int | None],
@@ -152,6 +169,9 @@ def markdown(rows: list[Row], targets: list[str], rss: dict[str, int | None],
         cells = ["<br>".join(cell_lines(row.cells[t], t, width=70)) for t in targets]
         head.append(f"| {row.label} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     head.append("| server peak RSS | " + " | ".join(fmt_rss(rss[t]) for t in targets) + " |")
+    summary = standing(rows)
+    if summary:
+        head += ["", summary]
     head += ["", "Measured " + ", ".join(f"{k}: {v}" for k, v in meta.items()) + "."]
     return "\n".join(head) + "\n"
 

@@ -38,6 +38,18 @@ def test_summary_takes_medians_and_ratios_and_keeps_failures() -> None:
     assert rows[1].phase == "warm" and rows[1].cells["native"].error == "not run"
 
 
+def test_standing_is_the_geometric_mean_against_fuse_overlayfs() -> None:
+    samples = [Sample("fuse-overlayfs", w, "cold", 0, seconds=1.0) for w in ("find", "untar")]
+    samples += [Sample("unionfs", "find", "cold", 0, seconds=4.0),
+                Sample("unionfs", "untar", "cold", 0, seconds=0.25)]
+    rows = report.summarize(samples, [BY_NAME["find"], BY_NAME["untar"]],
+                            ["fuse-overlayfs", "unionfs"], TINY)
+    line = report.standing(rows)
+    assert line is not None
+    assert "over 2 rows: geometric mean x1.00, worst x4.00 (find over" in line
+    assert report.standing(rows, "nobody") is None
+
+
 def test_templates_need_a_name_and_a_mountpoint() -> None:
     assert parse_templates(["x=mount {lowers} {mnt}"]) == {"x": "mount {lowers} {mnt}"}
     with pytest.raises(BenchError):
