@@ -18,6 +18,7 @@ import termios
 import tty
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -78,7 +79,7 @@ def pty_session(pid: int, master: int, *, stdin: int | None, stdout: int) -> int
         os.close(wfd)
 
 
-def _make_raw(fd: int | None) -> list[object] | None:
+def _make_raw(fd: int | None) -> list[Any] | None:
     if fd is None or not os.isatty(fd):
         return None
     saved = termios.tcgetattr(fd)

@@ -459,9 +459,11 @@ class Changes:
         else:
             parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1
         if uid is not None or gid is not None:
-            target = fd if fd is not None else name
-            kwargs = {} if fd is not None else {"dir_fd": parent_fd, "follow_symlinks": False}
-            os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid, **kwargs)
+            owner = (-1 if uid is None else uid, -1 if gid is None else gid)
+            if fd is not None:
+                os.fchown(fd, *owner)
+            else:
+                os.chown(name, *owner, dir_fd=parent_fd, follow_symlinks=False)
         if mode is not None:
             if fd is not None:
                 os.fchmod(fd, stat.S_IMODE(mode))

@@ -7,6 +7,7 @@ is what makes ``switch_upper`` hold writers for exactly the instant of the switc
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ async def serve_control(path: str, handle: Handler, *,
     listener = trio.SocketListener(sock)
     task_status.started()
     try:
-        await trio.serve_listeners(lambda stream: _answer(stream, handle), [listener])
+        await trio.serve_listeners(functools.partial(_answer, handle=handle), [listener])
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

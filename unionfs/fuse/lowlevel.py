@@ -33,6 +33,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyfuse3
 import trio
@@ -81,7 +82,7 @@ class Unsupported(Exception):
 class Installed:
     """What :func:`install` put in place (kept alive for as long as the session runs)."""
 
-    callbacks: list[object]
+    callbacks: list[Any]  # ctypes function objects: they must outlive the session
     features: tuple[str, ...] = ("fallocate", "cache_readdir", "cache_symlinks", "lean_wait")
     workers: int = 1  # the lean wait serves requests from one trio task
 
@@ -101,7 +102,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | Non
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
-    callbacks: list[object] = [
+    callbacks: list[Any] = [
         _OPENDIR(_opendir_with_cache(_OPENDIR_CALL(table.session_slot(SLOT_OPENDIR)))),
         _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)))),
         _FALLOCATE(_fallocate_replying(fallocate, reply_err)),
@@ -109,7 +110,8 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | Non
     for slot, callback in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), callbacks,
                               strict=True):
         table.set_session_slot(slot, ctypes.cast(callback, ctypes.c_void_p).value or 0)
-    pyfuse3._wait_fuse_readable = _lean_wait(libfuse, table.session, poll_us * 1000)
+    setattr(pyfuse3, "_wait_fuse_readable",  # noqa: B010 (pyfuse3 declares no such name)
+            _lean_wait(libfuse, table.session, poll_us * 1000))
     return Installed(callbacks)
 
 
@@ -250,13 +252,14 @@ class _Symbols:
     def __init__(self, path: str) -> None:
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
+        from elftools.elf.sections import SymbolTableSection
 
         self.path = os.path.realpath(path)
         try:
             with open(self.path, "rb") as f:
                 elf = ELFFile(f)
                 symtab = elf.get_section_by_name(".symtab")
-                if symtab is None:
+                if not isinstance(symtab, SymbolTableSection):
                     raise Unsupported(f"{self.path} has no symbol table (stripped build)")
                 self._symbols = {s.name: (s["st_value"], s["st_size"])
                                  for s in symtab.iter_symbols() if s.name.startswith("__pyx_")}

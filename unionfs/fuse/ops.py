@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -192,7 +192,7 @@ class UnionOperations(pyfuse3.Operations):
             return self._negative()
         return self._entry(*found)
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         table = self.union.table
         for inode, count in inode_list:
             table.forget(inode, count)

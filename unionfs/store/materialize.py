@@ -183,9 +183,10 @@ class LayerWriter:
         else:
             assert node.source is not None
             src = os.open(node.source, _SOURCE_FLAGS)
+            buf = self._buf
             try:
-                view = memoryview(self._buf)
-                total = _pump(lambda: view[: os.readv(src, [self._buf])], fd, self.digest.data)
+                view = memoryview(buf)
+                total = _pump(lambda: view[: os.readv(src, [buf])], fd, self.digest.data)
             finally:
                 os.close(src)
         if total != node.size:

@@ -15,7 +15,7 @@ import collections
 import enum
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,7 +240,7 @@ READAHEAD_BYTES = 64 << 20  # ... and in bytes
 
 
 def readahead(nodes: Iterable[Node], files: int = READAHEAD_FILES,
-              max_bytes: int = READAHEAD_BYTES) -> Iterator[Node]:
+              max_bytes: int = READAHEAD_BYTES) -> Generator[Node, None, None]:
     """Pass ``nodes`` through while a helper thread asks the kernel to start reading the
     content of the next regular files (``POSIX_FADV_WILLNEED``) before the caller reads them.
 
