@@ -6,7 +6,8 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
 * ``fallocate`` (FUSE_FALLOCATE): without a handler the kernel answers EOPNOTSUPP;
 * ``cache_readdir`` on opendir (FOPEN_CACHE_DIR): without it every listing reaches the server,
   with it the kernel keeps a listing in its page cache until the directory changes;
-* ``FUSE_CAP_CACHE_SYMLINKS`` at init: the kernel then caches symlink targets.
+* ``FUSE_CAP_CACHE_SYMLINKS`` at init: the kernel then caches symlink targets (the same init
+  drops ``FUSE_CAP_SPLICE_READ``, a syscall per request that buys pyfuse3 nothing).
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers;
@@ -88,7 +89,8 @@ class Installed:
 
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | None:
-    """Add fallocate, cached directory listings and cached symlinks to the live session.
+    """Add fallocate, cached directory listings and symlinks, and the lean request wait
+    (polling ``poll_us`` microseconds before it sleeps) to the live session.
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely.
