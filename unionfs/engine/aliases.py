@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from unionfs.engine.nodes import Node
+from unionfs.layers.layer import keeping_times
 
 if TYPE_CHECKING:
     from unionfs.engine.union import Union
@@ -62,9 +63,7 @@ def _link(union: Union, node: Node, parent: Node, name: bytes) -> None:
     src_parent = node.parent
     assert src_parent is not None
     dst_fd = upper.dir_fd(parent.path())
-    before = os.stat(dst_fd)
-    os.link(node.name, name, src_dir_fd=upper.dir_fd(src_parent.path()), dst_dir_fd=dst_fd,
-            follow_symlinks=False)
-    # Part of a copy-up, not a change of the directory: keep its times, as copy-up does.
-    os.utime(b".", ns=(before.st_atime_ns, before.st_mtime_ns), dir_fd=dst_fd)
+    with keeping_times(dst_fd):  # part of a copy-up, not a change of the directory
+        os.link(node.name, name, src_dir_fd=upper.dir_fd(src_parent.path()),
+                dst_dir_fd=dst_fd, follow_symlinks=False)
     union.merged(parent)[name].layer = 0

@@ -18,7 +18,7 @@ from unionfs.core.merge import Entry
 from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
-from unionfs.layers.layer import join
+from unionfs.layers.layer import join, keeping_times
 from unionfs.layers.syscalls import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
@@ -352,12 +352,10 @@ class Changes:
         dir_fd = self.u.layers[0].dir_fd(node.path())
         if not node.whiteouts:
             return
-        before = os.stat(dir_fd)
-        for name in node.whiteouts:
-            os.unlink(name, dir_fd=dir_fd)
+        with keeping_times(dir_fd):  # housekeeping, not a change (mv keeps them too)
+            for name in node.whiteouts:
+                os.unlink(name, dir_fd=dir_fd)
         node.whiteouts = set()
-        # Housekeeping, not a change of the directory: keep its times (mv keeps them too).
-        os.utime(b".", ns=(before.st_atime_ns, before.st_mtime_ns), dir_fd=dir_fd)
 
     def _clear_target(self, parent: Node, name: bytes, dst: Entry) -> None:
         """Make room at a rename target that the source replaces."""

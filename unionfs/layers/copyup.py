@@ -16,7 +16,7 @@ import stat
 from itertools import count
 
 from unionfs.core.whiteout import XattrNamespace, is_private_xattr
-from unionfs.layers.layer import Layer
+from unionfs.layers.layer import Layer, keeping_times
 from unionfs.layers.syscalls import RENAME_NOREPLACE, proc_path, renameat2
 
 log = logging.getLogger(__name__)
@@ -130,19 +130,17 @@ class CopyUp:
         st = src.lstat(parent, name)
         tmp = self.work.new_name()
         pfd = self.upper.dir_fd(parent)
-        pst = os.stat(pfd)
-        try:
-            if stat.S_ISREG(st.st_mode):
-                self._copy_file(src, parent, name, st, tmp, origin)
-            else:
-                self._make(src, parent, name, st, tmp)
-                self._copy_metadata(src, parent, name, st, tmp, origin)
-            renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
-        except BaseException:
-            self.work.remove(tmp)
-            raise
-        # A copy-up is no change of the parent: keep its times, as overlayfs does.
-        os.utime(b".", ns=(pst.st_atime_ns, pst.st_mtime_ns), dir_fd=pfd)
+        with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
+            try:
+                if stat.S_ISREG(st.st_mode):
+                    self._copy_file(src, parent, name, st, tmp, origin)
+                else:
+                    self._make(src, parent, name, st, tmp)
+                    self._copy_metadata(src, parent, name, st, tmp, origin)
+                renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
+            except BaseException:
+                self.work.remove(tmp)
+                raise
         return st
 
     def make_in_work(self, mode: int, uid: int, gid: int, *, rdev: int = 0) -> bytes:

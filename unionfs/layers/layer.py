@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from unionfs.core.merge import LayerListing
 from unionfs.core.whiteout import (
@@ -31,6 +32,16 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
 def join(parent: bytes, name: bytes) -> bytes:
     """The layer-relative path of ``name`` in ``parent``."""
     return parent + b"/" + name if parent else name
+
+
+@contextlib.contextmanager
+def keeping_times(dir_fd: int) -> Iterator[None]:
+    """Housekeeping in directory ``dir_fd`` (a copy-up, a link, removing markers) that is no
+    change of it, as overlayfs sees it: its atime and mtime are put back once the block
+    succeeds. Works on the cached O_PATH dir fds."""
+    before = os.stat(dir_fd)
+    yield
+    os.utime(b".", ns=(before.st_atime_ns, before.st_mtime_ns), dir_fd=dir_fd)
 
 
 class Layer:
