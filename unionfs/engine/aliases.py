@@ -20,22 +20,13 @@ if TYPE_CHECKING:
     from unionfs.engine.union import Union
 
 
-def link_aliases(union: Union, node: Node, layer_index: int, ino: int) -> int:
-    """Link the other visible names of lower inode ``ino`` to ``node``'s fresh upper copy.
-
-    Returns how many names were linked.
-    """
-    layer = union.layers[layer_index]
+def link_aliases(union: Union, node: Node, layer_index: int, ino: int) -> None:
+    """Link the other visible names of lower inode ``ino`` to ``node``'s fresh upper copy."""
     source = node.path()
-    linked = 0
-    for rel in layer.names_of(ino):
-        if rel == source:
-            continue
-        target = _visible(union, rel, layer_index)
+    for rel in union.layers[layer_index].names_of(ino):
+        target = _visible(union, rel, layer_index) if rel != source else None
         if target is not None:
             _link(union, node, *target)
-            linked += 1
-    return linked
 
 
 def _visible(union: Union, rel: bytes, layer_index: int) -> tuple[Node, bytes] | None:

@@ -123,12 +123,12 @@ class Layer:
         layer never changes while mounted, so the map is kept.
         """
         if self._names_by_inode is None:
-            self._names_by_inode = {}
-            self._index_names(b"", self._names_by_inode)
+            self._names_by_inode = self._index_names()
         return self._names_by_inode.get(ino, [])
 
-    def _index_names(self, top: bytes, names: dict[int, list[bytes]]) -> None:
-        pending = [top]
+    def _index_names(self) -> dict[int, list[bytes]]:
+        names: dict[int, list[bytes]] = {}
+        pending = [b""]
         while pending:
             rel = pending.pop()
             fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
@@ -142,6 +142,7 @@ class Layer:
                             names.setdefault(e.inode(), []).append(path)
             finally:
                 os.close(fd)
+        return names
 
     def listing(self, rel: bytes) -> LayerListing:
         """The directory ``rel`` in union terms: kinds by name, and its opacity."""
