@@ -315,15 +315,19 @@ class UnionOperations(pyfuse3.Operations):
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self._keeping_mtime(fh, lambda: os.pwrite(fh, buf, off))
+
+    def _keeping_mtime(self, fd: int, change: Callable[[], T]) -> T:
+        """Change an open upper file. Under the writeback cache the kernel owns mtime: it
+        stamps it at write(2) or fallocate(2) time (or not at all, within one clock tick) and
+        sends it with a setattr. Our change reaches the file later and would stamp a different
+        time than the mount showed: keep the file's."""
         if not self.enable_writeback_cache:
-            return os.pwrite(fh, buf, off)
-        # Under the writeback cache the kernel owns mtime: it stamps it at write(2) time (or
-        # not at all, within one clock tick) and sends it with a setattr. Pages reach us later,
-        # so our pwrite would stamp a different time than the mount showed: keep the file's.
-        st = os.fstat(fh)
-        written = os.pwrite(fh, buf, off)
-        os.utime(fh, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return written
+            return change()
+        st = os.fstat(fd)
+        result = change()
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return result
 
     def fallocate(self, fh: int, mode: int, offset: int, length: int) -> int:
         """fallocate(2) on an open file (called by :mod:`unionfs.fuse.lowlevel`): 0 or errno.
@@ -335,14 +339,7 @@ class UnionOperations(pyfuse3.Operations):
             handle = self.files.get(fh)
             if handle is None or handle.layer != 0:
                 return errno.EBADF
-            if not self.enable_writeback_cache:
-                fallocate(handle.fd, mode, offset, length)
-                return 0
-            # As for write: under the writeback cache the kernel owns mtime (it stamps the
-            # file itself when fallocate extends it): keep the file's.
-            st = os.fstat(handle.fd)
-            fallocate(handle.fd, mode, offset, length)
-            os.utime(handle.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            self._keeping_mtime(handle.fd, lambda: fallocate(handle.fd, mode, offset, length))
         except Exception as exc:
             return errno_of(exc, "fallocate", (fh, mode, offset, length))
         return 0
