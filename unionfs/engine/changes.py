@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
+from unionfs.core.paths import join
 from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
-from unionfs.layers.layer import join, keeping_times
+from unionfs.layers.layer import keeping_times
 from unionfs.layers.syscalls import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,

@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from unionfs.core.merge import Entry, LayerListing, merge
+from unionfs.core.paths import join
 from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
 from unionfs.engine.aliases import link_aliases
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
 from unionfs.layers.copyup import CopyUp, WorkDir
-from unionfs.layers.layer import Layer, join
+from unionfs.layers.layer import Layer
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from unionfs.core.merge import LayerListing
+from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     NAMESPACES,
     OPAQUE_HAS_XATTR_WHITEOUTS,
@@ -27,11 +28,6 @@ from unionfs.layers.syscalls import open_beneath, proc_path
 
 DIR_FD_CACHE = 512
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    """The layer-relative path of ``name`` in ``parent``."""
-    return parent + b"/" + name if parent else name
 
 
 @contextlib.contextmanager

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from unionfs.core import whiteout as wh
-from unionfs.store.tree import Node, NodeType, join
+from unionfs.core.paths import join
+from unionfs.store.tree import Node, NodeType
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unionfs.core import whiteout as wh
+from unionfs.core.paths import join
 
 
 class NodeType(enum.Enum):
@@ -65,11 +66,6 @@ class Node:
     def parent(self) -> bytes:
         """The path of the containing directory (``b""`` for the layer root)."""
         return self.path.rpartition(b"/")[0]
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    """The layer-relative path of ``name`` in ``parent``."""
-    return parent + b"/" + name if parent else name
 
 
 def sort_key(path: bytes) -> tuple[bytes, ...]:

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from unionfs.core import whiteout as wh
+from unionfs.core.paths import join
 from unionfs.errors import UserError
 from unionfs.store.layertar import ENCODING, ERRORS, XATTR_PAX_PREFIX, encode
 from unionfs.store.materialize import LayerWriter
-from unionfs.store.tree import Node, NodeType, join, public_xattrs
+from unionfs.store.tree import Node, NodeType, public_xattrs
 
 _TYPES = {
     tarfile.REGTYPE: NodeType.REG,
