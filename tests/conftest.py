@@ -138,8 +138,26 @@ def needs_root() -> None:
         pytest.skip("needs root (kernel overlayfs and mknod of whiteouts)")
 
 
-@pytest.fixture(autouse=True, scope="session")
+PURE_DIR = ROOT / "tests" / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the layers: ``pure`` (tests/unit: no FUSE, no root) and ``system`` (the rest:
+    real mounts, namespaces, root), so ``pytest -m pure`` runs the pure rules anywhere."""
+    for item in items:
+        pure = item.path.is_relative_to(PURE_DIR)
+        item.add_marker(pytest.mark.pure if pure else pytest.mark.system)
+
+
+@pytest.fixture(scope="session")
 def _machine_capabilities() -> None:
     """Fail loudly (not skip) when the machine lacks what the suite is written for."""
     assert shutil.which("fusermount3"), "fusermount3 missing: run ./dev setup"
     assert os.path.exists("/dev/fuse"), "/dev/fuse missing"
+
+
+@pytest.fixture(autouse=True)
+def _system_tests_need_the_machine(request: pytest.FixtureRequest) -> None:
+    """Every test outside tests/unit needs FUSE: check it once, for those tests only."""
+    if request.node.get_closest_marker("system"):
+        request.getfixturevalue("_machine_capabilities")

@@ -62,9 +62,9 @@ def test_save_is_a_deterministic_oci_layout(tmp_path: Path, image_store: Path) -
     assert a.read_bytes() == b.read_bytes()
     members = _members(a)
     names = list(members)
-    assert names == sorted(names, key=lambda n: (n.count("/") > 1, n)) or names == [
-        "blobs", "blobs/sha256", *sorted(n for n in names if n.startswith("blobs/sha256/")),
-        "index.json", "oci-layout"]
+    blobs = [n for n in names if n.startswith("blobs/sha256/")]
+    assert len(blobs) >= 3  # config, manifest, at least one layer
+    assert names == ["blobs", "blobs/sha256", *sorted(blobs), "index.json", "oci-layout"]
     assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members.values())
     assert json.loads(_read(a, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads(_read(a, "index.json"))
