@@ -143,21 +143,6 @@ class CopyUp:
                 raise
         return st
 
-    def make_in_work(self, mode: int, uid: int, gid: int, *, rdev: int = 0) -> bytes:
-        """A new empty directory or node in the work dir, owned as asked."""
-        tmp = self.work.new_name()
-        if stat.S_ISDIR(mode):
-            os.mkdir(tmp, stat.S_IMODE(mode), dir_fd=self.work.fd)
-        else:
-            os.mknod(tmp, mode, rdev, dir_fd=self.work.fd)
-        try:
-            self.chown(self.work.fd, tmp, uid, gid)
-            os.chmod(tmp, stat.S_IMODE(mode), dir_fd=self.work.fd)
-        except BaseException:
-            self.work.remove(tmp)
-            raise
-        return tmp
-
     def chown(self, dir_fd: int, name: bytes, uid: int, gid: int) -> None:
         """lchown, skipped (with one warning) where an unprivileged server cannot do it."""
         try:

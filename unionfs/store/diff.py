@@ -111,8 +111,3 @@ def _hidden_children(roots: Sequence[bytes], path: bytes,
                                   listing(roots[i], path).items()})) for i in layers]
     return [path + b"/" + name for name in sorted(merge(listings)) if name not in present]
 
-
-def format_changes(items: Iterator[tuple[str, bytes]]) -> Iterator[str]:
-    """``A /path`` lines."""
-    for letter, path in items:
-        yield f"{letter} {path.decode(errors='surrogateescape')}"

@@ -1,9 +1,7 @@
 """Live mounts as the store sees them: what they stack, whether they use an image, commit.
 
 The mount server records each live union (lowers, upper, workdir, mount point);
-:func:`unionfs.api.mount_info` reads that record for a mount point. A record may also be
-kept as ``<workdir>/unionfs-mount.json``; for uppers made by the store this module looks
-there too.
+:func:`unionfs.api.mount_info` reads that record for a mount point.
 """
 
 from __future__ import annotations
@@ -19,25 +17,12 @@ from unionfs.errors import UserError
 from unionfs.store.fsutil import flock
 from unionfs.store.store import UPPER_RECORD, Image, Progress, Store
 
-MOUNT_JSON = "unionfs-mount.json"
-
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a mount point (see :func:`unionfs.api.is_mounted`)."""
     from unionfs.api import is_mounted as api_is_mounted
 
     return api_is_mounted(path)
-
-
-def _store_mounts(store: Store) -> Iterator[dict[str, Any]]:
-    """The mount records under the store's uppers whose mount point is still mounted."""
-    for path in (store.root / "uppers").glob(f"*/*/work/{MOUNT_JSON}"):
-        try:
-            info = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and info.get("mountpoint") and is_mounted(info["mountpoint"]):
-            yield info
 
 
 def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -47,13 +32,7 @@ def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, An
     if not is_mounted(mountpoint):
         return None
     record = api_mount_info(mountpoint)
-    if record:
-        return dict(record)
-    real = os.path.realpath(mountpoint)
-    for info in _store_mounts(store):
-        if os.path.realpath(str(info["mountpoint"])) == real:
-            return info
-    return None
+    return dict(record) if record else None
 
 
 def _fuse_mountpoints() -> list[str]:
@@ -69,7 +48,6 @@ def _fuse_mountpoints() -> list[str]:
 def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
     from unionfs.api import mount_info as api_mount_info
 
-    yield from _store_mounts(store)
     for point in _fuse_mountpoints():
         info = api_mount_info(point)
         if info:
@@ -136,15 +114,12 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
 
 def upper_lowers(upper: Path) -> list[str] | None:
     """The lowers recorded for an (unmounted) upper made by the store, if any."""
-    for record in (upper.parent / UPPER_RECORD, upper.parent / "work" / MOUNT_JSON):
-        try:
-            info = json.loads(record.read_bytes())
-        except (OSError, ValueError):
-            continue
-        lowers = info.get("lowers") if isinstance(info, dict) else None
-        if isinstance(lowers, list):
-            return [str(p) for p in lowers]
-    return None
+    try:
+        info = json.loads((upper.parent / UPPER_RECORD).read_bytes())
+    except (OSError, ValueError):
+        return None
+    lowers = info.get("lowers") if isinstance(info, dict) else None
+    return [str(p) for p in lowers] if isinstance(lowers, list) else None
 
 
 def in_store_uppers(store: Store, upper: Path) -> bool:
