@@ -70,6 +70,18 @@ def _short(digest: str) -> str:
     return short(digest)
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from unionfs.cli.registry_cmd import limits_of
+
+    return limits_of(args)
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    from unionfs.cli.registry_cmd import add_limit_options
+
+    add_limit_options(p)
+
+
 def _container(store: Any, name: str, what: str) -> Any:
     """``runtime.state.container_upper`` / ``container_info`` if the runtime provides it."""
     try:
@@ -90,7 +102,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UserError(f"no such file or directory: {src}")
     total = src.stat().st_size if src.is_file() else None
     with _progress(f"importing {src.name}", total) as advance:
-        image = store.import_rootfs(src, args.tag, args.message, progress=advance)
+        image = store.import_rootfs(src, args.tag, args.message, progress=advance,
+                                    limits=_limits(args))
     print(image.id)
     return 0
 
@@ -321,7 +334,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     src = Path(args.input)
     total = src.stat().st_size if src.is_file() else None
     with _progress(f"loading {src.name}", total) as advance:
-        images = oci.load(store, src, args.tag, progress=advance)
+        images = oci.load(store, src, args.tag, progress=advance, limits=_limits(args))
     if args.format == "json":
         _print_json([{"id": im.id, "tags": im.tags} for im in images])
     else:
@@ -354,6 +367,7 @@ def _register_build(sub: Any) -> None:
     p.add_argument("source", metavar="ROOTFS.tar|DIR")
     p.add_argument("--tag", "-t", required=True, help="name[:tag] of the new image")
     p.add_argument("--message", "-m", default="", help="comment recorded in the history")
+    _add_limits(p)
     p = _parser(sub, "commit", cmd_commit, "Turn the upper of a live mount (or container, "
                 "or --upper DIR) into a new read-only layer and image.")
     p.add_argument("targets", nargs="+", metavar="MOUNTPOINT|CONTAINER NEW-IMAGE")
@@ -402,3 +416,4 @@ def _register_transfer(sub: Any) -> None:
                 "(or directory).", fmt=True)
     p.add_argument("--input", "-i", required=True, metavar="FILE.tar|DIR")
     p.add_argument("--tag", "-t", default=None, help="name the loaded image")
+    _add_limits(p)
