@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -52,12 +53,8 @@ def _wait_until_up(host: str, proc: subprocess.Popen[bytes], log: Path,
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log.read_text()}")
         try:
-            with socket.create_connection(tuple(host.split(":")), timeout=1):  # type: ignore[arg-type]
-                pass
-            try:
+            with contextlib.suppress(urllib.error.HTTPError):  # 401 is up, too
                 urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
-            except urllib.error.HTTPError:
-                pass
             return
         except OSError:
             time.sleep(0.05)  # polling a condition, bounded by the deadline
