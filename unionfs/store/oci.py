@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -205,6 +206,13 @@ class Layout:
         return out
 
 
+def _stat_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return 0
+
+
 def _is_ours(desc: dict[str, Any]) -> bool:
     plat = desc.get("platform") or {}
     return desc.get("mediaType") in MANIFEST_TYPES and plat.get("architecture") in (
@@ -285,7 +293,7 @@ def load(store: Store, source: Path, tag: str | None = None,
     with store.staging("load") as tmp:
         if source.is_dir():
             root = source
-        elif source.is_file():
+        elif stat.S_ISREG(_stat_mode(source)):
             unpack_archive(source, tmp / "layout")
             root = tmp / "layout"
         elif source.exists():

@@ -517,13 +517,7 @@ class Store:
         if src.is_dir():
             layer = self.add_layer_dir(src, f"import {src}", progress=progress)
         else:
-            try:
-                f = open(src, "rb")  # noqa: SIM115
-            except OSError as exc:
-                raise UserError(f"cannot read {src}: {exc.strerror}") from None
-            with f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise UserError(f"not a regular file or directory: {src}")
+            with _open_regular(src) as f:
                 layer = self.add_layer_tar(f, f"import {src}", progress, limits)
         history = refs.history_entry(now_iso(), f"unionfs import {src.name}", message)
         return self.publish_image(refs.new_config(None, layer.id, history), tag)
@@ -622,6 +616,20 @@ def _decompressed(f: BinaryIO) -> io.BufferedIOBase:
     from unionfs.store.compression import decompressed
 
     return decompressed(f)
+
+
+def _open_regular(src: Path) -> BinaryIO:
+    """``src`` opened for reading, refused unless it is a regular file (opened without
+    blocking, so a FIFO or a device is refused rather than waited on)."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise UserError(f"cannot read {src}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"not a regular file or directory: {src}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _pid_alive(pid: int) -> bool:

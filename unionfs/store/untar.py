@@ -28,6 +28,7 @@ from unionfs.store.limits import Limits, check_entries
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.tree import Node, NodeType, public_xattrs
 
+MAX_PATH = 3072  # bytes of a layer path: with the store's own prefix it stays below PATH_MAX
 _TYPES = {
     tarfile.REGTYPE: NodeType.REG,
     tarfile.AREGTYPE: NodeType.REG,
@@ -51,8 +52,12 @@ def normalize_name(name: str) -> bytes:
         raise UserError(f"unsafe archive entry {name!r}: absolute path")
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
     if b".." in parts:
-        raise UserError(f"unsafe archive entry {name!r}: '..' in path")
-    return b"/".join(parts)
+        raise UserError(f"unsafe archive entry {name[:80]!r}: '..' in path")
+    path = b"/".join(parts)
+    if len(path) > MAX_PATH:
+        raise UserError(f"unsafe archive entry {name[:60]!r}...: path longer than "
+                        f"{MAX_PATH} bytes")
+    return path
 
 
 def symlink_escapes(path: bytes, target: bytes) -> bool:
@@ -86,18 +91,26 @@ class TarChecker:
         self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
 
     def check_parents(self, path: bytes, name: str) -> None:
-        """Every proper prefix of ``path`` must be a directory (or not yet seen)."""
-        parts = path.split(b"/")
-        for i in range(1, len(parts)):
-            prefix = b"/".join(parts[:i])
+        """Every proper prefix of ``path`` must be a directory (or not yet seen).
+
+        Walks up from the parent and stops at the first known directory: a directory stays
+        one (:meth:`_check_replace`), and its own prefixes were checked when it was seen.
+        """
+        unseen = []
+        prefix = path.rpartition(b"/")[0]
+        while prefix:
             kind = self.types.get(prefix)
-            if kind is not None and kind is not NodeType.DIR:
+            if kind is NodeType.DIR:
+                break
+            if kind is not None:
                 raise UserError(
                     f"unsafe archive entry {name!r}: goes through {kind.value} "
                     f"{prefix.decode(errors='replace')!r}"
                 )
-            if kind is None:
-                self.types[prefix] = NodeType.DIR
+            unseen.append(prefix)
+            prefix = prefix.rpartition(b"/")[0]
+        for p in unseen:
+            self.types[p] = NodeType.DIR
 
     def node(self, info: tarfile.TarInfo) -> Node | None:
         """The node for ``info``, or None for the root directory entry."""
