@@ -281,12 +281,29 @@ def _check_inside(root: Path, target: Path) -> None:
         raise UserError(f"unsafe entry in image archive: {target}")
 
 
+@dataclass
+class Loaded:
+    """What ``load`` did: the images, and the tags it moved (tag -> id it pointed at)."""
+
+    images: list[Image]
+    replaced: dict[str, str]
+
+
 def load(store: Store, source: Path, tag: str | None = None,
          progress: Progress | None = None, limits: Limits | None = None) -> list[Image]:
+    """Load every image of an OCI layout (tar or directory) into the store."""
+    return load_report(store, source, tag, progress, limits).images
+
+
+def load_report(store: Store, source: Path, tag: str | None = None,
+                progress: Progress | None = None, limits: Limits | None = None) -> Loaded:
     """Load every image of an OCI layout (tar or directory) into the store.
 
     A ``docker save`` archive without an OCI index (only ``manifest.json``) is read too.
     Everything is checked and staged first; the store changes only at the end, at once.
+    Names: ``io.containerd.image.name``, else ``ref.name`` (a bare ``t`` is read as podman
+    reads it, a repository: ``t:latest``); an image with no usable name is loaded by id.
+    Two different images under one name are refused.
     """
     if tag:
         tag = refs.normalize_tag(tag)
@@ -303,13 +320,30 @@ def load(store: Store, source: Path, tag: str | None = None,
         found = _images_in(root)
         if tag and len(found) > 1:
             raise UserError("--tag needs an archive with exactly one image")
+        _check_unique_names(found)
         staged: list[StagedLayer] = []
         images: list[tuple[dict[str, Any], str | None]] = []
         for config, blobs, name in found:
             config, layers = _stage_layers(store, config, blobs, tmp, progress, limits)
             staged += layers
             images.append((config, tag or _tag_for(name)))
-        return store.publish(staged, images)
+        before = store.tags()
+        published = store.publish(staged, images)
+    replaced = {t: before[t] for (_c, t), im in zip(images, published, strict=True)
+                if t and before.get(t) not in (None, im.id)}
+    return Loaded(published, replaced)
+
+
+def _check_unique_names(found: list[Found]) -> None:
+    """Refuse an archive that gives one name to two different images."""
+    seen: dict[str, str] = {}
+    for config, _blobs, name in found:
+        tag = _tag_for(name)
+        if tag is None:
+            continue
+        key = canonical_json(config).decode()
+        if seen.setdefault(tag, key) != key:
+            raise UserError(f"the archive names two different images {tag}")
 
 
 Found = tuple[dict[str, Any], list[Path], str | None]
