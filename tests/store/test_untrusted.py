@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from unionfs.store.fsutil import rmtree
+
 from .helpers import (
     assert_one_line_error,
     busybox_rootfs,
@@ -136,12 +138,18 @@ def test_deep_paths(tmp_path: Path, populated: Path) -> None:
 
     rejected(populated, "import", str(nested(tmp_path / "deep.tar", 10_000)), "--tag", "x",
              words=("path longer than",))
-    ok(populated, "import", str(nested(tmp_path / "ok.tar", 1_200)), "--tag", "deep")
-    ok(populated, "save", "deep", "-o", str(tmp_path / "deep-saved.tar"))
     other = tmp_path / "other"
-    ok(other, "load", "-i", str(tmp_path / "deep-saved.tar"))
-    assert json.loads(ok(other, "inspect", "deep"))[0]["Id"] == json.loads(
-        ok(populated, "inspect", "deep"))[0]["Id"]
+    try:
+        ok(populated, "import", str(nested(tmp_path / "ok.tar", 1_200)), "--tag", "deep")
+        ok(populated, "save", "deep", "-o", str(tmp_path / "deep-saved.tar"))
+        ok(other, "load", "-i", str(tmp_path / "deep-saved.tar"))
+        assert json.loads(ok(other, "inspect", "deep"))[0]["Id"] == json.loads(
+            ok(populated, "inspect", "deep"))[0]["Id"]
+    finally:
+        # pytest's own clean-up of old temporary directories recurses: remove the deep
+        # trees here (iteratively), or a later pytest session would fail on them
+        rmtree(populated)
+        rmtree(other)
 
 
 def test_zstd_rootfs_import(tmp_path: Path, populated: Path) -> None:
