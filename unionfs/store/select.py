@@ -70,15 +70,19 @@ def select(store: Store, images: Iterable[Image], repository: str | None,
             continue
         if want_dangling is not None and (not image.tags) != want_dangling:
             continue
-        created = str(image.config.get("created", ""))
-        if any(created >= str(b.config.get("created", "")) for b in before):
-            continue
-        if any(created <= str(s.config.get("created", "")) for s in since):
+        when = _when(image)
+        if any(when >= _when(b) for b in before) or any(when <= _when(s) for s in since):
             continue
         if not _labels_match(image, selection.filters.get("label", [])):
             continue
         out.append((image, tags))
     return out
+
+
+def _when(image: Image) -> tuple[str, int]:
+    """Creation order: the created time (whole seconds), then the layer count, so an image
+    committed on another within the same second still comes after it."""
+    return str(image.config.get("created", "")), len(image.layer_ids)
 
 
 def _labels_match(image: Image, wanted: list[str]) -> bool:
