@@ -123,3 +123,61 @@ def test_loopback_and_sizes() -> None:
     assert parse_size("512M") == 512 << 20 and parse_size("2G") == 2 << 30
     with pytest.raises(UserError):
         parse_size("lots")
+
+
+def test_transient_failures_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """503s and a dropped connection are tried again; a 404 is not."""
+    import httpx
+
+    from unionfs.store.registry import client
+
+    monkeypatch.setattr(client, "BACKOFF", 0)
+    calls: list[str] = []
+    failures = iter(["503", "drop", "503"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        if request.url.path.endswith("/missing"):
+            return httpx.Response(404)
+        what = next(failures, "ok")
+        if what == "drop":
+            raise httpx.ReadError("connection reset")
+        if what == "503":
+            return httpx.Response(503)
+        return httpx.Response(200, content=b'{"tags": ["a"]}')
+
+    reg = client.Registry("127.0.0.1:1", transport=httpx.MockTransport(handler))
+    assert reg.tags("x") == ["a"]
+    assert calls.count("/v2/x/tags/list") == 4
+    with pytest.raises(client.RegistryError, match="not found"):
+        reg.get_manifest("x", "missing")
+    assert calls.count("/v2/x/manifests/missing") == 1
+
+
+def test_bearer_challenge_gets_a_token_per_scope() -> None:
+    import httpx
+
+    from unionfs.store.registry import client
+
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth_header = request.headers.get("authorization", "")
+        seen.append((request.url.path, auth_header))
+        if request.url.path == "/token":
+            scope = request.url.params.get("scope", "")
+            assert auth_header.startswith("Basic ")
+            return httpx.Response(200, json={"token": f"tok-{scope}"})
+        if auth_header.startswith("Bearer tok-repository:"):
+            return httpx.Response(200, json={"tags": []})
+        return httpx.Response(401, headers={"www-authenticate":
+                              'Bearer realm="http://127.0.0.1:1/token",service="s"'})
+
+    reg = client.Registry("127.0.0.1:1", transport=httpx.MockTransport(handler),
+                          credentials=auth.Credentials("u", "p"))
+    assert reg.tags("a/b") == []
+    assert ("/v2/a/b/tags/list", "Bearer tok-repository:a/b:pull") in seen
+    assert reg.tags("a/b") == []  # the token is reused: no new token request
+    assert sum(path == "/token" for path, _ in seen) == 1

@@ -30,7 +30,7 @@ from unionfs.store.schema import INDEX_TYPES, MANIFEST_TYPES
 
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
 RETRIES = 4
-BACKOFF = 0.5  # seconds before the first retry; doubled each time
+BACKOFF = 0.5  # seconds before the first retry; doubled each time (the tests set it to 0)
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -65,7 +65,8 @@ class Registry:
     """The distribution API of one registry host."""
 
     def __init__(self, host: str, *, tls_verify: bool | None = None,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.host = host
         insecure = tls_verify is False or (tls_verify is None and is_loopback(host))
         self._schemes = ["https", "http"] if insecure else ["https"]
@@ -77,7 +78,7 @@ class Registry:
         self._http = httpx.Client(verify=not insecure, timeout=TIMEOUT, follow_redirects=True,
                                   event_hooks={"request": [_guard]},
                                   limits=httpx.Limits(max_connections=16),
-                                  headers={"User-Agent": "unionfs"})
+                                  headers={"User-Agent": "unionfs"}, transport=transport)
 
     def close(self) -> None:
         self._http.close()
