@@ -217,3 +217,29 @@ def test_malformed_layout_json(tmp_path: Path, populated: Path, damage: str) -> 
     ok(other, "import", str(busybox_rootfs(tmp_path / "r2")), "--tag", "x")
     for source in (tmp_path / "bad.tar", layout):
         rejected(other, "load", "-i", str(source), words=("malformed",))
+
+
+def test_untrusted_writer_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    """Belt and braces below the entry checks: were a symlink ever to sit where the writer
+    expects its own directory, openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) refuses it."""
+    import errno
+    import io
+
+    from unionfs.store.materialize import LayerWriter
+    from unionfs.store.tree import Node, NodeType
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    writer = LayerWriter(tmp_path / "fs", beneath=True)
+    try:
+        writer.add(Node(b"d", NodeType.DIR, 0o755, 0, 0, 0))
+        (tmp_path / "fs" / "d").rmdir()
+        (tmp_path / "fs" / "d").symlink_to(outside)  # what no archive entry can do
+        node = Node(b"d/evil", NodeType.REG, 0o644, 0, 0, 0)
+        node.size = 4
+        with pytest.raises(OSError) as err:
+            writer.add(node, io.BytesIO(b"evil"))
+        assert err.value.errno == errno.ELOOP
+    finally:
+        writer.close()
+    assert list(outside.iterdir()) == []

@@ -341,7 +341,7 @@ class Store:
         from unionfs.store.untar import HashReader, extract, open_stream
 
         limits = limits or DEFAULT
-        writer = LayerWriter(path / "fs")
+        writer = LayerWriter(path / "fs", beneath=True)
         if progress is not None:  # progress in archive bytes read, as the total is given
             f = io.BufferedReader(CountingReader(f, progress))  # type: ignore[assignment]
         packed = CountReader(f)
@@ -354,6 +354,8 @@ class Store:
             raw_digest = reader.drain()
         except _archive_errors() as exc:
             raise UserError(f"malformed archive: {exc}") from None
+        finally:
+            writer.close()
         if reader.size == 0:
             raise UserError("malformed archive: empty file")
         if data_end > reader.size:
