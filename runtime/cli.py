@@ -143,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if spec.tty and not sys.stdin.isatty() and not spec.detach and spec.interactive:
         raise UserError("the input device is not a TTY")
     store = open_store(args)
-    image = store.image(spec.image)
+    from unionfs.store.registry import ensure_image  # pulls a missing host/name image
+
+    image = ensure_image(store, spec.image)
     container = state.create(store, spec, image)
     try:
         if spec.detach:

@@ -68,3 +68,15 @@ def test_user_template_target(tmp_path: Path) -> None:
     for row in doc["summary"]:
         assert row["cells"]["mine"]["median"] is not None, row["cells"]["mine"]["error"]
     assert_nothing_left(tmp_path)
+
+
+def test_registry_benchmark_runs_on_a_tiny_image(tmp_path: Path) -> None:
+    """``python -m benchmarks.registry`` end to end on a 2 MiB image (so it cannot rot)."""
+    from benchmarks import registry
+
+    assert registry.main(["--size-mb", "2", "--rounds", "1", "--workdir", str(tmp_path),
+                          "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "registry.json").read_text())
+    assert len(result["seconds"]) == 7
+    assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("unionfs-bench-registry")]

@@ -70,6 +70,18 @@ def _short(digest: str) -> str:
     return short(digest)
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from unionfs.cli.registry_cmd import limits_of
+
+    return limits_of(args)
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    from unionfs.cli.registry_cmd import add_limit_options
+
+    add_limit_options(p)
+
+
 def _container(store: Any, name: str, what: str) -> Any:
     """``runtime.state.container_upper`` / ``container_info`` if the runtime provides it."""
     try:
@@ -90,7 +102,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UserError(f"no such file or directory: {src}")
     total = src.stat().st_size if src.is_file() else None
     with _progress(f"importing {src.name}", total) as advance:
-        image = store.import_rootfs(src, args.tag, args.message, progress=advance)
+        image = store.import_rootfs(src, args.tag, args.message, progress=advance,
+                                    limits=_limits(args))
     print(image.id)
     return 0
 
@@ -165,9 +178,18 @@ def _image_row(image: Any) -> dict[str, Any]:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
+    from unionfs.store.select import Selection, select
+
     store = _store(args)
-    images = store.images()
-    if args.format == "json":
+    selection = Selection()
+    for text in args.filter:
+        selection.add(text)
+    chosen = select(store, store.images(), args.repository, selection)
+    images = [im for im, _tags in chosen]
+    if args.quiet:
+        for image_id in dict.fromkeys(im.id for im in images):
+            print(_short(image_id))
+    elif args.format == "json":
         _print_json([_image_row(im) for im in images])
     elif args.tree:
         from unionfs.store.report import image_tree
@@ -176,9 +198,9 @@ def cmd_images(args: argparse.Namespace) -> int:
             print(line)
     else:
         rows = []
-        for im in images:
+        for im, shown in chosen:
             r = _image_row(im)
-            for tag in im.tags or ["<none>:<none>"]:
+            for tag in shown or ["<none>:<none>"]:
                 name, _, t = tag.rpartition(":")
                 rows.append([name, t, _short(r["id"]), r["created"], human_size(r["size"]),
                              str(len(r["layers"]))])
@@ -308,6 +330,11 @@ def cmd_save(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"no such directory: {out.parent}")
     with _progress(f"saving {args.image}", image.size) as advance:
+        if args.format == "docker-archive":
+            from unionfs.store import dockerarchive
+
+            dockerarchive.save(store, args.image, out, progress=advance)
+            return 0
         manifest = oci.save(store, args.image, out, progress=advance)
     if args.format == "json":
         _print_json({"image": image.id, "output": str(out), "manifest": manifest})
@@ -321,12 +348,19 @@ def cmd_load(args: argparse.Namespace) -> int:
     src = Path(args.input)
     total = src.stat().st_size if src.is_file() else None
     with _progress(f"loading {src.name}", total) as advance:
-        images = oci.load(store, src, args.tag, progress=advance)
+        done = oci.load_report(store, src, args.tag, progress=advance, limits=_limits(args))
+    images = done.images
     if args.format == "json":
         _print_json([{"id": im.id, "tags": im.tags} for im in images])
-    else:
-        for im in images:
-            print(f"Loaded image: {', '.join(im.tags) or im.id}")
+        return 0
+    for tag, old in done.replaced.items():
+        print(f"The image {tag} already exists, renaming the old one with ID {old} "
+              "to empty string")
+    for im in images:
+        if im.tags:
+            print(f"Loaded image: {', '.join(im.tags)}")
+        else:
+            print(f"Loaded image ID: {im.id}")
     return 0
 
 
@@ -354,6 +388,7 @@ def _register_build(sub: Any) -> None:
     p.add_argument("source", metavar="ROOTFS.tar|DIR")
     p.add_argument("--tag", "-t", required=True, help="name[:tag] of the new image")
     p.add_argument("--message", "-m", default="", help="comment recorded in the history")
+    _add_limits(p)
     p = _parser(sub, "commit", cmd_commit, "Turn the upper of a live mount (or container, "
                 "or --upper DIR) into a new read-only layer and image.")
     p.add_argument("targets", nargs="+", metavar="MOUNTPOINT|CONTAINER NEW-IMAGE")
@@ -372,7 +407,13 @@ def _register_build(sub: Any) -> None:
 
 def _register_query(sub: Any) -> None:
     p = _parser(sub, "images", cmd_images, "List images.", fmt=True)
+    p.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]",
+                   help="only this repository (or tag); globs allowed")
     p.add_argument("--tree", action="store_true", help="show which images share layers")
+    p.add_argument("--quiet", "-q", action="store_true", help="only image ids")
+    p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
+                   help="reference=GLOB, dangling=true|false, before=IMAGE, since=IMAGE, "
+                   "label=KEY[=VALUE] (repeatable)")
     p = _parser(sub, "history", cmd_history, "Show the layers of an image.", fmt=True)
     p.add_argument("image")
     p.add_argument("--no-trunc", action="store_true", help="full ids and texts")
@@ -394,11 +435,15 @@ def _register_manage(sub: Any) -> None:
 
 
 def _register_transfer(sub: Any) -> None:
-    p = _parser(sub, "save", cmd_save, "Write an image as an OCI image layout archive.",
-                fmt=True)
+    p = _parser(sub, "save", cmd_save, "Write an image as an OCI image layout archive "
+                "(or, with --format docker-archive, as docker save does).")
+    p.add_argument("--format", choices=("oci-archive", "docker-archive", "json"),
+                   default="oci-archive", help="archive format (json: an OCI archive, and "
+                   "its manifest printed as JSON)")
     p.add_argument("image")
     p.add_argument("--output", "-o", required=True, metavar="FILE.tar")
     p = _parser(sub, "load", cmd_load, "Load images from an OCI image layout archive "
                 "(or directory).", fmt=True)
     p.add_argument("--input", "-i", required=True, metavar="FILE.tar|DIR")
     p.add_argument("--tag", "-t", default=None, help="name the loaded image")
+    _add_limits(p)

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -55,19 +54,33 @@ def flock(path: Path) -> Iterator[None]:
 
 
 def rmtree(path: Path) -> None:
-    """Remove a tree even where directories were made read-only; missing is fine."""
+    """Remove a tree even where directories were made read-only; missing is fine.
+
+    Iterative (an explicit stack, not recursion), so a tree of any depth is removed.
+    """
     if not os.path.lexists(path):
         return
-
-    def onerror(func: Any, p: str, _exc: Any) -> None:
-        parent = os.path.dirname(p)
+    top = os.fsencode(path)
+    if not stat.S_ISDIR(os.lstat(top).st_mode):
+        os.unlink(top)
+        return
+    stack = [top]
+    while stack:
+        current = stack[-1]
         with contextlib.suppress(OSError):
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-        func(p)
-
-    shutil.rmtree(path, onerror=onerror)
+            os.chmod(current, stat.S_IRWXU)
+        subdirs = []
+        with os.scandir(current) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                else:
+                    os.unlink(entry.path)
+        if subdirs:
+            stack += subdirs
+            continue
+        os.rmdir(current)
+        stack.pop()
 
 
 def now_iso(ts: float | None = None) -> str:

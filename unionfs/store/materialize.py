@@ -14,16 +14,18 @@ digest is exactly that of a later ``scan`` of the result, so the caller can skip
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
+from unionfs.layers.syscalls import open_beneath
 from unionfs.store.layertar import TarDigest
 from unionfs.store.tree import Node, NodeType, public_xattrs, read_xattrs, sort_key
 
@@ -39,9 +41,14 @@ class LayerWriter:
     """Builds one layer directory from nodes given parent-first."""
 
     def __init__(self, dest: str | os.PathLike[str], *, link_sources: bool = False,
-                 digest: TarDigest | None = None) -> None:
+                 digest: TarDigest | None = None, beneath: bool = False) -> None:
         self.dest = os.fsencode(dest)
         os.makedirs(self.dest, mode=0o755, exist_ok=False)
+        # Untrusted input (an archive): every entry is created fd-relative in a parent
+        # opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so even a bug in the
+        # checks before could not make it write through a symlink or outside ``dest``.
+        self._root_fd = os.open(self.dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+                                ) if beneath else None
         self.link_sources = link_sources
         self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
         self._dirs: dict[bytes, Node] = {}
@@ -89,8 +96,28 @@ class LayerWriter:
         if path in self._dirs:
             self._dirs[path].opaque = True
 
+    @contextlib.contextmanager
+    def _at(self, path: bytes) -> Iterator[tuple[int | None, bytes]]:
+        """(dir_fd, name) to create ``path`` with: its parent opened beneath the layer root
+        without following symlinks (untrusted input), else (None, the full path)."""
+        if self._root_fd is None:
+            yield None, self.full(path)
+            return
+        parent, _, name = path.rpartition(b"/")
+        fd = open_beneath(self._root_fd, parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
     def finish(self) -> None:
-        """Apply directory metadata, deepest first."""
+        """Apply directory metadata, deepest first (and close the root, if held)."""
+        self.close()
         for path in sorted(self._dirs, key=lambda p: p.count(b"/"), reverse=True):
             node = self._dirs[path]
             full = self.full(path)
@@ -127,7 +154,8 @@ class LayerWriter:
             raise UserError(f"{_show(path)} is used as a directory but is a {kind.value}")
         self._ensure_parent(path)
         self.exact = False  # an implicit directory has no header in the hashed tar
-        os.mkdir(self.full(path), 0o755)
+        with self._at(path) as (dfd, name):
+            os.mkdir(name, 0o755, dir_fd=dfd)
         self.types[path] = NodeType.DIR
         # An implicit parent (not in the input): fixed metadata, so the layer is reproducible.
         self._dirs[path] = Node(path, NodeType.DIR, 0o755, 0, 0, 0)
@@ -148,7 +176,8 @@ class LayerWriter:
     def _dir(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         if node.path not in self.types:
-            os.mkdir(full, 0o700)
+            with self._at(node.path) as (dfd, name):
+                os.mkdir(name, 0o700, dir_fd=dfd)
         self._dirs[node.path] = node
         if node.opaque:
             self._mark_opaque(full)
@@ -160,7 +189,8 @@ class LayerWriter:
             os.link(node.source, full, follow_symlinks=False)
             self.bytes += node.size
             return
-        fd = os.open(full, _OPEN_FLAGS, 0o600)
+        with self._at(node.path) as (dfd, name):
+            fd = os.open(name, _OPEN_FLAGS, 0o600, dir_fd=dfd)
         try:
             if self.digest is None:
                 self.bytes += _copy_into(fd, node, content)
@@ -202,7 +232,8 @@ class LayerWriter:
 
     def _symlink(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
-        os.symlink(node.linkname, full)
+        with self._at(node.path) as (dfd, name):
+            os.symlink(node.linkname, name, dir_fd=dfd)
         self._chown(full, node)
         self._set_xattrs(full, node)
         os.utime(full, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=False)
@@ -211,14 +242,17 @@ class LayerWriter:
         kind = self.types.get(node.linkname)
         if kind is None or kind in (NodeType.DIR, NodeType.WHITEOUT):
             raise UserError(f"hard link {_show(node.path)} points outside the layer")
-        os.link(self.full(node.linkname), self.full(node.path), follow_symlinks=False)
+        with self._at(node.linkname) as (sfd, src), self._at(node.path) as (dfd, dst):
+            os.link(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
 
     def _device(self, node: Node, _content: IO[bytes] | None) -> None:
         fmt = {NodeType.CHR: stat.S_IFCHR, NodeType.BLK: stat.S_IFBLK,
                NodeType.FIFO: stat.S_IFIFO}[node.type]
         full = self.full(node.path)
         try:
-            os.mknod(full, fmt | 0o600, os.makedev(node.devmajor, node.devminor))
+            with self._at(node.path) as (dfd, name):
+                os.mknod(name, fmt | 0o600, os.makedev(node.devmajor, node.devminor),
+                         dir_fd=dfd)
         except PermissionError:
             raise UserError(
                 f"device node {_show(node.path)} needs privilege (CAP_MKNOD) to be created"
@@ -230,7 +264,8 @@ class LayerWriter:
 
     def _whiteout(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
-        os.mknod(full, stat.S_IFCHR, os.makedev(0, 0))
+        with self._at(node.path) as (dfd, name):
+            os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
         os.utime(full, ns=(0, 0), follow_symlinks=False)  # a whiteout's metadata means nothing
 
     # -- metadata ------------------------------------------------------------------------

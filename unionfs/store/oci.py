@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from unionfs.errors import UserError
-from unionfs.store import refs
+from unionfs.store import refs, schema
 from unionfs.store.fsutil import canonical_json
 from unionfs.store.layertar import HashWriter, file_digest, write_tar
+from unionfs.store.limits import Limits
 from unionfs.store.store import Image, StagedLayer, Store
 from unionfs.store.tree import scan
 from unionfs.store.untar import normalize_name
@@ -35,11 +37,7 @@ MT_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
-LAYER_TYPES = {
-    MT_LAYER, MT_LAYER + "+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.diff.tar",
-}
+LAYER_TYPES = set(schema.LAYER_TYPES)  # plain, gzip and zstd (OCI and docker names)
 MANIFEST_TYPES = {MT_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
 INDEX_TYPES = {MT_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"}
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -188,6 +186,7 @@ class Layout:
             raise UserError("index.json is not valid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
             raise UserError("index.json has no manifests")
+        schema.parse_index({"schemaVersion": 2, **data}, "index.json")
         return data
 
     def manifests(self) -> list[tuple[dict[str, Any], str | None]]:
@@ -196,13 +195,22 @@ class Layout:
         for desc in self.index()["manifests"]:
             name = _name_of(desc)
             if desc.get("mediaType") in INDEX_TYPES:
-                nested = self.json(desc).get("manifests", [])
+                doc = self.json(desc)
+                schema.parse_index(doc, f"index {refs.short(desc['digest'])}")
+                nested = doc["manifests"]
                 out += [(self.json(d), name) for d in nested if _is_ours(d)]
             elif desc.get("mediaType", MT_MANIFEST) in MANIFEST_TYPES:
                 out.append((self.json(desc), name))
         if not out:
             raise UserError("the archive holds no image manifest")
         return out
+
+
+def _stat_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return 0
 
 
 def _is_ours(desc: dict[str, Any]) -> bool:
@@ -273,33 +281,69 @@ def _check_inside(root: Path, target: Path) -> None:
         raise UserError(f"unsafe entry in image archive: {target}")
 
 
+@dataclass
+class Loaded:
+    """What ``load`` did: the images, and the tags it moved (tag -> id it pointed at)."""
+
+    images: list[Image]
+    replaced: dict[str, str]
+
+
 def load(store: Store, source: Path, tag: str | None = None,
-         progress: Progress | None = None) -> list[Image]:
+         progress: Progress | None = None, limits: Limits | None = None) -> list[Image]:
+    """Load every image of an OCI layout (tar or directory) into the store."""
+    return load_report(store, source, tag, progress, limits).images
+
+
+def load_report(store: Store, source: Path, tag: str | None = None,
+                progress: Progress | None = None, limits: Limits | None = None) -> Loaded:
     """Load every image of an OCI layout (tar or directory) into the store.
 
     A ``docker save`` archive without an OCI index (only ``manifest.json``) is read too.
     Everything is checked and staged first; the store changes only at the end, at once.
+    Names: ``io.containerd.image.name``, else ``ref.name`` (a bare ``t`` is read as podman
+    reads it, a repository: ``t:latest``); an image with no usable name is loaded by id.
+    Two different images under one name are refused.
     """
     if tag:
         tag = refs.normalize_tag(tag)
     with store.staging("load") as tmp:
         if source.is_dir():
             root = source
-        elif source.exists():
+        elif stat.S_ISREG(_stat_mode(source)):
             unpack_archive(source, tmp / "layout")
             root = tmp / "layout"
+        elif source.exists():
+            raise UserError(f"not a regular file or directory: {source}")
         else:
             raise UserError(f"no such file: {source}")
         found = _images_in(root)
         if tag and len(found) > 1:
             raise UserError("--tag needs an archive with exactly one image")
+        _check_unique_names(found)
         staged: list[StagedLayer] = []
         images: list[tuple[dict[str, Any], str | None]] = []
         for config, blobs, name in found:
-            config, layers = _stage_layers(store, config, blobs, tmp, progress)
+            config, layers = _stage_layers(store, config, blobs, tmp, progress, limits)
             staged += layers
             images.append((config, tag or _tag_for(name)))
-        return store.publish(staged, images)
+        before = store.tags()
+        published = store.publish(staged, images)
+    replaced = {t: before[t] for (_c, t), im in zip(images, published, strict=True)
+                if t and before.get(t) not in (None, im.id)}
+    return Loaded(published, replaced)
+
+
+def _check_unique_names(found: list[Found]) -> None:
+    """Refuse an archive that gives one name to two different images."""
+    seen: dict[str, str] = {}
+    for config, _blobs, name in found:
+        tag = _tag_for(name)
+        if tag is None:
+            continue
+        key = canonical_json(config).decode()
+        if seen.setdefault(tag, key) != key:
+            raise UserError(f"the archive names two different images {tag}")
 
 
 Found = tuple[dict[str, Any], list[Path], str | None]
@@ -315,13 +359,9 @@ def _images_in(root: Path) -> list[Found]:
 
 def _oci_image(layout: Layout, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[Path]]:
     """The config and layer blobs of one OCI manifest, digests checked."""
-    if not isinstance(manifest.get("config"), dict) or not isinstance(
-            manifest.get("layers"), list):
-        raise UserError("malformed manifest")
-    for desc in manifest["layers"]:
-        if desc.get("mediaType", MT_LAYER) not in LAYER_TYPES:
-            raise UserError(f"unsupported layer media type: {desc.get('mediaType')}")
-    return layout.json(manifest["config"]), [layout.blob(d) for d in manifest["layers"]]
+    schema.parse_manifest({"schemaVersion": 2, **manifest})
+    config = schema.check_config(layout.json(manifest["config"]))
+    return config, [layout.blob(d) for d in manifest["layers"]]
 
 
 def _docker_images(root: Path) -> list[Found]:
@@ -371,10 +411,10 @@ def _tag_for(name: str | None) -> str | None:
 
 
 def _stage_layers(store: Store, config: dict[str, Any], blobs: list[Path], tmp: Path,
-                  progress: Progress | None) -> tuple[dict[str, Any], list[StagedLayer]]:
+                  progress: Progress | None, limits: Limits | None = None
+                  ) -> tuple[dict[str, Any], list[StagedLayer]]:
     """Check and stage one image's layers; returns the config rewritten to our layer ids."""
-    if not isinstance(config, dict):
-        raise UserError("image config is not a JSON object")
+    schema.check_config(config)
     diff_ids = (config.get("rootfs") or {}).get("diff_ids")
     if not isinstance(diff_ids, list) or len(diff_ids) != len(blobs):
         raise UserError("config rootfs.diff_ids does not match the manifest's layers")
@@ -384,7 +424,8 @@ def _stage_layers(store: Store, config: dict[str, Any], blobs: list[Path], tmp: 
         where.mkdir()
         with open(blob, "rb") as f:
             staged.append(store.stage_tar(where, f, f"load {diff_id}",
-                                          expect_digest=str(diff_id), progress=progress))
+                                          expect_digest=str(diff_id), progress=progress,
+                                          limits=limits))
     config = dict(config)
     config["rootfs"] = {"type": "layers", "diff_ids": [s.digest for s in staged]}
     return config, staged

@@ -60,3 +60,36 @@ class CountingReader(io.RawIOBase):
         b[: len(data)] = data
         self._advance(len(data))
         return len(data)
+
+
+Tasks = Callable[[str, int], Advance]
+
+
+@contextlib.contextmanager
+def transfers(*, enabled: bool | None = None) -> Iterator[Tasks]:
+    """Yield ``task(label, total) -> advance``: one bar per layer being sent or fetched
+    (thread-safe, as rich's Progress is), drawn on stderr when it is a TTY."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield lambda _label, _total: _quiet
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+
+        def task(label: str, total: int) -> Advance:
+            tid = bar.add_task(label, total=total)
+            return lambda n: bar.advance(tid, n)
+
+        yield task

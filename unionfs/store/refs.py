@@ -9,8 +9,10 @@ from typing import Any
 from unionfs.errors import UserError
 
 DEFAULT_TAG = "latest"
-_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+|/|:[0-9]+/)[a-z0-9]+)*$", re.IGNORECASE)
+# docker's reference grammar: lowercase path components, an optional host[:port]/ first
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+|/|:[0-9]+/)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MAX_NAME = 255
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -25,7 +27,12 @@ def split_ref(ref: str) -> tuple[str, str]:
 def normalize_tag(ref: str) -> str:
     """A valid ``name:tag`` (``latest`` when no tag is given); rejects malformed names."""
     name, tag = split_ref(ref)
-    if not name or not _NAME.match(name) or not _TAG.match(tag):
+    if name and name.lower() != name and _NAME.match(name.lower()):
+        raise UserError(f"invalid image name: {ref!r} (repository names must be lowercase)")
+    if not _TAG.match(tag):
+        raise UserError(f"invalid image name: {ref!r} (a tag is 1-128 of [A-Za-z0-9_.-], "
+                        "not starting with '.' or '-')")
+    if not name or len(name) > MAX_NAME or not _NAME.match(name):
         raise UserError(f"invalid image name: {ref!r} (expected NAME[:TAG])")
     return f"{name}:{tag}"
 

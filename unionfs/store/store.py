@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from unionfs.store.fsutil import (
     write_atomic,
 )
 from unionfs.store.layertar import TarDigest, layer_digest
+from unionfs.store.limits import Limits
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.tree import Node, readahead, scan
 
@@ -327,24 +329,33 @@ class Store:
 
     def stage_tar(self, path: Path, f: BinaryIO, origin: str, *,
                   expect_digest: str | None = None,
-                  progress: Progress | None = None) -> StagedLayer:
+                  progress: Progress | None = None,
+                  limits: Limits | None = None) -> StagedLayer:
         """Check and extract a layer tar stream into ``path/fs``.
 
         ``expect_digest`` is the sha256 the uncompressed tar must have (an OCI diff_id).
+        The stream may be gzip, zstd, bzip2 or xz; ``limits`` bound what it expands to.
         """
+        from unionfs.store.limits import DEFAULT, BoundedReader, CountReader
         from unionfs.store.progress import CountingReader
         from unionfs.store.untar import HashReader, extract, open_stream
 
-        writer = LayerWriter(path / "fs")
+        limits = limits or DEFAULT
+        writer = LayerWriter(path / "fs", beneath=True)
         if progress is not None:  # progress in archive bytes read, as the total is given
             f = io.BufferedReader(CountingReader(f, progress))  # type: ignore[assignment]
-        reader = HashReader(_decompressed(f))
+        packed = CountReader(f)
+        bounded = BoundedReader(_decompressed(io.BufferedReader(packed)),  # type: ignore[arg-type]
+                                lambda: packed.count, limits)
+        reader = HashReader(bounded)  # type: ignore[arg-type]
         try:
             with open_stream(reader) as tar:  # type: ignore[arg-type]
-                data_end = extract(tar, writer)
+                data_end = extract(tar, writer, limits=limits)
             raw_digest = reader.drain()
         except _archive_errors() as exc:
             raise UserError(f"malformed archive: {exc}") from None
+        finally:
+            writer.close()
         if reader.size == 0:
             raise UserError("malformed archive: empty file")
         if data_end > reader.size:
@@ -404,10 +415,12 @@ class Store:
         return layer
 
     def add_layer_tar(self, f: BinaryIO, origin: str,
-                      progress: Progress | None = None) -> Layer:
-        """A layer from a tar stream (plain, gzip, bzip2 or xz)."""
+                      progress: Progress | None = None,
+                      limits: Limits | None = None) -> Layer:
+        """A layer from a tar stream (plain, gzip, zstd, bzip2 or xz)."""
         with self.staging("layer") as staged:
-            return self._publish_layer(self.stage_tar(staged, f, origin, progress=progress))
+            return self._publish_layer(self.stage_tar(staged, f, origin, progress=progress,
+                                                      limits=limits))
 
     # -- uppers --------------------------------------------------------------------------
 
@@ -498,19 +511,16 @@ class Store:
                            progress=progress)
 
     def import_rootfs(self, src: Path, tag: str, message: str = "",
-                      progress: Progress | None = None) -> Image:
-        """A one-layer image from a root filesystem tarball or directory."""
+                      progress: Progress | None = None,
+                      limits: Limits | None = None) -> Image:
+        """A one-layer image from a root filesystem tarball (a regular file) or directory."""
         src = Path(src)
         tag = refs.normalize_tag(tag)
         if src.is_dir():
             layer = self.add_layer_dir(src, f"import {src}", progress=progress)
         else:
-            try:
-                f = open(src, "rb")  # noqa: SIM115
-            except OSError as exc:
-                raise UserError(f"cannot read {src}: {exc.strerror}") from None
-            with f:
-                layer = self.add_layer_tar(f, f"import {src}", progress)
+            with _open_regular(src) as f:
+                layer = self.add_layer_tar(f, f"import {src}", progress, limits)
         history = refs.history_entry(now_iso(), f"unionfs import {src.name}", message)
         return self.publish_image(refs.new_config(None, layer.id, history), tag)
 
@@ -596,32 +606,32 @@ def _token() -> str:
 
 def _archive_errors() -> tuple[type[BaseException], ...]:
     """What reading a damaged (possibly compressed) tar raises; imported only when needed."""
-    import gzip
-    import lzma
     import tarfile
-    import zlib
 
-    return (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
-            ValueError)
+    from unionfs.store.compression import errors
+
+    return (tarfile.TarError, ValueError, *errors())
 
 
 def _decompressed(f: BinaryIO) -> io.BufferedIOBase:
-    """``f`` uncompressed: gzip, bzip2 and xz are recognized by their magic bytes."""
-    import bz2
-    import gzip
-    import lzma
+    """``f`` uncompressed: gzip, zstd, bzip2 and xz are recognized by their magic bytes."""
+    from unionfs.store.compression import decompressed
 
-    buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[type-var]
-    head = buffered.peek(6)[:6]
-    if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")
-    if head.startswith(b"BZh"):
-        return bz2.BZ2File(buffered)
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(buffered)
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        raise UserError("zstd-compressed layers are not supported")
-    return buffered  # type: ignore[no-any-return]
+    return decompressed(f)
+
+
+def _open_regular(src: Path) -> BinaryIO:
+    """``src`` opened for reading, refused unless it is a regular file (opened without
+    blocking, so a FIFO or a device is refused rather than waited on)."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise UserError(f"cannot read {src}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"not a regular file or directory: {src}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -210,16 +210,18 @@ def scan(root: str | os.PathLike[str] | bytes) -> Iterator[Node]:
     carry their absolute path in ``source`` too.
     """
     base = os.fsencode(root)
-    yield from _scan_dir(base, b"", dir_opacity(read_xattrs(base))[1], {})
-
-
-def _scan_dir(root: bytes, rel: bytes, xattr_whiteouts: bool,
-              inodes: dict[tuple[int, int], bytes]) -> Iterator[Node]:
-    for node in list_dir(root, rel, xattr_whiteouts):
+    inodes: dict[tuple[int, int], bytes] = {}
+    # depth first with an explicit stack of listings (no recursion: any depth is fine)
+    stack = [iter(list_dir(base, b"", dir_opacity(read_xattrs(base))[1]))]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
         detect_hardlink(node, inodes)
         yield node
         if node.type is NodeType.DIR:
-            yield from _scan_dir(root, node.path, node.xattr_whiteouts, inodes)
+            stack.append(iter(list_dir(base, node.path, node.xattr_whiteouts)))
 
 
 def detect_hardlink(node: Node, inodes: dict[tuple[int, int], bytes]) -> None:

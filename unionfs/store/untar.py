@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from typing import BinaryIO
@@ -23,9 +24,11 @@ from unionfs.core import whiteout as wh
 from unionfs.core.paths import join
 from unionfs.errors import UserError
 from unionfs.store.layertar import ENCODING, ERRORS, XATTR_PAX_PREFIX, encode
+from unionfs.store.limits import Limits, check_entries
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.tree import Node, NodeType, public_xattrs
 
+MAX_PATH = 3072  # bytes of a layer path: with the store's own prefix it stays below PATH_MAX
 _TYPES = {
     tarfile.REGTYPE: NodeType.REG,
     tarfile.AREGTYPE: NodeType.REG,
@@ -49,8 +52,12 @@ def normalize_name(name: str) -> bytes:
         raise UserError(f"unsafe archive entry {name!r}: absolute path")
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
     if b".." in parts:
-        raise UserError(f"unsafe archive entry {name!r}: '..' in path")
-    return b"/".join(parts)
+        raise UserError(f"unsafe archive entry {name[:80]!r}: '..' in path")
+    path = b"/".join(parts)
+    if len(path) > MAX_PATH:
+        raise UserError(f"unsafe archive entry {name[:60]!r}...: path longer than "
+                        f"{MAX_PATH} bytes")
+    return path
 
 
 def symlink_escapes(path: bytes, target: bytes) -> bool:
@@ -84,18 +91,26 @@ class TarChecker:
         self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
 
     def check_parents(self, path: bytes, name: str) -> None:
-        """Every proper prefix of ``path`` must be a directory (or not yet seen)."""
-        parts = path.split(b"/")
-        for i in range(1, len(parts)):
-            prefix = b"/".join(parts[:i])
+        """Every proper prefix of ``path`` must be a directory (or not yet seen).
+
+        Walks up from the parent and stops at the first known directory: a directory stays
+        one (:meth:`_check_replace`), and its own prefixes were checked when it was seen.
+        """
+        unseen = []
+        prefix = path.rpartition(b"/")[0]
+        while prefix:
             kind = self.types.get(prefix)
-            if kind is not None and kind is not NodeType.DIR:
+            if kind is NodeType.DIR:
+                break
+            if kind is not None:
                 raise UserError(
                     f"unsafe archive entry {name!r}: goes through {kind.value} "
                     f"{prefix.decode(errors='replace')!r}"
                 )
-            if kind is None:
-                self.types[prefix] = NodeType.DIR
+            unseen.append(prefix)
+            prefix = prefix.rpartition(b"/")[0]
+        for p in unseen:
+            self.types[p] = NodeType.DIR
 
     def node(self, info: tarfile.TarInfo) -> Node | None:
         """The node for ``info``, or None for the root directory entry."""
@@ -157,20 +172,29 @@ def _to_node(path: bytes, kind: NodeType, info: tarfile.TarInfo) -> Node:
 
 
 def extract(tar: tarfile.TarFile, writer: LayerWriter,
-            progress: Callable[[int], None] | None = None) -> int:
+            progress: Callable[[int], None] | None = None, *,
+            limits: Limits | None = None) -> int:
     """Check and write every member of ``tar`` (read sequentially) into ``writer``.
 
     Returns the offset where the last member's data ends, so the caller can tell an archive
-    cut short inside a member from one that only lacks its end-of-archive blocks.
+    cut short inside a member from one that only lacks its end-of-archive blocks. Before it
+    returns, every symlink of the layer is resolved through the others (:func:`link_escape`):
+    a chain that leaves the layer is refused, though each of its links looks harmless alone.
     """
     checker = TarChecker()
     whiteouts: list[bytes] = []
+    links: dict[bytes, bytes] = {}
     data_end = 0
+    entries = 0
     for info in tar:
+        entries += 1
+        if limits is not None:
+            check_entries(entries, limits)
         data_end = max(data_end, info.offset_data + (info.size if info.isfile() else 0))
         node = checker.node(info)
         if node is None:
             continue
+        _note_link(node, links)
         name = node.name
         if node.type is NodeType.REG and name == wh.OCI_OPAQUE_MARKER:
             writer.set_opaque(node.parent)
@@ -188,8 +212,56 @@ def extract(tar: tarfile.TarFile, writer: LayerWriter,
     for path in whiteouts:
         if path not in writer.types:
             writer.add(Node(path, NodeType.WHITEOUT, 0))
+    for path in links:
+        if link_escape(path, links):
+            raise UserError(f"unsafe archive entry {os.fsdecode(path)!r}: symlink chain "
+                            "resolves outside the layer")
     writer.finish()
     return data_end
+
+
+def _note_link(node: Node, links: dict[bytes, bytes]) -> None:
+    """Keep ``links`` (path -> relative target) current: symlinks, hard links to them."""
+    links.pop(node.path, None)
+    if node.type is NodeType.SYMLINK:
+        links[node.path] = node.linkname
+    elif node.type is NodeType.HARDLINK and node.linkname in links:
+        links[node.path] = links[node.linkname]  # same target, read from another place
+
+
+MAX_HOPS = 40  # the kernel's limit on symlinks followed in one lookup
+
+
+def link_escape(path: bytes, links: dict[bytes, bytes]) -> bool:
+    """True when the symlink at ``path``, resolved through the layer's other symlinks,
+    climbs above the layer root (or loops). Absolute targets are resolved inside the image
+    (``..`` stops at its root), as a container sees them."""
+    stack = path.split(b"/")[:-1]
+    pending = links[path].split(b"/")
+    rooted = links[path].startswith(b"/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if not stack and not rooted:
+                return True
+            if stack:
+                stack.pop()
+            continue
+        stack.append(part)
+        target = links.get(b"/".join(stack))
+        if target is None:
+            continue
+        hops += 1
+        if hops > MAX_HOPS:
+            return True
+        stack.pop()
+        if target.startswith(b"/"):
+            stack, rooted = [], True
+        pending = target.split(b"/") + pending
+    return False
 
 
 class HashReader(io.RawIOBase):
