@@ -46,7 +46,7 @@ def wants_userns(explicit: bool) -> bool:
 def unshare_flags(network: str) -> int:
     """The namespaces (besides user) a container is created in."""
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if network == "none":
+    if network != "host":
         flags |= CLONE_NEWNET
     return flags
 

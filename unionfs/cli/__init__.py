@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        code = _in_user_namespace(sys.argv[1:] if argv is None else argv)
+        if code is not None:
+            return code
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"unionfs: error: {exc}", file=sys.stderr)
@@ -65,6 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unionfs: error: {_describe_oserror(exc)}", file=sys.stderr)
         log.debug("details", exc_info=True)
         return 1
+
+
+def _in_user_namespace(argv: list[str]) -> int | None:
+    """A rootless user's store command runs again inside its user namespace (the layers keep
+    their owners shifted into the subordinate range); None: run it here."""
+    try:
+        from runtime.idmap import reexec_in_userns
+    except ModuleNotFoundError:
+        return None
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return reexec_in_userns(command, argv)
 
 
 def _describe_oserror(exc: OSError) -> str:
