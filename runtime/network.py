@@ -32,8 +32,8 @@ from unionfs.errors import UserError
 DNS_ADDRESS = "169.254.1.1"  # what the container's resolv.conf names; pasta forwards it
 HOST_ALIAS = "host.containers.internal"
 PASTA_START_TIMEOUT = 20.0
-_PORT_RE = re.compile(r"^(?:(?:\[(?P<ip6>[0-9a-fA-F:.]+)\]|(?P<ip>[0-9.]+)):)?"
-                      r"(?:(?P<host>\d+):)?(?P<ctr>\d+)(?:/(?P<proto>tcp|udp))?$")
+_PORT_RE = re.compile(r"^(?:(?:\[(?P<ip6>[0-9a-fA-F:.]+)\]|(?P<ip>\d+\.\d+\.\d+\.\d+)):)?"
+                      r"(?:(?P<host>\d*):)?(?P<ctr>\d+)(?:/(?P<proto>tcp|udp))?$")
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,8 @@ def parse_port(text: str) -> Port:
             raise UserError(f"invalid IP address {ip!r} in publish spec {text!r}") from None
     ctr = int(m.group("ctr"))
     host = int(m.group("host")) if m.group("host") else 0
-    for value in (ctr, host):
-        if value > 65535 or (value == 0 and value is ctr):
-            raise UserError(f"invalid port in publish spec {text!r}: must be 1-65535")
+    if not 1 <= ctr <= 65535 or host > 65535:
+        raise UserError(f"invalid port in publish spec {text!r}: must be 1-65535")
     return Port(ctr, host, ip, m.group("proto") or "tcp")
 
 
@@ -199,6 +198,10 @@ def start(pid: int, ports: list[Port], state_dir: Path, *, join_userns: bool) ->
     if shutil.which("pasta") is None:
         raise UserError("a private network needs pasta (Debian's passt package); use "
                         "--network host or none without it")
+    if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        raise UserError("a private network needs /dev/net/tun readable and writable by you "
+                        "(mode 0666, as Debian's udev rules make it); or use --network host "
+                        "or none")
     pidfile = state_dir / "pasta.pid"
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
