@@ -138,6 +138,9 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
     )
     if limits.pids is not None and limits.pids < 1:
         raise UserError(f"invalid --pids-limit {limits.pids}: must be at least 1")
+    if (args.uidmap or args.gidmap) and os.geteuid() != 0:
+        raise UserError("--uidmap/--gidmap need root: a rootless container maps you and your "
+                        "subordinate range (/etc/subuid, /etc/subgid)")
     return Spec(
         image=args.image, command=list(args.command), name=check_name(args.name) if args.name
         else "", interactive=args.interactive, tty=args.tty, detach=args.detach,
