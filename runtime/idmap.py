@@ -226,15 +226,41 @@ def _forward(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def reexec_in_userns(command: str | None, argv: list[str]) -> int | None:
+def reexec_in_userns(command: str | None, argv: list[str],
+                     server: int | None = None) -> int | None:
     """For a rootless user with ranges, run store command ``command`` again inside a user
-    namespace with the rootless map (its exit status); None when it runs here as it is."""
+    namespace with the rootless map (its exit status); None when it runs here as it is.
+
+    With ``server`` (the unionfs server of a running rootless container) it joins that
+    server's user and mount namespaces instead, where the container's root is mounted, so
+    ``commit`` of a running container switches its upper live as it does for root.
+    """
     if (command is None or command in HOST_COMMANDS or os.environ.get(IN_USERNS_ENV)
             or not has_ranges()):
         return None
     env = dict(os.environ, **{IN_USERNS_ENV: "1"})
     exe = [sys.executable, "-m", "unionfs", *argv]
+    if server is not None:
+        joined = ["nsenter", f"--target={server}", "--user", "--mount", "--", *exe]
+        return subprocess.run(joined, env=env, check=False).returncode
     return in_userns(lambda: os.execve(sys.executable, exe, env))
+
+
+def running_server(store_root: str, container: str) -> int | None:
+    """The unionfs server pid of running rootless container ``container``, if any."""
+    from runtime import state
+
+    class _Store:
+        root = store_root
+
+    try:
+        c = state.find(_Store(), container)
+    except UserError:
+        return None
+    if c is None or not c.running():
+        return None
+    pid = c.state().get("server")
+    return int(pid) if pid else None
 
 
 def remove_tree(path: str) -> None:

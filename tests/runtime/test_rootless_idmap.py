@@ -156,6 +156,18 @@ def test_commit_and_save_write_container_ids_and_root_loads_them(
                                 "65534:65534 644 /nobody/f", "0:1000 644 /shared/new"]
 
 
+def test_commit_of_a_running_rootless_container(ranged: Rootless) -> None:
+    out = ok(ranged,
+             "$UF run -d --name live --network none owners sh -c 'echo live > /root/state && "
+             "chown 1000:1000 /root/state && exec sleep 600' >/dev/null && n=0 && "
+             "until $UF exec live test -e /root/state || [ $n -gt 100 ]; do n=$((n+1)); "
+             "sleep 0.1; done && $UF commit live liveimg >/dev/null && "
+             "$UF exec live cat /root/state && $UF stop -t 1 live >/dev/null && "
+             "$UF rm live >/dev/null && "
+             "$UF run --rm --network none liveimg stat -c %u:%g /root/state")
+    assert out == ["live", "1000:1000"]
+
+
 def test_an_image_saved_by_root_keeps_its_owners_rootless(
         ranged: Rootless, cli: CLI, tmp_path: Path) -> None:
     root = CLI(tmp_path / "store", dict(cli.env, UNIONFS_STORE=str(tmp_path / "store")))

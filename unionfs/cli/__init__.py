@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from unionfs import __version__
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = _in_user_namespace(sys.argv[1:] if argv is None else argv)
+        code = _in_user_namespace(sys.argv[1:] if argv is None else argv, args)
         if code is not None:
             return code
         return int(args.func(args) or 0)
@@ -70,15 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _in_user_namespace(argv: list[str]) -> int | None:
+def _in_user_namespace(argv: list[str], args: argparse.Namespace) -> int | None:
     """A rootless user's store command runs again inside its user namespace (the layers keep
     their owners shifted into the subordinate range); None: run it here."""
     try:
-        from runtime.idmap import reexec_in_userns
+        from runtime.idmap import reexec_in_userns, running_server
     except ModuleNotFoundError:
         return None
     command = next((a for a in argv if not a.startswith("-")), None)
-    return reexec_in_userns(command, argv)
+    server = None
+    targets = getattr(args, "targets", None)
+    if (command == "commit" and targets and len(targets) == 2 and not args.upper
+            and os.geteuid() != 0):
+        from unionfs.store.store import default_root
+
+        store = getattr(args, "store", None) or str(default_root())
+        server = running_server(store, targets[0])
+    return reexec_in_userns(command, argv, server)
 
 
 def _describe_oserror(exc: OSError) -> str:
