@@ -112,6 +112,9 @@ def test_rootless_limits_fail_clearly_without_delegation(rootless: Rootless) -> 
                    "ls store/containers | wc -l")
     assert "rc=2" in res.stdout
     assert "cannot apply resource limits" in res.stderr
+    # Without a subordinate range: one id, and a warning that says so and how to add one.
+    assert "warning: no subordinate ids for uftest" in res.stderr
+    assert "usermod --add-subuids" in res.stderr
     errors = [ln for ln in res.stderr.splitlines() if "warning: no subordinate ids" not in ln]
     assert len(errors) == 1
     assert res.stdout.split()[-1] == "0"  # nothing left in the store

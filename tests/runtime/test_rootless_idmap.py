@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -179,6 +180,21 @@ def test_an_image_saved_by_root_keeps_its_owners_rootless(
                      "/shared")
     assert out == ["1000:1000 644 /home/user/f", "65534:65534 644 /nobody/f",
                    "0:1000 2775 /shared"]
+
+
+def test_device_nodes_are_left_out_and_named(ranged: Rootless) -> None:
+    with tarfile.open(ranged.base / "out/devices.tar", "w") as tar:
+        for name, kind in (("dev", tarfile.DIRTYPE), ("dev/null", tarfile.CHRTYPE),
+                           ("dev/zero", tarfile.CHRTYPE), ("fifo", tarfile.FIFOTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.devmajor, info.devminor = kind, 0o666, 1, 3
+            tar.addfile(info)
+    res = ranged("$UF import out/devices.tar -t devices")
+    assert res.returncode == 0, res.stderr
+    assert "2 device node(s) not kept" in res.stderr and "dev/null, dev/zero" in res.stderr
+    layer = next(p.parent for p in (ranged.base / "store/layers/sha256").glob("*/fs/fifo"))
+    assert stat.S_ISFIFO(os.lstat(layer / "fifo").st_mode)  # a fifo is kept
+    assert (layer / "dev").is_dir() and not os.listdir(layer / "dev")
 
 
 # -- networks -----------------------------------------------------------------------------
