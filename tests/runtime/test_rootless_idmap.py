@@ -90,6 +90,9 @@ def nothing_left(ranged: Rootless) -> Iterator[None]:
     while (left := process_leftovers(str(ranged.base))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"rootless processes left: {left}"
+    # rm and --rm removed every upper, though they hold files of other mapped owners.
+    uppers = ranged.base / "store/uppers/container"
+    assert not uppers.exists() or not list(uppers.iterdir())
 
 
 def ok(runner: Rootless, script: str, timeout: float = 120) -> list[str]:
