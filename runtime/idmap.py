@@ -259,8 +259,8 @@ def running_server(store_root: str, container: str) -> int | None:
         return None
     if c is None or not c.running():
         return None
-    pid = c.state().get("server")
-    return int(pid) if pid else None
+    server = c.state().get("server")
+    return int(server[0]) if server and state.pid_alive(server[0], server[1]) else None
 
 
 def remove_tree(path: str) -> None:

@@ -37,18 +37,16 @@ def wait_supervisor(container: state.Container) -> None:
     if container.dir.exists():
         cleanup_stale(container.rootfs)
         _stop_leftover(st.get("server"))  # a rootless server in the container's namespaces
-        _stop_leftover((st.get("network") or {}).get("pid"))
+        _stop_leftover(st.get("pasta"))
         if st.get("cgroup"):
             with contextlib.suppress(OSError):
                 cgroups.load(st["cgroup"]).remove()
 
 
-def _stop_leftover(pid: int | None) -> None:
-    """End a process a killed supervisor left (the server, pasta), if it is still ours."""
-    if pid and os.path.exists(f"/proc/{pid}"):
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}").st_uid == os.geteuid():
-                network.stop_pid(pid)
+def _stop_leftover(recorded: list[int | None] | None) -> None:
+    """End a process a killed supervisor left (the server, pasta): the same process only."""
+    if recorded and state.pid_alive(recorded[0], recorded[1]):
+        network.stop_pid(recorded[0])
 
 
 def start(container: state.Container) -> None:

@@ -139,8 +139,9 @@ def supervise(container: state.Container, *, attached: bool,
             supervisor=me, supervisor_start=state.pid_start_time(me),
             cgroup=cg.to_dict() if cg else None, started_at=state.now_iso(),
             exit_code=None, oom_killed=False, finished_at=None,
-            server=res.root.handle.pid if res.root and res.root.handle else None,
+            server=_pid_and_start(res.root.handle.pid if res.root and res.root.handle else None),
             network=res.net.to_dict() if res.net else None,
+            pasta=_pid_and_start(res.net.pid if res.net else None),
         )
         if notify is not None:
             notify()
@@ -156,6 +157,11 @@ def supervise(container: state.Container, *, attached: bool,
         _cleanup(started, cg, res)
         if spec.remove:
             state.delete(container)
+
+
+def _pid_and_start(pid: int | None) -> list[int | None] | None:
+    """A helper process as the state records it: pid and start time (pids are reused)."""
+    return [pid, state.pid_start_time(pid)] if pid else None
 
 
 def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, res: Resources) -> None:
