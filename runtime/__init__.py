@@ -7,6 +7,9 @@ One job per module, in the order a start uses them:
 - ``rootfs``      the image layers plus the container's upper mounted as one tree (unionfs)
 - ``cgroups``     v1 and v2 behind one interface: limits, add, stats, OOM, kill, remove
 - ``namespaces``  which namespaces, uid/gid maps, joining them for ``exec``
+- ``idmap``       rootless maps from /etc/subuid and /etc/subgid (newuidmap), the user
+                  namespace store commands re-run in
+- ``network``     the private network through pasta: published ports, DNS, cleanup
 - ``mounts``      the container's mounts as a list of steps, then executed; the pivot
 - ``child``       the forked code that ends in exec: namespaces, mounts, privileges
 - ``init``        the reaping, signal-forwarding PID 1 of ``--init``

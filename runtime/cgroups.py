@@ -9,9 +9,10 @@ Where the cgroups go:
 - v1: ``<controller mount><our own cgroup>/unionfs/<id>`` in each of memory, cpu, cpuacct and
   pids. Nesting under our own cgroup keeps containers inside whatever limits we run under.
 - v2: ``<mount>/unionfs/<id>`` for root (the no-internal-processes rule forbids enabling
-  controllers below a cgroup that holds processes, as our own does); for other users their
-  delegated cgroup, named by ``UNIONFS_CGROUP_PARENT`` (e.g. a directory inside
-  ``user@UID.service`` that holds no processes) or else their own cgroup.
+  controllers below a cgroup that holds processes, as our own does); for other users
+  ``<user@UID.service>/unionfs/<id>``, in the subtree systemd delegates to the user (found
+  above our own cgroup, as podman's rootless containers use it), with the controllers it
+  delegates (a limit of another one is refused, naming the controller).
 
 ``UNIONFS_CGROUP_PARENT`` overrides the parent directory on both versions.
 """
@@ -226,7 +227,12 @@ class CgroupV2(Cgroup):
         return {"version": 2, "path": str(self.path)}
 
     def _write(self, name: str, value: object) -> None:
-        (self.path / name).write_text(f"{value}\n")
+        target = self.path / name
+        if not target.exists():
+            controller = name.partition(".")[0]
+            raise OSError(errno.ENOENT, f"the {controller} controller is not enabled for "
+                          "this cgroup (not delegated?)", str(target))
+        target.write_text(f"{value}\n")
 
     def apply(self, limits: Limits) -> None:
         if limits.memory is not None:
@@ -319,21 +325,40 @@ def _create_v1(name: str, root: Path) -> CgroupV1:
 
 def _create_v2(name: str, root: Path) -> CgroupV2:
     override = os.environ.get(PARENT_ENV)
+    top = root  # controllers are enabled from here down
     if override:
         parent = root / override.lstrip("/")
     elif os.geteuid() == 0:
         parent = root / "unionfs"
     else:
-        parent = root / own_cgroups().get("", "/").lstrip("/")
-    available = set((root / "cgroup.controllers").read_text().split())
-    missing = [c for c in V2_CONTROLLERS if c not in available]
-    if missing:
-        raise CgroupUnavailable(f"cgroup v2 controllers not available: {' '.join(missing)}")
+        top = delegated_subtree(root, own_cgroups().get("", "/"), os.geteuid())
+        parent = top / "unionfs"
+    available = set((top / "cgroup.controllers").read_text().split())
+    if top == root:
+        missing = [c for c in V2_CONTROLLERS if c not in available]
+        if missing:
+            raise CgroupUnavailable(f"cgroup v2 controllers not available: {' '.join(missing)}")
     _mkdir(parent)
-    _enable_controllers(root, parent)
+    _enable_controllers(top, parent, [c for c in V2_CONTROLLERS if c in available])
     path = parent / name
     _mkdir(path)
     return CgroupV2(path)
+
+
+def delegated_subtree(root: Path, own: str, uid: int) -> Path:
+    """The cgroup systemd delegates to user ``uid`` (``.../user@UID.service``), as podman's
+    rootless containers use it: our own cgroup must be inside it."""
+    parts = [p for p in own.split("/") if p]
+    unit = f"user@{uid}.service"
+    if unit not in parts:
+        raise CgroupUnavailable(
+            f"rootless limits need the cgroup v2 subtree systemd delegates to you ({unit}); "
+            f"this process is in {own or '/'}: run from a login session or under "
+            f"'systemd-run --user --scope', or name a delegated cgroup in {PARENT_ENV}")
+    delegated = root.joinpath(*parts[: parts.index(unit) + 1])
+    if not os.access(delegated / "cgroup.subtree_control", os.W_OK):
+        raise CgroupUnavailable(f"{delegated} is not delegated to uid {uid}")
+    return delegated
 
 
 def _mkdir(path: Path) -> None:
@@ -347,19 +372,20 @@ def _mkdir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _enable_controllers(root: Path, parent: Path) -> None:
-    """Enable our controllers in ``subtree_control`` from the top down to ``parent``."""
-    current = root
-    _enable_in(current)
-    for part in parent.relative_to(root).parts:
+def _enable_controllers(top: Path, parent: Path, wanted: list[str] | None = None) -> None:
+    """Enable our controllers in ``subtree_control`` from ``top`` down to ``parent``."""
+    wanted = list(V2_CONTROLLERS) if wanted is None else wanted
+    current = top
+    _enable_in(current, wanted)
+    for part in parent.relative_to(top).parts:
         current = current / part
-        _enable_in(current)
+        _enable_in(current, wanted)
 
 
-def _enable_in(directory: Path) -> None:
+def _enable_in(directory: Path, controllers: list[str]) -> None:
     control = directory / "cgroup.subtree_control"
     enabled = set(control.read_text().split())
-    wanted = [c for c in V2_CONTROLLERS if c not in enabled]
+    wanted = [c for c in controllers if c not in enabled and f"+{c}" not in enabled]
     if not wanted:
         return
     try:

@@ -69,6 +69,7 @@ class ChildConfig:
     sync_r: int
     sync_w: int
     err_w: int
+    server_ns: bool = False  # the unionfs server is started in our user+mount namespace
 
 
 @dataclass
@@ -148,6 +149,13 @@ def intermediate(cfg: ChildConfig) -> NoReturn:
             linux.unshare(linux.CLONE_NEWUSER)
             os.write(cfg.sync_w, b"U")
             _expect(cfg.sync_r, b"M")  # maps written
+            if cfg.server_ns:
+                # A mount namespace of our user namespace, for the unionfs server; the
+                # container's own mount namespace is made below it (pivot_root would
+                # otherwise move the server's root too).
+                linux.unshare(linux.CLONE_NEWNS)
+                os.write(cfg.sync_w, b"N")
+                _expect(cfg.sync_r, b"S")  # the server has mounted the root
         linux.unshare(namespaces.unshare_flags(cfg.spec.network))
         pid = os.fork()
         if pid == 0:
@@ -165,7 +173,7 @@ def container_main(cfg: ChildConfig) -> NoReturn:
     os.close(cfg.sync_r)
     spec = cfg.spec
     attach_stdio(cfg.stdio)
-    if spec.network == "none":
+    if spec.network != "host":
         namespaces.loopback_up()
     linux.sethostname(spec.hostname)
     steps = mounts.plan(spec, cfg.root, cfg.state_dir, userns=cfg.userns)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from runtime import lifecycle, state, supervisor
+from runtime import idmap, lifecycle, network, state, supervisor
 from runtime.enter import exec_in
 from runtime.spec import (
     Limits,
@@ -97,8 +98,17 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--cpus", metavar="N", help="cpu quota in cpus, e.g. 1.5")
     p.add_argument("--pids-limit", type=int, metavar="N", help="maximum number of processes")
     p.add_argument("--read-only", action="store_true", help="no upper: a read-only root")
-    p.add_argument("--network", default="host", metavar="MODE", help="host (default) or none")
+    p.add_argument("--network", "--net", default="private", metavar="MODE",
+                   help="private (default: own namespace through pasta), none or host")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:]HOST:CTR[/PROTO]", help="publish a container port on the host")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish the image's exposed ports on free host ports")
     p.add_argument("--userns", action="store_true", help="a user namespace even as root")
+    p.add_argument("--uidmap", action="append", default=[], metavar="CTR:HOST:COUNT",
+                   help="uid map of the container's own user namespace (implies --userns)")
+    p.add_argument("--gidmap", action="append", default=[], metavar="CTR:HOST:COUNT",
+                   help="gid map of the container's own user namespace (implies --userns)")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -128,13 +138,19 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
     )
     if limits.pids is not None and limits.pids < 1:
         raise UserError(f"invalid --pids-limit {limits.pids}: must be at least 1")
+    if (args.uidmap or args.gidmap) and os.geteuid() != 0:
+        raise UserError("--uidmap/--gidmap need root: a rootless container maps you and your "
+                        "subordinate range (/etc/subuid, /etc/subgid)")
     return Spec(
         image=args.image, command=list(args.command), name=check_name(args.name) if args.name
         else "", interactive=args.interactive, tty=args.tty, detach=args.detach,
         remove=args.rm, env=list(args.env), workdir=args.workdir, user=args.user,
         hostname=args.hostname, volumes=[parse_volume(v) for v in args.volume], limits=limits,
-        read_only=args.read_only, network=check_network(args.network), userns=args.userns,
-        init=args.init,
+        read_only=args.read_only, network=check_network(args.network),
+        userns=args.userns or bool(args.uidmap or args.gidmap), init=args.init,
+        ports=[network.parse_port(p) for p in args.publish],
+        uidmap=[m for t in args.uidmap for m in idmap.parse_map(t, "--uidmap")],
+        gidmap=[m for t in args.gidmap for m in idmap.parse_map(t, "--gidmap")],
     )
 
 
@@ -146,6 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from unionfs.store.registry import ensure_image  # pulls a missing host/name image
 
     image = ensure_image(store, spec.image)
+    _prepare_network(spec, args, image)
+    if os.geteuid() != 0 and not idmap.rootless_maps().full:
+        print(idmap.one_id_warning(), file=sys.stderr)
     container = state.create(store, spec, image)
     try:
         if spec.detach:
@@ -162,6 +181,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
 
 
+def _prepare_network(spec: Spec, args: argparse.Namespace, image: Any) -> None:
+    """Check -p/-P against the network mode and pick the host ports now (ps shows them)."""
+    if args.publish_all:
+        spec.ports += network.exposed_ports(image.config)
+    if spec.ports and spec.network != "private":
+        raise UserError(f"published ports need the private network, not --network "
+                        f"{spec.network}")
+    spec.ports = network.claim_ports(spec.ports)
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     rows = []
     for c in state.all_containers(open_store(args)):
@@ -173,9 +202,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(c.id[:12])
             continue
         rows.append((c.id[:12], c.config["image"], _short_cmd(c.spec.argv()),
-                     _ago(c.config["created"]), _status(st), c.name))
+                     _ago(c.config["created"]), _status(st),
+                     ", ".join(p.show() for p in c.spec.ports), c.name))
     if not args.quiet:
-        _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
+        _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"),
+               rows)
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from runtime import cgroups, state, supervisor
+from runtime import cgroups, network, state, supervisor
 from runtime.rootfs import cleanup_stale
 from unionfs.errors import UserError
 
@@ -36,9 +36,17 @@ def wait_supervisor(container: state.Container) -> None:
     state.wait_gone(st.get("supervisor"), st.get("supervisor_start"), SUPERVISOR_GRACE)
     if container.dir.exists():
         cleanup_stale(container.rootfs)
+        _stop_leftover(st.get("server"))  # a rootless server in the container's namespaces
+        _stop_leftover(st.get("pasta"))
         if st.get("cgroup"):
             with contextlib.suppress(OSError):
                 cgroups.load(st["cgroup"]).remove()
+
+
+def _stop_leftover(recorded: list[int | None] | None) -> None:
+    """End a process a killed supervisor left (the server, pasta): the same process only."""
+    if recorded and state.pid_alive(recorded[0], recorded[1]):
+        network.stop_pid(recorded[0])
 
 
 def start(container: state.Container) -> None:

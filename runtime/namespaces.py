@@ -46,7 +46,7 @@ def wants_userns(explicit: bool) -> bool:
 def unshare_flags(network: str) -> int:
     """The namespaces (besides user) a container is created in."""
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if network == "none":
+    if network != "host":
         flags |= CLONE_NEWNET
     return flags
 
@@ -55,25 +55,14 @@ def id_maps(euid: int, egid: int) -> tuple[list[IdMap], list[IdMap]]:
     """The maps for a new user namespace.
 
     Unprivileged: our own uid and gid become root inside (the only map the kernel lets an
-    unprivileged process write). Root with ``--userns``: ids 0-65535 map to themselves, so
+    unprivileged process write itself; :mod:`runtime.idmap` adds the subordinate range
+    through newuidmap/newgidmap). Root with ``--userns``: ids 0-65535 map to themselves, so
     the image's root-owned files stay root's while capabilities are confined to the
     namespace (shifting to subordinate ranges would need the layers' owners shifted too).
     """
     if euid == 0:
         return [IdMap(0, 0, ROOT_USERNS_SIZE)], [IdMap(0, 0, ROOT_USERNS_SIZE)]
     return [IdMap(0, euid, 1)], [IdMap(0, egid, 1)]
-
-
-def write_id_maps(pid: int, uid_map: list[IdMap], gid_map: list[IdMap]) -> None:
-    """Write a child's maps from its parent user namespace."""
-    if os.geteuid() != 0:
-        # An unprivileged gid_map needs setgroups disabled first.
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-    with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write("".join(m.line() for m in uid_map))
-    with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write("".join(m.line() for m in gid_map))
 
 
 def loopback_up() -> None:

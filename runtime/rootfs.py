@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +27,14 @@ class RootMount:
 
     path: Path
     handle: MountHandle | None = None
+    in_namespace: bool = False  # served in another mount namespace: only the server can end it
 
     def release(self) -> None:
         """Unmount (idempotent)."""
-        if self.handle is not None:
+        if self.handle is not None and self.in_namespace:
+            stop_server(self.handle.process)
+            self.handle = None
+        elif self.handle is not None:
             self.handle.unmount()
             self.handle = None
         elif is_mounted(self.path):
@@ -36,15 +42,31 @@ class RootMount:
 
 
 def mount_root(lowers: list[str], upper: Path | None, work: Path | None, mountpoint: Path, *,
-               allow_other: bool, log_file: Path | None = None) -> RootMount:
-    """Mount ``lowers`` (top first) + ``upper`` at ``mountpoint`` (read-only without upper)."""
+               allow_other: bool, log_file: Path | None = None,
+               wrapper: Sequence[str] = ()) -> RootMount:
+    """Mount ``lowers`` (top first) + ``upper`` at ``mountpoint`` (read-only without upper).
+
+    ``wrapper`` starts the server in other namespaces (``nsenter``): the mount is then in
+    that mount namespace, and :meth:`RootMount.release` ends it by signalling the server.
+    """
     mountpoint.mkdir(exist_ok=True)
-    if os.environ.get(BACKEND_ENV) == "overlay":
+    if os.environ.get(BACKEND_ENV) == "overlay" and not wrapper:
         return _mount_overlay(lowers, upper, work, mountpoint)
     options = MountOptions(workdir=work, allow_other=allow_other, read_only=upper is None,
                            log_file=log_file)
-    handle = mount(lowers, mountpoint, upper, options=options)
-    return RootMount(mountpoint, handle)
+    handle = mount(lowers, mountpoint, upper, options=options, wrapper=wrapper)
+    return RootMount(mountpoint, handle, in_namespace=bool(wrapper))
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM a server (it unmounts and exits), SIGKILL if it does not."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _mount_overlay(lowers: list[str], upper: Path | None, work: Path | None,

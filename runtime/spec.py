@@ -11,6 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runtime.namespaces import IdMap
+from runtime.network import Port, check_mode
 from unionfs.errors import UserError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -62,9 +64,12 @@ class Spec:
     volumes: list[Volume] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     read_only: bool = False
-    network: str = "host"
+    network: str = "private"
     userns: bool = False
     init: bool = False
+    ports: list[Port] = field(default_factory=list)  # -p/-P (private network only)
+    uidmap: list[IdMap] = field(default_factory=list)  # --uidmap: a user namespace's map
+    gidmap: list[IdMap] = field(default_factory=list)
 
     def argv(self) -> list[str]:
         """The command to execute (the image default when none was given)."""
@@ -93,6 +98,9 @@ class Spec:
         data = dict(data)
         data["volumes"] = [Volume(**v) for v in data.get("volumes", [])]
         data["limits"] = Limits(**data.get("limits", {}))
+        data["ports"] = [Port(**p) for p in data.get("ports", [])]
+        data["uidmap"] = [IdMap(**m) for m in data.get("uidmap", [])]
+        data["gidmap"] = [IdMap(**m) for m in data.get("gidmap", [])]
         return cls(**data)
 
 
@@ -157,7 +165,5 @@ def check_name(name: str) -> str:
 
 
 def check_network(mode: str) -> str:
-    """``none`` (own namespace, loopback only) or ``host``."""
-    if mode not in ("none", "host"):
-        raise UserError(f"network {mode} not found (supported: none, host)")
-    return mode
+    """``private`` (own namespace through pasta), ``none`` (loopback only) or ``host``."""
+    return check_mode(mode)

@@ -193,10 +193,13 @@ def _random_name(taken: set[str]) -> str:
 
 def delete(container: Container) -> None:
     """Remove the container's directory and its upper (the container must have ended)."""
+    from runtime.idmap import remove_tree
+
     upper_root = container.upper.parent if container.upper else None
     shutil.rmtree(container.dir, ignore_errors=True)
     if upper_root is not None:
-        shutil.rmtree(upper_root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(str(upper_root))  # a rootless upper holds files of mapped owners
 
 
 def pid_start_time(pid: int) -> int | None:
@@ -267,9 +270,23 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
             "FinishedAt": st.get("finished_at"),
         },
         "Cgroup": st.get("cgroup") if running else None,
+        "NetworkSettings": _network_settings(c.spec.network, c.spec.ports,
+                                             st.get("network") if running else None),
         "Upper": c.config.get("upper"), "LowerDirs": c.config["layer_dirs"],
         "RootFs": str(c.rootfs), "LogPath": str(c.log_path),
     }
+
+
+def _network_settings(mode: str, ports: list[Any], net: dict[str, Any] | None
+                      ) -> dict[str, Any]:
+    """``inspect``'s NetworkSettings: the mode, the address and gateway, the ports."""
+    published: dict[str, list[dict[str, str]]] = {}
+    for p in ports:
+        published.setdefault(f"{p.container_port}/{p.proto}", []).append(
+            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    net = net or {}
+    return {"Mode": mode, "IPAddress": net.get("address", ""),
+            "Gateway": net.get("gateway", ""), "Ports": published}
 
 
 def container_lowers(store: Any, name: str) -> list[str] | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime import cgroups, child, idmap, init, linux, namespaces, network, relay, state
 from runtime.child import read_all, read_line
 from runtime.rootfs import RootMount, cleanup_stale, mount_root
 from runtime.spec import Spec
@@ -46,15 +46,48 @@ def write_etc_files(container: state.Container, spec: Spec) -> None:
     """The files bound onto /etc/hostname, /etc/hosts and /etc/resolv.conf."""
     d = container.dir
     (d / "hostname").write_text(f"{spec.hostname}\n")
+    extra = network.hosts_extra() if spec.network == "private" else ""
     (d / "hosts").write_text(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{spec.hostname}\n"
+        f"127.0.1.1\t{spec.hostname}\n{extra}"
     )
     resolv = ""
     if spec.network == "host":
         with contextlib.suppress(OSError):
             resolv = Path("/etc/resolv.conf").read_text()
+    elif spec.network == "private":
+        resolv = network.resolv_conf()
     (d / "resolv.conf").write_text(resolv)
+
+
+@dataclass
+class Resources:
+    """What one run started, for the cleanup: the root mount and the network."""
+
+    root: RootMount | None = None
+    net: network.Network | None = None
+
+
+def container_maps(spec: Spec) -> idmap.Maps | None:
+    """The maps of the container's user namespace (None: it gets none)."""
+    if not namespaces.wants_userns(spec.userns):
+        return None
+    if os.geteuid() != 0:
+        return idmap.rootless_maps()
+    if spec.uidmap or spec.gidmap:
+        return idmap.Maps(spec.uidmap or spec.gidmap, spec.gidmap or spec.uidmap, full=False)
+    uid_map, gid_map = namespaces.id_maps(0, 0)
+    return idmap.Maps(uid_map, gid_map, full=False)
+
+
+def mount_container_root(container: state.Container, in_ns_of: int | None = None) -> RootMount:
+    """The container's root; with ``in_ns_of``, served from that process's user and mount
+    namespaces (a rootless container's, where the server may create files of any owner)."""
+    wrapper = ([] if in_ns_of is None else
+               ["nsenter", f"--target={in_ns_of}", "--user", "--mount", "--"])
+    return mount_root(container.config["layer_dirs"], container.upper, container.work,
+                      container.rootfs, allow_other=os.geteuid() == 0 or bool(wrapper),
+                      log_file=container.dir / "unionfs.log", wrapper=wrapper)
 
 
 def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None:
@@ -77,24 +110,38 @@ def supervise(container: state.Container, *, attached: bool,
               notify: Callable[[], None] | None = None) -> int:
     """Run the container once; its exit code. ``notify()`` is called once it started."""
     spec = container.spec
-    userns = namespaces.wants_userns(spec.userns)
+    maps = container_maps(spec)
+    # A rootless container with the whole range: its server runs in its namespaces.
+    server_ns = maps is not None and maps.full and os.geteuid() != 0
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     write_etc_files(container, spec)
     cleanup_stale(container.rootfs)
     cg = make_cgroup(container, spec)
-    root: RootMount | None = None
+    res = Resources()
     started: Started | None = None
+
+    def in_ns(pid: int) -> None:
+        res.root = mount_container_root(container, pid)
+
+    def connect(pid1: int) -> None:
+        if spec.network == "private":
+            res.net = network.start(pid1, spec.ports, container.dir,
+                                    join_userns=maps is not None)
+
     try:
-        root = mount_root(container.config["layer_dirs"], container.upper, container.work,
-                          container.rootfs, allow_other=os.geteuid() == 0,
-                          log_file=container.dir / "unionfs.log")
-        started = spawn(container, spec, cg, userns=userns, attached=attached)
+        if not server_ns:
+            res.root = mount_container_root(container)
+        started = spawn(container, spec, cg, maps=maps, attached=attached,
+                        on_ns=in_ns if server_ns else None, on_pid1=connect)
         me = os.getpid()
         container.write_state(
             status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
             supervisor=me, supervisor_start=state.pid_start_time(me),
             cgroup=cg.to_dict() if cg else None, started_at=state.now_iso(),
             exit_code=None, oom_killed=False, finished_at=None,
+            server=_pid_and_start(res.root.handle.pid if res.root and res.root.handle else None),
+            network=res.net.to_dict() if res.net else None,
+            pasta=_pid_and_start(res.net.pid if res.net else None),
         )
         if notify is not None:
             notify()
@@ -107,12 +154,17 @@ def supervise(container: state.Container, *, attached: bool,
                               finished_at=state.now_iso())
         return code
     finally:
-        _cleanup(started, cg, root)
+        _cleanup(started, cg, res)
         if spec.remove:
             state.delete(container)
 
 
-def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, root: RootMount | None) -> None:
+def _pid_and_start(pid: int | None) -> list[int | None] | None:
+    """A helper process as the state records it: pid and start time (pids are reused)."""
+    return [pid, state.pid_start_time(pid)] if pid else None
+
+
+def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, res: Resources) -> None:
     if started is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(started.pid, signal.SIGKILL)
@@ -120,10 +172,12 @@ def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, root: RootMount
             os.waitpid(started.pid, 0)
         if started.master is not None:
             os.close(started.master)
+    if res.net is not None:
+        res.net.stop()
     if cg is not None:
         cg.remove()
-    if root is not None:
-        root.release()
+    if res.root is not None:
+        res.root.release()
 
 
 def _stdio(log_path: Path, spec: Spec, attached: bool,
@@ -141,14 +195,20 @@ def _stdio(log_path: Path, spec: Spec, attached: bool,
 
 
 def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
-          userns: bool, attached: bool) -> Started:
-    """Fork the container and wait for its exec; :class:`StartFailed` when it cannot start."""
+          maps: idmap.Maps | None, attached: bool,
+          on_ns: Callable[[int], None] | None = None,
+          on_pid1: Callable[[int], None] | None = None) -> Started:
+    """Fork the container and wait for its exec; :class:`StartFailed` when it cannot start.
+
+    ``on_ns(pid)`` runs once the intermediate has its user and first mount namespace (the
+    unionfs server is started there); ``on_pid1(pid)`` before PID 1 may go on (network).
+    """
     stdio, to_close, master = _stdio(container.log_path, spec, attached)
     down_r, down_w = os.pipe2(os.O_CLOEXEC)
     up_r, up_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    cfg = child.ChildConfig(spec, str(container.rootfs), str(container.dir), userns, stdio,
-                            down_r, up_w, err_w)
+    cfg = child.ChildConfig(spec, str(container.rootfs), str(container.dir), maps is not None,
+                            stdio, down_r, up_w, err_w, server_ns=on_ns is not None)
     pid = os.fork()
     if pid == 0:
         os.close(down_w)
@@ -159,8 +219,20 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
         child.intermediate(cfg)
     for fd in (down_r, up_w, err_w, *to_close):
         os.close(fd)
+    pid1: int | None = None
     try:
-        pid1 = _handshake(pid, cg, userns, down_w, up_r)
+        pid1 = _handshake(pid, cg, maps, down_w, up_r, on_ns)
+        if pid1 is not None and on_pid1 is not None:
+            on_pid1(pid1)
+    except BaseException:
+        if pid1 is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid1, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid1, 0)
+        raise
     finally:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
@@ -184,21 +256,26 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
     return Started(pid1, master)
 
 
-def _handshake(pid: int, cg: cgroups.Cgroup | None, userns: bool, down: int,
-               up: int) -> int | None:
-    """Place the intermediate in the cgroup, write its id maps; PID 1's pid (None: failed)."""
+def _handshake(pid: int, cg: cgroups.Cgroup | None, maps: idmap.Maps | None, down: int,
+               up: int, on_ns: Callable[[int], None] | None) -> int | None:
+    """Place the intermediate in the cgroup, write its id maps, let ``on_ns`` start the
+    server in its namespaces; PID 1's pid (None: failed)."""
     try:
         if cg is not None:
             cg.add(pid)
         os.write(down, b"G")
-        if userns:
+        if maps is not None:
             if os.read(up, 1) != b"U":
                 return None
-            uid_map, gid_map = namespaces.id_maps(os.geteuid(), os.getegid())
-            namespaces.write_id_maps(pid, uid_map, gid_map)
+            idmap.write_maps(pid, maps)
             os.write(down, b"M")
+            if on_ns is not None:
+                if os.read(up, 1) != b"N":
+                    return None
+                on_ns(pid)
+                os.write(down, b"S")
         line = read_line(up)
-    except OSError:
+    except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         raise

@@ -118,16 +118,20 @@ def mount(
     options: MountOptions | None = None,
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> MountHandle:
     """Mount ``lowers`` (first has precedence) with optional ``upper`` at ``mountpoint``.
 
-    Returns once the mount is live. Raises :class:`UserError` with the server's one-line
+    ``wrapper`` is an argv prefix the server is started through (the container runtime's
+    ``nsenter`` into a rootless container's namespaces). Returns once the mount is live.
+    Raises :class:`UserError` with the server's one-line
     message if it refuses the input, :class:`OperationFailed` if it dies or times out.
     """
     options = options or MountOptions()
     read_fd, write_fd = os.pipe()
     argv = server_command(lowers, mountpoint, upper, options)
     argv[4:4] = ["--ready-fd", str(write_fd)]
+    argv[:0] = wrapper
     proc = subprocess.Popen(
         argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True, env=env,

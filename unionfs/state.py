@@ -17,11 +17,26 @@ if TYPE_CHECKING:
 
 
 def state_dir() -> Path:
-    """The per-user directory for runtime state."""
-    if os.geteuid() == 0:
+    """The per-user directory for runtime state (a user namespace's root is its user)."""
+    uid = host_uid()
+    if uid == 0:
         return Path("/run/unionfs")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime, "unionfs") if runtime else Path(f"/tmp/unionfs-{os.geteuid()}")
+    return Path(runtime, "unionfs") if runtime else Path(f"/tmp/unionfs-{uid}")
+
+
+def host_uid() -> int:
+    """Our effective uid as the initial user namespace sees it."""
+    euid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = (int(x) for x in line.split())
+                if inside <= euid < inside + count:
+                    return outside + euid - inside
+    except (OSError, ValueError):
+        pass
+    return euid
 
 
 def _record_path(mountpoint: str) -> Path:

@@ -1,10 +1,11 @@
 """Rootless containers: ``unionfs`` run by an unprivileged uid.
 
 The user needs what a stock Debian gives it: a passwd entry (fusermount3 wants a name) and
-a usable ``/dev/fuse`` (0666 there; 0600 on this test machine). The test provides both in a
-private mount namespace (a bind-mounted passwd copy and a 0666 fuse node), so the host is
-left untouched. The interpreter is Debian's python3.11 with the project on ``PYTHONPATH``:
-the venv's interpreter lives under /root, which other users cannot enter.
+a usable ``/dev/fuse`` and ``/dev/net/tun`` (0666 there; 0600 on this test machine). The
+test provides them in a private mount namespace (a bind-mounted passwd copy and 0666 device
+nodes), so the host is left untouched. The interpreter is Debian's python3 with a readable
+copy of the project on ``PYTHONPATH`` (:mod:`.rootless_env`): the checkout and its venv may
+be where other users cannot enter.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,26 +21,30 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers
-
-PROJECT = Path(__file__).resolve().parents[2]
-SYSTEM_PYTHON = "/usr/bin/python3.11"
+from .rootless_env import SYSTEM_PYTHON, readable_install
 
 
 class Rootless:
     """Runs shell scripts in which ``$UF`` is ``unionfs`` as the unprivileged user."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, uid: int = ROOTLESS_UID) -> None:
         self.base = base
-        site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-        pythonpath = ":".join(p for p in (os.environ.get("PYTHONPATH"), str(PROJECT),
-                                          str(site / "site-packages")) if p)
-        self.uf = (f"setpriv --reuid {ROOTLESS_UID} --regid {ROOTLESS_UID} --clear-groups "
+        self.uid = uid
+        pythonpath = readable_install(base / "install")
+        self.uf = (f"setpriv --reuid {uid} --regid {uid} --clear-groups "
                    f"env HOME={base} UNIONFS_STORE={base}/store PYTHONPATH={pythonpath} "
                    f"{SYSTEM_PYTHON} -m unionfs")
 
+    def _subids(self) -> str:
+        """Bind the test's /etc/subuid and /etc/subgid copies, where it made them."""
+        return "".join(f"mount --bind {self.base}/{name} /etc/{name} && "
+                       for name in ("subuid", "subgid") if (self.base / name).exists())
+
     def __call__(self, script: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         prelude = (f"mount --bind {self.base}/fuse /dev/fuse && "
-                   f"mount --bind {self.base}/passwd /etc/passwd && cd {self.base} && "
+                   f"mount --bind {self.base}/tun /dev/net/tun && "
+                   f"mount --bind {self.base}/passwd /etc/passwd && {self._subids()}"
+                   f"cd {self.base} && "
                    f"UF='{self.uf}'\n")
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                prelude + script], capture_output=True, text=True,
@@ -58,6 +62,8 @@ def rootless() -> Iterator[Rootless]:
                                      f"{base}:/bin/sh\n")
         os.mknod(base / "fuse", 0o20666, os.makedev(10, 229))
         os.chmod(base / "fuse", 0o666)
+        os.mknod(base / "tun", 0o20666, os.makedev(10, 200))
+        os.chmod(base / "tun", 0o666)
         build_busybox_rootfs(base / "rootfs", owner=ROOTLESS_UID)
         (base / "store").mkdir()
         os.chown(base / "store", ROOTLESS_UID, ROOTLESS_UID)
@@ -106,7 +112,11 @@ def test_rootless_limits_fail_clearly_without_delegation(rootless: Rootless) -> 
                    "ls store/containers | wc -l")
     assert "rc=2" in res.stdout
     assert "cannot apply resource limits" in res.stderr
-    assert res.stderr.count("\n") == 1
+    # Without a subordinate range: one id, and a warning that says so and how to add one.
+    assert "warning: no subordinate ids for uftest" in res.stderr
+    assert "usermod --add-subuids" in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if "warning: no subordinate ids" not in ln]
+    assert len(errors) == 1
     assert res.stdout.split()[-1] == "0"  # nothing left in the store
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from unionfs import __version__
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        code = _in_user_namespace(sys.argv[1:] if argv is None else argv, args)
+        if code is not None:
+            return code
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"unionfs: error: {exc}", file=sys.stderr)
@@ -66,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unionfs: error: {_describe_oserror(exc)}", file=sys.stderr)
         log.debug("details", exc_info=True)
         return 1
+
+
+def _in_user_namespace(argv: list[str], args: argparse.Namespace) -> int | None:
+    """A rootless user's store command runs again inside its user namespace (the layers keep
+    their owners shifted into the subordinate range); None: run it here."""
+    try:
+        from runtime.idmap import reexec_in_userns, running_server
+    except ModuleNotFoundError:
+        return None
+    command = next((a for a in argv if not a.startswith("-")), None)
+    server = None
+    targets = getattr(args, "targets", None)
+    if (command == "commit" and targets and len(targets) == 2 and not args.upper
+            and os.geteuid() != 0):
+        from unionfs.store.store import default_root
+
+        store = getattr(args, "store", None) or str(default_root())
+        server = running_server(store, targets[0])
+    return reexec_in_userns(command, argv, server)
 
 
 def _describe_oserror(exc: OSError) -> str:

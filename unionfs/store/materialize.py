@@ -60,6 +60,7 @@ class LayerWriter:
         # Linked sources are not read, so they would be hashed apart: not worth a fast path.
         self.exact = digest is not None and not link_sources
         self._last_key: tuple[bytes, ...] = ()
+        self.skipped_devices: list[bytes] = []
         self._buf = bytearray(_CHUNK) if digest is not None else None
 
     def full(self, path: bytes) -> bytes:
@@ -118,6 +119,12 @@ class LayerWriter:
     def finish(self) -> None:
         """Apply directory metadata, deepest first (and close the root, if held)."""
         self.close()
+        if self.skipped_devices:
+            names = ", ".join(_show(p) for p in self.skipped_devices[:5])
+            more = len(self.skipped_devices) - 5
+            log.warning("unionfs: warning: %d device node(s) not kept (a user namespace cannot "
+                        "create them; containers get their own /dev): %s%s",
+                        len(self.skipped_devices), names, f" and {more} more" if more > 0 else "")
         for path in sorted(self._dirs, key=lambda p: p.count(b"/"), reverse=True):
             node = self._dirs[path]
             full = self.full(path)
@@ -254,9 +261,15 @@ class LayerWriter:
                 os.mknod(name, fmt | 0o600, os.makedev(node.devmajor, node.devminor),
                          dir_fd=dfd)
         except PermissionError:
-            raise UserError(
-                f"device node {_show(node.path)} needs privilege (CAP_MKNOD) to be created"
-            ) from None
+            if not _in_user_namespace():
+                raise UserError(
+                    f"device node {_show(node.path)} needs privilege (CAP_MKNOD) to be created"
+                ) from None
+            # A rootless store (in a user namespace) cannot have device nodes at all, as in
+            # podman's: they are left out, and finish() says which.
+            self.exact = False
+            self.skipped_devices.append(node.path)
+            return
         self._chown(full, node)
         os.chmod(full, node.mode)
         self._set_xattrs(full, node)
@@ -351,6 +364,15 @@ def _pump(read: Callable[[], bytes | memoryview], fd: int,
             done += os.write(fd, chunk[done:])
         total += done
     return total
+
+
+def _in_user_namespace() -> bool:
+    """True inside a user namespace other than the initial one (a rootless store's)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
 
 
 def _show(path: bytes) -> str:
