@@ -100,9 +100,10 @@ def test_device_node_as_root_is_kept(tmp_path: Path) -> None:
     assert os.major(null.lstat().st_rdev) == 1 and os.minor(null.lstat().st_rdev) == 3
 
 
-def test_device_node_unprivileged_is_rejected(tmp_path: Path) -> None:
-    """In a user namespace (no CAP_MKNOD on the host) a device node is refused; the
-    overlayfs whiteout 0/0 is still allowed and opaque dirs fall back to user xattrs."""
+def test_device_node_unprivileged_is_left_out_and_named(tmp_path: Path) -> None:
+    """In a user namespace (no CAP_MKNOD on the host) a device node cannot be kept: it is left
+    out, as in podman's rootless storage, and a warning names it; the overlayfs whiteout 0/0
+    is still allowed and opaque dirs fall back to user xattrs."""
     store = tmp_path / "store"
     ok(store, "import", str(busybox_rootfs(tmp_path / "rootfs")), "--tag", "base")
     bad = make_tar(tmp_path / "dev.tar", [
@@ -110,9 +111,12 @@ def test_device_node_unprivileged_is_rejected(tmp_path: Path) -> None:
         {"name": "dev/sda", "type_": tarfile.BLKTYPE, "dev": (8, 0)}])
     userns = ["unshare", "--user", "--map-root-user"]
     before = store_state(store)
-    res = run_cli(store, "import", str(bad), "--tag", "evil", prefix=userns)
-    assert_one_line_error(res, "device node", "dev/sda")
-    assert store_state(store) == before and tmp_is_empty(store)
+    res = run_cli(store, "import", str(bad), "--tag", "devs", prefix=userns)
+    assert res.returncode == 0, res.stderr
+    assert "device node(s) not kept" in res.stderr and "dev/sda" in res.stderr
+    assert store_state(store) != before and tmp_is_empty(store)
+    layer = Path(json.loads(ok(store, "inspect", "devs"))[0]["Layers"][0]["Dir"])
+    assert (layer / "dev").is_dir() and not os.path.lexists(layer / "dev" / "sda")
     fine = make_tar(tmp_path / "fine.tar", [
         {"name": "d", "type_": DIR, "mode": 0o755},
         {"name": "d/.wh..wh..opq"}, {"name": "d/f", "data": b"x"}, {"name": ".wh.gone"}])
