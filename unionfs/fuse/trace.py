@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TraceWriter:
         self.stopping = True
         self.wake.set()
         self.thread.join(timeout=10)
-        self._write()
+        self.flush()
         self.file.close()
         atexit.unregister(self.close)
 
@@ -86,12 +86,13 @@ class TraceWriter:
             self.wake.wait(FLUSH_SECONDS)
             self.wake.clear()
             try:
-                self._write()
+                self.flush()
             except (OSError, ValueError) as exc:  # a full disk: say so once, keep serving
                 log.error("trace %s: %s; tracing stopped", self.path, exc)
                 return
 
-    def _write(self) -> None:
+    def flush(self) -> None:
+        """Format and write the lines that wait (the writer thread's work)."""
         pending = self.pending
         batch = [pending.popleft() for _ in range(len(pending))]  # thread-safe, no lock
         dropped, self.dropped = self.dropped, 0
@@ -128,6 +129,8 @@ def _hex(char: str) -> str:
     return "".join(f"\\x{b:02x}" for b in data)
 
 
-def _when(ns: int) -> str:
+def _when(ns: int, _last: list[Any] = [None, ""]) -> str:  # noqa: B006 (a cache)
     seconds, rest = divmod(ns, 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    if _last[0] != seconds:  # lines come in bursts within one second: format it once
+        _last[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_last[1]}.{rest // 1000:06d}Z"

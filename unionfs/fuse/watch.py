@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import trio
 
-from unionfs.core.faults import Rule, RuleError, RuleState, parse_rules
+from unionfs.core.faults import REQUESTS, Rule, RuleError, RuleState, parse_rules
 from unionfs.engine.nodes import Node
 from unionfs.fuse.metrics import Metrics
 from unionfs.fuse.ops import errno_of
@@ -58,6 +58,7 @@ class Faults:
 
     def __init__(self) -> None:
         self.rules: list[RuleState] = []
+        self.by_request: dict[str, list[RuleState]] = {}  # the rules that can match each
         self.next_id = 1
         self.written = 0  # bytes written through the mount while rules were live
         self.delayed = 0  # requests waiting in a delay now
@@ -71,25 +72,31 @@ class Faults:
             self.rules.append(state)
             added.append(state)
             log.warning("fault rule %d added: %s", state.ident, rule.text)
+        self._index()
         return added
+
+    def _index(self) -> None:
+        self.by_request = {}
+        for state in self.rules:
+            names = REQUESTS if state.rule.request == "*" else (state.rule.request,)
+            for name in names:
+                self.by_request.setdefault(name, []).append(state)
 
     def clear(self, idents: list[int] | None = None) -> int:
         """Remove the rules ``idents`` (all when None); requests in a delay go on now."""
         keep = [] if idents is None else [s for s in self.rules if s.ident not in idents]
         removed = len(self.rules) - len(keep)
         self.rules = keep
+        self._index()
         self.cleared.set()
         self.cleared = trio.Event()
         log.warning("fault rules cleared (%d removed, %d left)", removed, len(keep))
         return removed
 
-    def wants_path(self, request: str) -> bool:
-        return any(s.rule.path is not None and s.rule.request in (request, "*")
-                   for s in self.rules)
-
-    def fire(self, request: str, size: int, path: str | None) -> list[RuleState]:
-        """The rules that fire on this request (each injection is logged)."""
-        fired = [s for s in self.rules if s.fires(request, path, self.written, size)]
+    def fire(self, rules: list[RuleState], request: str, size: int,
+             path: str | None) -> list[RuleState]:
+        """Those of ``rules`` that fire on this request (each injection is logged)."""
+        fired = [s for s in rules if s.fires(request, path, self.written, size)]
         for state in fired:
             rule = state.rule
             log.warning("fault injected: %s /%s: %s (rule %d: %s)", request, path or "",
@@ -147,13 +154,14 @@ class Watch:
         result: Any = None
         try:
             faults = self.faults
-            named = self.trace is not None or (faults is not None and faults.wants_path(name))
-            if named:
+            rules = faults.by_request.get(name) if faults is not None else None
+            if self.trace is not None or rules:
                 target = self.target(name, args)
-            if faults is not None:
+            if rules:
+                assert faults is not None
                 size = len(args[3]) if name == "write" else 0
-                path = os.fsdecode(self.path_of(target) or b"") if named else None
-                fired = faults.fire(name, size, path)
+                path = os.fsdecode(self.path_of(target) or b"")
+                fired = faults.fire(rules, name, size, path)
                 if fired:
                     await faults.inject(fired, self.before_wait)
             result = await func(*args)
