@@ -52,6 +52,7 @@ class TraceWriter:
         self.pending: deque[Record] = deque()  # appended here, taken by the thread
         self.dropped = 0
         self.wake = threading.Event()
+        self.writing = threading.Lock()
         self.stopping = False
         self.file.write(f"# unionfs trace of {mountpoint} (server pid {os.getpid()}), "
                         f"started {_when(time.time_ns())}\n{HEADER}")
@@ -92,17 +93,19 @@ class TraceWriter:
                 return
 
     def flush(self) -> None:
-        """Format and write the lines that wait (the writer thread's work)."""
-        pending = self.pending
-        batch = [pending.popleft() for _ in range(len(pending))]  # thread-safe, no lock
-        dropped, self.dropped = self.dropped, 0
-        if not batch and not dropped:
-            return
-        lines = [format_record(r) for r in batch]
-        if dropped:
-            lines.append(f"# dropped {dropped} lines (the trace file could not keep up)\n")
-        self.file.write("".join(lines))
-        self.file.flush()
+        """Format and write the lines that wait (the writer thread's work; the lock is only
+        between writers, the request thread never takes it)."""
+        with self.writing:
+            pending = self.pending
+            batch = [pending.popleft() for _ in range(len(pending))]  # the only consumer
+            dropped, self.dropped = self.dropped, 0
+            if not batch and not dropped:
+                return
+            lines = [format_record(r) for r in batch]
+            if dropped:
+                lines.append(f"# dropped {dropped} lines (the trace file could not keep up)\n")
+            self.file.write("".join(lines))
+            self.file.flush()
 
 
 def format_record(record: Record) -> str:

@@ -183,7 +183,7 @@ class Watch:
 
     def account(self, name: str, args: tuple[Any, ...], target: Target, result: Any,
                 code: int, ns: int, end: int, views: int, fired: list[RuleState]) -> None:
-        written = len(args[3]) if name == "write" and not code else 0
+        written = result if name == "write" and not code else 0  # what pwrite wrote
         if written and self.faults is not None:
             self.faults.written += written
         metrics = self.metrics
