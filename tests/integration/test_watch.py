@@ -83,13 +83,16 @@ def test_watch_counts_what_the_test_did(stack: StackFactory, mounts: Mounts) -> 
 
 
 def test_watch_json_interval_gives_rates(stack: StackFactory, mounts: Mounts) -> None:
+    """With -o metrics the accounting counts from the mount, before anyone looked."""
     st = stack({"f": "x"})
     mnt = mounts.unionfs(st, metrics=True)
+    os.stat(mnt / "f")
     res = unionfs_cli("watch", str(mnt), "--json", "--interval", "0.2", "--count", "2")
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(lines) == 2
     assert all(line["rates"]["seconds"] > 0 for line in lines)
+    assert lines[0]["requests"]["lookup"]["count"] == 1
 
 
 def test_watch_screen_and_bad_mount(stack: StackFactory, mounts: Mounts,

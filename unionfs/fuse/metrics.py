@@ -166,7 +166,6 @@ class Metrics:
                       "negative_entries": self.negative, "readdirs": self.readdirs,
                       "readdirs_from_view": self.readdirs_from_view,
                       "views_built": engine.views_built},
-            "threads": {"workers": engine.workers, "busy": engine.busy,
-                        "queued": engine.queued, "requests_in_flight": self.in_flight},
+            "threads": {**engine.threads()._asdict(), "requests_in_flight": self.in_flight},
             "slowest": self.slowest.snapshot(),
         }

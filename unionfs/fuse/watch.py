@@ -179,7 +179,10 @@ class Watch:
             end = time.perf_counter_ns()
             if metrics is not None:
                 metrics.in_flight -= 1
-            self.account(name, args, target, result, code, end - start, end, views, fired)
+            try:
+                self.account(name, args, target, result, code, end - start, end, views, fired)
+            except Exception:  # watching must never change what the caller gets
+                log.exception("accounting for %s failed", name)
 
     def account(self, name: str, args: tuple[Any, ...], target: Target, result: Any,
                 code: int, ns: int, end: int, views: int, fired: list[RuleState]) -> None:
