@@ -23,7 +23,6 @@ import atexit
 import errno
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -39,7 +38,7 @@ HEADER = "# unionfs trace: TIME REQUEST NODE PATH DURATION RESULT [DETAIL...]\n"
 # (end time ns, request, node id or None, path bytes or None, duration ns, errno, detail)
 Record = tuple[int, str, int | None, bytes | None, int, int, str]
 
-_PLAIN = re.compile(r"[!-\[\]-~]*")  # printable ASCII without space and backslash
+_PLAIN_BYTES = bytes(b for b in range(0x21, 0x7F) if b != 0x5C)  # printable ASCII, no backslash
 
 
 class TraceWriter:
@@ -120,9 +119,9 @@ def format_record(record: Record) -> str:
 
 def escape_path(raw: bytes) -> str:
     """A path as one space-free field: ``\\xNN`` for what is not printable, ``\\``, spaces."""
+    if not raw.translate(None, _PLAIN_BYTES):  # nothing but plain bytes: the usual case
+        return raw.decode("ascii")
     text = raw.decode("utf-8", "surrogateescape")
-    if _PLAIN.fullmatch(text):
-        return text
     return "".join(c if c.isprintable() and not c.isspace() and c != "\\" else _hex(c)
                    for c in text)
 
