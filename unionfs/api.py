@@ -38,6 +38,9 @@ class MountOptions:
     log_level: str = "warning"
     log_file: PathLike | None = None
     extra: list[str] = field(default_factory=list)
+    metrics: bool = False  # request accounting for `unionfs watch` from the mount on
+    trace: PathLike | None = None  # a line per request to this file (-o trace)
+    fail: Sequence[str] = ()  # fault rules (-o fail), see unionfs.core.faults
 
     def to_args(self) -> list[str]:
         """The ``unionfs mount`` command-line flags that say the same."""
@@ -53,8 +56,16 @@ class MountOptions:
             opts.append(f"workdir={escape_option(os.fspath(self.workdir))}")
         if self.userxattr is not None:
             opts.append("userxattr" if self.userxattr else "nouserxattr")
-        opts += self.extra
+        opts += self.extra + self._watch_args()
         return [*args, "-o", ",".join(opts)]
+
+    def _watch_args(self) -> list[str]:
+        opts = ["metrics"] if self.metrics else []
+        if self.trace:
+            opts.append(f"trace={escape_option(os.fspath(self.trace))}")
+        if self.fail:
+            opts.append("fail=" + ",".join(self.fail))
+        return opts
 
 
 def escape_option(value: str) -> str:
@@ -249,6 +260,54 @@ def server_stats(mountpoint: PathLike) -> dict[str, Any]:
     reply = request(str(info["control"]), {"op": "stats"})
     if not reply.get("ok"):
         raise OperationFailed(f"no stats from {os.fspath(mountpoint)}: {reply.get('error')}")
+    return reply
+
+
+def server_metrics(mountpoint: PathLike) -> dict[str, Any]:
+    """One sample of the request accounting of a live union (what ``unionfs watch --json``
+    prints). The first call attaches the accounting: latencies, bytes and cache counts are
+    counted from then on (from the mount with ``-o metrics``), request counts from the mount."""
+    return _control(mountpoint, {"op": "metrics"}, "no metrics")
+
+
+def add_fault_rules(mountpoint: PathLike, rules: Sequence[str]) -> list[dict[str, Any]]:
+    """Add fault rules (see unionfs.core.faults) to a live union; returns them with ids.
+    A rule that does not parse raises :class:`UserError` and adds nothing."""
+    from unionfs.core.faults import RuleError, parse_rules
+
+    try:
+        parse_rules(list(rules))
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+    reply = _control(mountpoint, {"op": "faults", "action": "add", "rules": list(rules)},
+                     "cannot add fault rules to")
+    return list(reply["added"])
+
+
+def fault_rules(mountpoint: PathLike) -> dict[str, Any]:
+    """The live fault rules of a union, with how often each matched and fired, and how many
+    requests wait in a delay now."""
+    return _control(mountpoint, {"op": "faults", "action": "list"}, "no fault rules from")
+
+
+def clear_fault_rules(mountpoint: PathLike, ids: Sequence[int] | None = None) -> int:
+    """Remove fault rules (all, or those ``ids``); requests waiting in a delay go on now.
+    Returns how many were removed."""
+    message: dict[str, Any] = {"op": "faults", "action": "clear"}
+    if ids is not None:
+        message["ids"] = list(ids)
+    return int(_control(mountpoint, message, "cannot clear fault rules of")["removed"])
+
+
+def _control(mountpoint: PathLike, message: dict[str, Any], failing: str) -> dict[str, Any]:
+    from unionfs.fuse.control import request
+
+    info = mount_info(mountpoint)
+    if info is None:
+        raise UserError(f"{os.fspath(mountpoint)} is not a unionfs mount")
+    reply = request(str(info["control"]), message)
+    if not reply.get("ok"):
+        raise OperationFailed(f"{failing} {os.fspath(mountpoint)}: {reply.get('error')}")
     return reply
 
 

@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from unionfs.api import is_mounted
+from unionfs.api import escape_option, is_mounted
 from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
 from unionfs.errors import UserError
 
@@ -19,6 +19,9 @@ KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw"
 KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us"}
 DEFAULT_POLL_US = 50
 MAX_POLL_US = 10_000
+# Watching requests (unionfs.fuse.watch): -o metrics, -o trace=FILE, -o fail=RULE[,RULE...].
+WATCH_FLAGS = {"metrics"}
+WATCH_VALUES = {"trace", "fail"}
 
 
 @dataclass
@@ -38,6 +41,9 @@ class MountSpec:
     negative_timeout: float = 300.0
     poll_us: int = DEFAULT_POLL_US  # how long the server polls for the next request
     xattr_ns: XattrNamespace = field(default=TRUSTED)
+    metrics: bool = False  # request accounting for `unionfs watch` from the mount on
+    trace: str | None = None  # a line per request written to this file
+    fail: list[str] = field(default_factory=list)  # fault rules (unionfs.core.faults)
 
     @property
     def writable(self) -> bool:
@@ -81,13 +87,21 @@ def parse_options(text: str | None) -> dict[str, str | bool]:
         if not item:
             continue
         key, eq, value = item.partition("=")
-        if eq and key in KNOWN_VALUES:
+        if "fail" in opts and _looks_like_rule(item):  # fail=RULE,RULE: the list goes on
+            opts["fail"] = f"{opts['fail']},{item}"
+        elif eq and key in KNOWN_VALUES | WATCH_VALUES:
             opts[key] = value
-        elif not eq and key in KNOWN_FLAGS:
+        elif not eq and key in KNOWN_FLAGS | WATCH_FLAGS:
             opts[key] = True
         else:
             raise UserError(f"unknown mount option {item!r}")
     return opts
+
+
+def _looks_like_rule(item: str) -> bool:
+    """``write:EIO:after=3``: a fault rule, not an option (no option has ':' before '=')."""
+    head, colon, _ = item.partition(":")
+    return bool(colon) and "=" not in head
 
 
 def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | None) -> MountSpec:
@@ -109,6 +123,7 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
         spec.poll_us = _poll_us(str(opts["poll_us"]))
     if "workdir" in opts:
         spec.workdir = os.path.abspath(str(opts["workdir"]))
+    _watch_options(spec, opts)
     _check_layers(spec)
     _check_mountpoint(spec.mountpoint)
     _check_fuse()
@@ -117,6 +132,46 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
         _check_workdir(spec)
         spec.xattr_ns = choose_namespace(spec.workdir, spec.userxattr)
     return spec
+
+
+def _watch_options(spec: MountSpec, opts: dict[str, str | bool]) -> None:
+    """-o metrics, trace=FILE, fail=RULES: checked here, so a bad one mounts nothing."""
+    spec.metrics = bool(opts.get("metrics"))
+    if "fail" in opts:
+        from unionfs.core.faults import RuleError, parse_rules
+
+        spec.fail = [r for r in str(opts["fail"]).split(",") if r]
+        try:
+            parse_rules(spec.fail)
+        except RuleError as exc:
+            raise UserError(str(exc)) from None
+    if "trace" in opts:
+        spec.trace = _trace_file(str(opts["trace"]), spec.mountpoint)
+
+
+def _trace_file(value: str, mountpoint: str) -> str:
+    if not value:
+        raise UserError("trace needs a file: -o trace=FILE")
+    path = os.path.abspath(value)
+    real = os.path.realpath(path)
+    if _inside(real, mountpoint):
+        raise UserError(f"trace file {path} is inside the mount point {mountpoint}")
+    if os.path.isdir(real):
+        raise UserError(f"trace file {path} is a directory")
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UserError(f"trace file {path}: {parent} is not a writable directory")
+    return path
+
+
+def watch_options(spec: MountSpec) -> list[str]:
+    """The ``-o`` items that say ``spec``'s metrics, trace and fail options again."""
+    items = ["metrics"] if spec.metrics else []
+    if spec.trace:
+        items.append("trace=" + escape_option(spec.trace))
+    if spec.fail:
+        items.append("fail=" + ",".join(spec.fail))
+    return items
 
 
 def default_workdir(upper: str) -> str:

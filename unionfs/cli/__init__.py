@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "unionfs.cli.mount_cmd",
     "unionfs.cli.store_cmd",
     "unionfs.cli.registry_cmd",
+    "unionfs.cli.watch_cmd",
     "runtime.cli",
     "unionfs.cli.demo_cmd",
 )

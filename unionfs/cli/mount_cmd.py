@@ -9,7 +9,7 @@ import sys
 
 from unionfs import api
 from unionfs.errors import UserError
-from unionfs.mountspec import MountSpec, build_spec, split_escaped
+from unionfs.mountspec import MountSpec, build_spec, split_escaped, watch_options
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("paths", nargs="+", metavar="[UPPER] MOUNTPOINT")
     p.add_argument("-o", dest="options", action="append", default=[],
                    help="comma-separated options: ro, allow_other, workdir=DIR, userxattr, "
-                   "volatile, entry_timeout=S, attr_timeout=S, negative_timeout=S")
+                   "volatile, entry_timeout=S, attr_timeout=S, negative_timeout=S, "
+                   "metrics, trace=FILE, fail=RULE[,RULE...]")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay attached and serve in this process")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
@@ -52,7 +53,7 @@ def mount_command(args: argparse.Namespace) -> int:
         entry_timeout=spec.entry_timeout, attr_timeout=spec.attr_timeout,
         userxattr=spec.userxattr, log_level=args.log_level, log_file=args.log_file,
         extra=[f"negative_timeout={spec.negative_timeout}", f"poll_us={spec.poll_us}"]
-        + (["volatile"] if spec.volatile else []),
+        + (["volatile"] if spec.volatile else []) + watch_options(spec),
     )
     handle = api.mount(spec.lowers, spec.mountpoint, spec.upper, options=options)
     print(f"mounted {spec.mountpoint} (server pid {handle.pid})")

@@ -21,6 +21,7 @@ from unionfs.core.merge import Entry, LayerListing, merge
 from unionfs.core.paths import join
 from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
 from unionfs.engine.aliases import link_aliases
+from unionfs.engine.counters import EngineCounters
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
 from unionfs.layers.copyup import CopyUp, WorkDir
 from unionfs.layers.layer import Layer
@@ -80,6 +81,7 @@ class Union:
         self.stale: set[int] = set()
         self.table = NodeTable(root)
         self.root = root
+        self.counters = EngineCounters()  # for `unionfs watch` (read by the FUSE adapter)
 
     def close(self) -> None:
         for layer in self.layers:
@@ -114,6 +116,7 @@ class Union:
             if listing.opaque:
                 break
         node.layers = tuple(index for index, _ in listings)
+        self.counters.views_built += 1
         node.merged = merge(listings)
         node.covered, node.whiteouts = _covered_and_whiteouts(listings)
         return node.merged
@@ -339,6 +342,7 @@ class Union:
         source = entry.layer
         st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
         entry.layer = 0
+        self.counters.copied_up(st)
         if not entry.is_dir and st.st_nlink > 1:
             link_aliases(self, node, source, st.st_ino)
         if entry.is_dir:

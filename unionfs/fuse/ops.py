@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 
@@ -24,6 +24,9 @@ from unionfs.engine.union import Union
 from unionfs.layers.syscalls import fallocate
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from unionfs.fuse.watch import Watch
 
 T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
@@ -41,6 +44,8 @@ def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Corout
         ops = args[0]
         ops.requests[name] += 1
         try:
+            if ops.watch is not None:  # trace, fail rules or `unionfs watch` (fuse/watch.py)
+                return await ops.watch.around(name, func, args)
             return await func(*args)
         except pyfuse3.FUSEError:
             raise
@@ -104,6 +109,7 @@ class UnionOperations(pyfuse3.Operations):
         self.timeouts = timeouts or Timeouts()
         self.enable_writeback_cache = union.writable
         self.requests: Counter[str] = Counter()  # by request type, for `stats` and tests
+        self.watch: Watch | None = None  # set while anything watches requests (fuse/watch.py)
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
         self._next_dir = 1

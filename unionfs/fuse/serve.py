@@ -17,7 +17,7 @@ import trio
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
 from unionfs.errors import OperationFailed
-from unionfs.fuse import lowlevel
+from unionfs.fuse import lowlevel, watch
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
@@ -64,6 +64,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     union = open_union(spec)
     ops = UnionOperations(union, Timeouts(spec.entry_timeout, spec.attr_timeout,
                                           spec.negative_timeout))
+    watch.install(ops, trace=spec.trace, fail=spec.fail, metrics=spec.metrics,
+                  mountpoint=spec.mountpoint)
     try:
         pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
     except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
@@ -85,6 +87,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
             features = list(extensions.features) if extensions else []
             return {"ok": True, "requests": dict(ops.requests), "features": features,
                     "nodes": len(union.table.nodes)}
+        if request.get("op") in watch.CONTROL_OPS:  # metrics, faults
+            return watch.control(ops, request)
         if request.get("op") == "switch_upper":
             frozen = ops.switch_upper()
             spec.lowers.insert(0, frozen)
