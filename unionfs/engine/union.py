@@ -338,6 +338,11 @@ class Union:
         self.copy_up(parent)
         source = entry.layer
         st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
+        self.copied_up(node, entry, source, st)
+
+    def copied_up(self, node: Node, entry: Entry, source: int, st: os.stat_result) -> None:
+        """``node`` (whose ``entry`` was in layer ``source``, with stat ``st``) is now in the
+        upper: update the views (and link its lower hard links to the copy)."""
         entry.layer = 0
         if not entry.is_dir and st.st_nlink > 1:
             link_aliases(self, node, source, st.st_ino)
