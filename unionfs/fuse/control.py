@@ -47,7 +47,7 @@ async def serve_control(path: str, handle: Handler, *,
         await sock.bind(path)
     finally:
         os.umask(old_umask)
-    sock.listen(8)
+    sock.listen(64)
     listener = trio.SocketListener(sock)
     task_status.started()
     try:

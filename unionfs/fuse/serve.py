@@ -7,7 +7,7 @@ SIGHUP at any moment (a copy-up in progress is abandoned and its work file remov
 ``fusermount3 -u`` from outside.
 
 ``UNIONFS_TEST_FAIL_AT`` (tests only) makes one of the steps after the kernel mount fail:
-``extensions``, ``record`` or ``ready``.
+``extensions``, ``record`` or ``ready``; ``hang`` waits for a signal instead of reporting in.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def _tell_ready(ready_fd: int) -> None:
     """Tell the starter the mount is live (it may have given up: EPIPE, then we unmount)."""
     try:
         _fail_for_test("ready")
+        while os.environ.get(FAIL_AT_ENV) == "hang":  # until a stop signal raises Stopped
+            signal.pause()
         os.write(ready_fd, b"1")
     finally:
         os.close(ready_fd)
@@ -174,6 +176,7 @@ def _control_handler(spec: MountSpec, ops: UnionOperations,
             return {"ok": True, "requests": dict(ops.requests), "features": features,
                     "nodes": len(union.table.nodes), "open_files": len(ops.files),
                     "open_dirs": len(ops.dirs), "fds": _count_fds(),
+                    "cached_dir_fds": sum(layer.cached_fds for layer in union.layers),
                     "threads": threading.active_count(), "slow_in_flight": ops.slow.in_flight,
                     "entry_locks": len(ops.slow.entries)}
         if op == "switch_upper":
