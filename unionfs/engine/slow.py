@@ -148,32 +148,52 @@ class SlowWork:
             except OSError as exc:  # changed meanwhile: the rename sees it afresh
                 log.debug("tree copy-up of %r: %s", name, exc)
 
+    async def view(self, node: Node) -> None:
+        """Build the merged view of directory ``node`` with its layers read in a worker
+        thread (a cold directory waits for the disk), unless it is known already."""
+        union = self.union
+        if node.merged is not None or not node.is_dir:
+            return
+        path = node.path()
+        candidates = union._candidate_layers(node)
+        listings = await self.run(union.read_listings, path, candidates)
+        # Back on the trio thread: a change through the union may have built the view
+        # meanwhile (it is newer), or moved the directory (the listing may be stale).
+        if node.merged is None and node.path() == path and (
+                union._candidate_layers(node) == candidates):
+            union.install_view(node, listings)
+
     # ---- data -----------------------------------------------------------------------------
 
-    async def read(self, fd: int, size: int, offset: int) -> bytes:
-        """pread, in a worker thread unless the data is in the page cache."""
-        if _cached(fd, offset, size):
-            return os.pread(fd, size, offset)
-        return await self.run(os.pread, fd, size, offset)
+    async def read(self, fd: int, size: int, offset: int) -> bytes | bytearray:
+        """pread, at once from the page cache; what is not cached is read in a worker thread.
+
+        The first attempt is the real read with RWF_NOWAIT (same offsets and sizes as a
+        plain read, so the kernel's readahead sees the same sequential pattern and starts
+        the I/O the worker thread then waits for)."""
+        buf = bytearray(size)
+        try:
+            got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            got = 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            return os.pread(fd, size, offset)  # the file cannot tell: read as it is
+        if got == size:
+            return buf
+        if got and offset + got >= os.fstat(fd).st_size:
+            del buf[got:]
+            return buf
+        rest = await self.run(os.pread, fd, size - got, offset + got)
+        if not got:
+            return rest
+        del buf[got:]
+        buf += rest
+        return buf
 
     async def sync(self, fd: int, datasync: bool) -> None:
         await self.run(os.fdatasync if datasync else os.fsync, fd, hold="fsync")
-
-
-def _cached(fd: int, offset: int, size: int) -> bool:
-    """True when the first and last page of a read are in the page cache (or the file
-    cannot tell): it is then served at once, without a thread."""
-    probe = bytearray(1)
-    try:
-        for at in {offset, offset + size - 1}:
-            os.preadv(fd, [probe], at, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            return True
-        raise
-    return True
 
 
 def _hold_for_test(directory: str, kind: str) -> None:

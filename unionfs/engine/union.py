@@ -103,9 +103,15 @@ class Union:
         return entry.dir_layers
 
     def _build_view(self, node: Node) -> dict[bytes, Entry]:
-        path = node.path()
+        listings = self.read_listings(node.path(), self._candidate_layers(node))
+        return self.install_view(node, listings)
+
+    def read_listings(self, path: bytes,
+                      candidates: tuple[int, ...]) -> list[tuple[int, LayerListing]]:
+        """The listings of directory ``path`` in the ``candidates`` layers, down to the first
+        opaque one. Only reads the layers (a worker thread may call it)."""
         listings: list[tuple[int, LayerListing]] = []
-        for index in self._candidate_layers(node):
+        for index in candidates:
             try:
                 listing = self.layers[index].listing(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -113,6 +119,11 @@ class Union:
             listings.append((index, listing))
             if listing.opaque:
                 break
+        return listings
+
+    def install_view(self, node: Node,
+                     listings: list[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
+        """Make ``listings`` (from :meth:`read_listings`) the merged view of ``node``."""
         node.layers = tuple(index for index, _ in listings)
         node.merged = merge(listings)
         node.covered, node.whiteouts = _covered_and_whiteouts(listings)

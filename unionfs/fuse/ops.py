@@ -199,6 +199,8 @@ class UnionOperations(pyfuse3.Operations):
         if name == b"..":
             up = parent.parent or parent
             return self._entry(up, self.union.stat(up))
+        if parent.merged is None:
+            await self.slow.view(parent)
         found = self.union.lookup(parent, name)
         if found is None:
             return self._negative()
@@ -238,6 +240,8 @@ class UnionOperations(pyfuse3.Operations):
         union = self.union
         entries = handle.entries
         if entries is None or start_id == 0:
+            if parent.merged is None:
+                await self.slow.view(parent)
             entries = handle.entries = [(b".", None), (b"..", None),
                                         *union.merged(parent).items()]
         for index in range(start_id, len(entries)):
@@ -326,7 +330,8 @@ class UnionOperations(pyfuse3.Operations):
         return handle.fd
 
     @_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(  # type: ignore[override]  # pyfuse3 replies with any buffer
+            self, fh: int, off: int, size: int) -> bytes | bytearray:
         return await self.slow.read(self._fd(fh), size, off)
 
     @_errors
