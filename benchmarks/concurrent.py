@@ -2,7 +2,8 @@
 
 ``python concurrent.py latency MODE SIZE_MIB PROBE...`` starts one process doing slow work
 (``copyup``: append a line to ``big.bin``, which copies the whole file up; ``fsync``: write
-SIZE_MIB MiB to a new file and fsync it) and, while it runs, times probes on an unrelated
+SIZE_MIB MiB to a new file and fsync it; ``idle``: nothing, for a second, the baseline) and,
+while it runs, times probes on an unrelated
 tree: an ``lstat`` of a file not looked up before, and every tenth probe an ``ls -l`` (list,
 then lstat every entry) of a directory not listed before. It prints ``{"seconds": p99,
 "p50": ..., "p99": ..., "probes": N}``.
@@ -28,6 +29,9 @@ BUF = 1 << 20
 def slow_work(mode: str, size_mib: int, ready: int) -> None:
     """The process whose slow I/O must not delay the probes."""
     os.write(ready, b"1")
+    if mode == "idle":  # the baseline: the same probes, nothing else going on
+        time.sleep(1.0)
+        return
     if mode == "copyup":
         fd = os.open("big.bin", os.O_WRONLY | os.O_APPEND)
         os.write(fd, b"appended\n")

@@ -14,6 +14,7 @@ a copy-up as long as it likes and show that other requests complete meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -27,6 +28,7 @@ import trio
 from unionfs.engine.locks import EntryLocks, Gate
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import Union
+from unionfs.layers.syscalls import open_beneath
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,21 @@ class SlowWork:
                 union._candidate_layers(node) == candidates):
             union.install_view(node, listings)
 
+    async def stat_entries(self, node: Node) -> None:
+        """Before a listing of directory ``node`` answers with every entry's attributes:
+        stat them in a worker thread once, so the kernel's caches have their inodes and the
+        answer does not wait for the disk on the trio thread."""
+        union = self.union
+        merged = node.merged
+        if merged is None or not merged:
+            return
+        by_layer: dict[int, list[bytes]] = {}
+        for name, entry in merged.items():
+            by_layer.setdefault(entry.layer, []).append(name)
+        path = node.path()
+        await self.run(_stat_all, [(union.layers[i].root_fd, path, names)
+                                   for i, names in by_layer.items()])
+
     # ---- data -----------------------------------------------------------------------------
 
     async def read(self, fd: int, size: int, offset: int) -> bytes | bytearray:
@@ -194,6 +211,22 @@ class SlowWork:
 
     async def sync(self, fd: int, datasync: bool) -> None:
         await self.run(os.fdatasync if datasync else os.fsync, fd, hold="fsync")
+
+
+def _stat_all(work: list[tuple[int, bytes, list[bytes]]]) -> None:
+    """lstat ``names`` in directory ``path`` of each layer (by its root fd); errors are
+    left for the request to meet."""
+    for root_fd, path, names in work:
+        try:
+            fd = open_beneath(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
 
 def _hold_for_test(directory: str, kind: str) -> None:

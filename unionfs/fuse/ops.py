@@ -242,6 +242,8 @@ class UnionOperations(pyfuse3.Operations):
         if entries is None or start_id == 0:
             if parent.merged is None:
                 await self.slow.view(parent)
+            if entries is None:
+                await self.slow.stat_entries(parent)
             entries = handle.entries = [(b".", None), (b"..", None),
                                         *union.merged(parent).items()]
         for index in range(start_id, len(entries)):
