@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mounts, Stack
+from tests.integration.test_cli import wait_until
 from unionfs.api import is_mounted, server_stats
 
 StackFactory = Callable[..., Stack]
@@ -190,10 +191,14 @@ def test_sigterm_during_a_copy_up_unmounts_and_leaves_nothing(stack: StackFactor
     hold = Hold(Path(env["UNIONFS_TEST_HOLD"]), "copy-up")
     mnt = mounts.unionfs(st, env=env)
     handle = mounts.handles[-1]
+    log_file = mounts.log_files[-1]
     with started(["sh", "-c", f"echo x >> {mnt / 'big'}"]) as writer:
         hold.wait_held()
         os.kill(handle.pid, signal.SIGTERM)
-        hold.release()  # the copy goes on, sees the stop at its first chunk, and gives up
+        # Released once the server has taken the signal: the copy then goes on, sees the
+        # stop at its first chunk and gives up.
+        assert wait_until(lambda: "signal 15: unmounting" in log_file.read_text())
+        hold.release()
         assert handle.process.wait(30) == 0
         writer.wait(30)
     assert not is_mounted(mnt)
