@@ -297,7 +297,8 @@ def _concurrent_workloads() -> list[Workload]:
                 f"lat-{mode}-{field}",
                 lambda s, what=what, field=field: f"{field} of stat / ls -l elsewhere during "
                 + what(s), ("bigfile", "tree_a"), _latency(mode, field), writes_lower=True))
-    for kind, what in (("read", lambda s: f"{PARALLEL} readers of {size(s.big_mib)}, cold"),
+    for kind, what in (("read", lambda s: f"{PARALLEL} readers of parts of a {size(s.big_mib)} "
+                        "file, cold"),
                        ("find", lambda s: f"{PARALLEL} finds over {count(2 * s.tree_files)} "
                         "merged files")):
         for mode in ("serial", "parallel"):
