@@ -252,6 +252,63 @@ def _verify_compileall(ctx: Context) -> str | None:
     return _expect(".pyc files", found, ctx.sizes.src_modules + 1)
 
 
+CONCURRENT_SCRIPT = str(Path(__file__).with_name("concurrent.py"))
+PARALLEL = 2  # pieces of work at once in the parallel rows (the machine's 2 cores)
+
+
+def _reported(field: str) -> Callable[[str], float]:
+    def parse(stdout: str) -> float:
+        return float(json.loads(stdout.strip().splitlines()[-1])[field])
+
+    return parse
+
+
+def _latency(mode: str, field: str) -> Callable[[Context], Command]:
+    """Probes of an unrelated tree while another process copies up or fsyncs (p50, p99)."""
+
+    def build(ctx: Context) -> Command:
+        size_mib = ctx.sizes.write_mib if mode == "fsync" else 0
+        argv = [sys.executable, CONCURRENT_SCRIPT, "latency", mode, str(size_mib),
+                *tree_files(ctx.sizes, "a")]
+        return Command(argv, ctx.path, parse=_reported(field))
+
+    return build
+
+
+def _pieces(mode: str, kind: str) -> Callable[[Context], Command]:
+    """PARALLEL pieces of cold work at once (``parallel``) or one after another."""
+
+    def build(ctx: Context) -> Command:
+        dirs = sorted({os.path.dirname(f) for f in tree_files(ctx.sizes, "a")})
+        argv = [sys.executable, CONCURRENT_SCRIPT, mode, str(PARALLEL), kind,
+                *(dirs if kind == "find" else [])]
+        return Command(argv, ctx.path, parse=ops_seconds)
+
+    return build
+
+
+def _concurrent_workloads() -> list[Workload]:
+    """The rows of the concurrency issue: latency while slow I/O runs, and parallel work."""
+    rows = []
+    for mode, what in (("copyup", lambda s: f"a {size(s.big_mib)} copy-up"),
+                       ("fsync", lambda s: f"a {size(s.write_mib)} write + fsync")):
+        for field in ("p50", "p99"):
+            rows.append(Workload(
+                f"lat-{mode}-{field}",
+                lambda s, what=what, field=field: f"{field} of stat / ls -l elsewhere during "
+                + what(s), ("bigfile", "tree_a"), _latency(mode, field), writes_lower=True))
+    for kind, what in (("read", lambda s: f"{PARALLEL} readers of parts of a {size(s.big_mib)} "
+                        "file, cold"),
+                       ("find", lambda s: f"{PARALLEL} finds over {count(2 * s.tree_files)} "
+                        "merged files")):
+        for mode in ("serial", "parallel"):
+            rows.append(Workload(
+                f"{kind}-{mode}",
+                lambda s, what=what, mode=mode: f"{what(s)}: {mode}",
+                ("bigfile",) if kind == "read" else TREE, _pieces(mode, kind)))
+    return rows
+
+
 TREE = ("tree_a", "tree_b")
 
 WORKLOADS: list[Workload] = [
@@ -287,6 +344,7 @@ WORKLOADS: list[Workload] = [
     Workload("commit", lambda s: f"commit of an upper with {count(s.commit_files)} changed "
              "files (others: tar -cf)", ("empty",), _commit, upper_seed="commit_upper",
              needs_mount=False),
+    *_concurrent_workloads(),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

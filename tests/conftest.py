@@ -76,18 +76,50 @@ def stack(tmp_path: Path) -> Callable[..., Stack]:
     return make
 
 
-class Mounts:
-    """Mounts made by a test; all undone at teardown."""
+# What the server logs when a request or a background task failed unexpectedly (an EIO
+# with a traceback, at level ERROR): a test whose server logged it fails, even if the test
+# itself passed. (Expected failures are logged at DEBUG, with their traceback too.)
+UNEXPECTED = ("failed unexpectedly", "] ERROR ", "] CRITICAL ")
 
-    def __init__(self) -> None:
+
+class Mounts:
+    """Mounts made by a test; all undone at teardown. Every server logs to a file of its own,
+    which :meth:`unexpected` reads."""
+
+    def __init__(self, logs: Path | None = None) -> None:
         self.handles: list[MountHandle] = []
         self.kernel: list[Path] = []
+        self.logs = logs
+        self.log_files: list[Path] = []
 
-    def unionfs(self, st: Stack, *, writable: bool = True, **opts: object) -> Path:
+    def unionfs(self, st: Stack, *, writable: bool = True, env: dict[str, str] | None = None,
+                **opts: object) -> Path:
+        if "log_file" in opts:
+            self.log_files.append(Path(str(opts["log_file"])))
+        elif self.logs is not None:
+            self.logs.mkdir(exist_ok=True)
+            log_file = self.logs / f"server-{len(self.log_files)}.log"
+            self.log_files.append(log_file)
+            opts.setdefault("log_level", "info")
+            opts["log_file"] = log_file
         options = MountOptions(workdir=st.work if writable else None, **opts)  # type: ignore[arg-type]
-        handle = mount(st.lowers, st.mnt, st.upper if writable else None, options=options)
+        full_env = {**os.environ, **env} if env else None
+        handle = mount(st.lowers, st.mnt, st.upper if writable else None, options=options,
+                       env=full_env)
         self.handles.append(handle)
         return st.mnt
+
+    def unexpected(self) -> list[str]:
+        """Lines of the servers' logs that report an unexpected exception."""
+        found = []
+        for log_file in self.log_files:
+            text = log_file.read_text(errors="replace") if log_file.exists() else ""
+            lines = text.splitlines()
+            for index, line in enumerate(lines):
+                if any(marker in line for marker in UNEXPECTED):
+                    found.append(f"{log_file.name}: " + "\n".join(lines[index:index + 30]))
+                    break
+        return found
 
     def overlay(self, st: Stack, *, writable: bool = True, extra: str = "") -> Path:
         """The kernel's overlayfs over the same stack (the oracle)."""
@@ -123,14 +155,17 @@ class Mounts:
 
 
 @pytest.fixture
-def mounts() -> Iterator[Mounts]:
-    m = Mounts()
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    m = Mounts(tmp_path / "server-logs")
     try:
         yield m
     finally:
         m.close()
         for handle in m.handles:
             assert not is_mounted(handle.mountpoint)
+        unexpected = m.unexpected()
+        if unexpected:
+            pytest.fail("the server logged an unexpected exception:\n" + "\n".join(unexpected))
 
 
 def needs_root() -> None:

@@ -150,6 +150,9 @@ def mount(
     os.close(write_fd)
     try:
         ready = _wait_ready(read_fd, proc, timeout)
+    except OperationFailed:
+        _give_up(proc, mountpoint)
+        raise
     finally:
         os.close(read_fd)
     if not ready:
@@ -174,9 +177,19 @@ def _wait_ready(read_fd: int, proc: subprocess.Popen[bytes], timeout: float) -> 
             return os.read(read_fd, 1) == b"1"
         if proc.poll() is not None:
             return False
-    proc.kill()
-    proc.wait()
     raise OperationFailed(f"unionfs server did not mount within {timeout:.0f}s")
+
+
+def _give_up(proc: subprocess.Popen[bytes], mountpoint: PathLike, grace: float = 10.0) -> None:
+    """Stop a server that did not report in time; it unmounts what it mounted (if it does
+    not exit within ``grace`` seconds it is killed, and its mount, if any, detached)."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    unmount(mountpoint, lazy=True, missing_ok=True)
 
 
 def _drain(proc: subprocess.Popen[bytes]) -> str:

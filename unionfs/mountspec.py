@@ -15,7 +15,8 @@ from unionfs.api import escape_option, is_mounted
 from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
 from unionfs.errors import UserError
 
-KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw"}
+KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw",
+               "no_extensions"}
 KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us"}
 DEFAULT_POLL_US = 50
 MAX_POLL_US = 10_000
@@ -40,6 +41,7 @@ class MountSpec:
     attr_timeout: float = 300.0
     negative_timeout: float = 300.0
     poll_us: int = DEFAULT_POLL_US  # how long the server polls for the next request
+    extensions: bool = True  # the libfuse extensions of unionfs.fuse.lowlevel (no_extensions)
     xattr_ns: XattrNamespace = field(default=TRUSTED)
     metrics: bool = False  # request accounting for `unionfs watch` from the mount on
     trace: str | None = None  # a line per request written to this file
@@ -112,6 +114,7 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
     spec.read_only = bool(opts.get("ro")) or spec.upper is None
     spec.allow_other = bool(opts.get("allow_other"))
     spec.volatile = bool(opts.get("volatile"))
+    spec.extensions = not opts.get("no_extensions")
     if opts.get("userxattr"):
         spec.userxattr = True
     elif opts.get("nouserxattr"):

@@ -288,16 +288,11 @@ class Changes:
     def rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
                flags: int) -> None:
         u = self.u
-        u.require_upper()
-        _check_storable(new)
+        if not self.check_rename(old_parent, old, new_parent, new, flags):
+            return
         src = self._existing(old_parent, old)
         dst = u.merged(new_parent).get(new)
         exchange = bool(flags & RENAME_EXCHANGE)
-        _check_rename(src, dst, flags)
-        if old_parent is new_parent and old == new:
-            return
-        if dst is not None and not exchange and dst.is_dir and u.merged(u.view_of(new_parent, new)):
-            raise fail(errno.ENOTEMPTY, new)
         src_node = u.view_of(old_parent, old)
         self._prepare_move(src_node, src)
         dst_node = u.view_of(new_parent, new) if dst is not None else None
@@ -314,6 +309,22 @@ class Changes:
         moves_dir = src.is_dir or (dst is not None and dst.is_dir)
         self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
+
+    def check_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
+                     flags: int) -> bool:
+        """The errors a rename fails with before it changes anything; False: nothing to do."""
+        u = self.u
+        u.require_upper()
+        _check_storable(new)
+        src = self._existing(old_parent, old)
+        dst = u.merged(new_parent).get(new)
+        _check_rename(src, dst, flags)
+        if old_parent is new_parent and old == new:
+            return False
+        if dst is not None and not flags & RENAME_EXCHANGE and dst.is_dir and u.merged(
+                u.view_of(new_parent, new)):
+            raise fail(errno.ENOTEMPTY, new)
+        return True
 
     def _prepare_move(self, node: Node, entry: Entry) -> None:
         """Everything that moves must live wholly in the upper."""

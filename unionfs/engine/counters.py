@@ -2,15 +2,9 @@
 only where the work it counts is far slower than the bump).
 
 The FUSE adapter reads these (the engine never imports the adapter). Worker threads are
-reported by :attr:`EngineCounters.threads`: whoever runs slow work in threads sets it to a
-function that says, when asked, how many threads there are, how many are busy and how much
-work waits for one, e.g. from the ``trio.CapacityLimiter`` that bounds them::
-
-    counters.threads = lambda: ThreadGauge(limiter.total_tokens, limiter.borrowed_tokens,
-                                           limiter.statistics().tasks_waiting)
-
-It is only called on the trio thread, at a ``unionfs watch`` sample; until it is set, the
-server has no worker threads (every request is served on the trio thread) and reports 0s.
+reported by :attr:`EngineCounters.threads`, which :class:`unionfs.engine.slow.SlowWork` sets to
+a function that reads its limiter: how many threads there are, how many are busy and how much
+work waits for one. It is only called on the trio thread, at a ``unionfs watch`` sample.
 """
 
 from __future__ import annotations

@@ -105,9 +105,15 @@ class Union:
         return entry.dir_layers
 
     def _build_view(self, node: Node) -> dict[bytes, Entry]:
-        path = node.path()
+        listings = self.read_listings(node.path(), self._candidate_layers(node))
+        return self.install_view(node, listings)
+
+    def read_listings(self, path: bytes,
+                      candidates: tuple[int, ...]) -> list[tuple[int, LayerListing]]:
+        """The listings of directory ``path`` in the ``candidates`` layers, down to the first
+        opaque one. Only reads the layers (a worker thread may call it)."""
         listings: list[tuple[int, LayerListing]] = []
-        for index in self._candidate_layers(node):
+        for index in candidates:
             try:
                 listing = self.layers[index].listing(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -115,6 +121,11 @@ class Union:
             listings.append((index, listing))
             if listing.opaque:
                 break
+        return listings
+
+    def install_view(self, node: Node,
+                     listings: list[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
+        """Make ``listings`` (from :meth:`read_listings`) the merged view of ``node``."""
         node.layers = tuple(index for index, _ in listings)
         self.counters.views_built += 1
         node.merged = merge(listings)
@@ -341,6 +352,11 @@ class Union:
         self.copy_up(parent)
         source = entry.layer
         st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
+        self.copied_up(node, entry, source, st)
+
+    def copied_up(self, node: Node, entry: Entry, source: int, st: os.stat_result) -> None:
+        """``node`` (whose ``entry`` was in layer ``source``, with stat ``st``) is now in the
+        upper: update the views (and link its lower hard links to the copy)."""
         entry.layer = 0
         self.counters.copied_up(st)
         if not entry.is_dir and st.st_nlink > 1:

@@ -10,11 +10,19 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
   drops ``FUSE_CAP_SPLICE_READ``, a syscall per request that buys pyfuse3 nothing).
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
-trio lock and parks in epoll before every request, which costs more than most of our handlers;
-with one worker task and handlers that never yield, a ``poll`` of the FUSE fd is enough. After
-a request the wait keeps polling for up to ``poll_us`` microseconds before it sleeps: a process
-that works through a tree sends its next request within a few microseconds, and a sleeping
-server (a halted vCPU, on a VM) takes tens of microseconds to wake.
+trio lock and parks in epoll before every request, which costs more than most of our handlers.
+Here one worker task at a time is the *reader*: it polls the FUSE fd and serves what comes,
+back to back, without yielding. Only when a request is about to wait (slow I/O in a worker
+thread, a lock) does its task hand reading on (:meth:`Installed.hand_off`) to one of the other
+worker tasks, parked until then; so a request that waits never stalls the others, and the
+fast path costs no more than with one task. After a request the reader keeps polling for up
+to ``poll_us`` microseconds before it sleeps: a process that works through a tree sends its
+next request within a few microseconds, and a sleeping server (a halted vCPU, on a VM) takes
+tens of microseconds to wake.
+
+The extensions are used only with the pyfuse3 and libfuse versions they were checked against
+(:data:`PYFUSE3_VERSIONS`, :data:`LIBFUSE_MINORS`); ``-o no_extensions`` leaves them out, so
+that the plain pyfuse3 path is served (and tested) too.
 
 :func:`install` fills those slots of the session's copy of the table, after pyfuse3.init and
 before the first request. It writes only after every check passed: pyfuse3's symbols are found
@@ -68,6 +76,10 @@ _OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_voi
 _OPENDIR_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
 _INIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _INIT_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+PYFUSE3_VERSIONS = ("3.3", "3.4", "3.5")  # major.minor whose ops table layout was checked
+LIBFUSE_MINORS = range(10, 18)  # libfuse 3.10 .. 3.17
+WORKERS = 8  # worker tasks: one reads, the others wait in slow requests or are parked
+
 _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
@@ -84,8 +96,13 @@ class Installed:
     """What :func:`install` put in place (kept alive for as long as the session runs)."""
 
     callbacks: list[Any]  # ctypes function objects: they must outlive the session
+    readers: _Readers
     features: tuple[str, ...] = ("fallocate", "cache_readdir", "cache_symlinks", "lean_wait")
-    workers: int = 1  # the lean wait serves requests from one trio task
+    workers: int = WORKERS
+
+    def hand_off(self) -> None:
+        """The calling request is about to wait: another worker task reads requests."""
+        self.readers.hand_off()
 
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | None:
@@ -93,37 +110,99 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | Non
     (polling ``poll_us`` microseconds before it sleeps) to the live session.
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
-    why) when this pyfuse3/libfuse build cannot be extended safely.
+    why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
     """
     try:
+        check_versions()
         table = _Table.locate()
-    except Unsupported as exc:
+        libfuse = _libfuse()
+        return _install(table, libfuse, fallocate, poll_us)
+    except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
-    libfuse = ctypes.CDLL("libfuse3.so.3")
+
+
+def check_versions() -> None:
+    """Refuse pyfuse3 and libfuse versions the table layout was not checked against."""
+    version = getattr(pyfuse3, "__version__", "")
+    if ".".join(version.split(".")[:2]) not in PYFUSE3_VERSIONS:
+        raise Unsupported(f"pyfuse3 {version or '(unknown)'} is not one of the checked "
+                          f"versions {', '.join(PYFUSE3_VERSIONS)}")
+    libfuse = _libfuse()
+    libfuse.fuse_pkgversion.restype = ctypes.c_char_p
+    text = (libfuse.fuse_pkgversion() or b"").decode()
+    parts = text.split(".")
+    if len(parts) < 2 or parts[0] != "3" or not parts[1].isdigit() or (
+            int(parts[1]) not in LIBFUSE_MINORS):
+        raise Unsupported(f"libfuse {text or '(unknown)'} is not one of the checked versions "
+                          f"3.{LIBFUSE_MINORS.start}..3.{LIBFUSE_MINORS.stop - 1}")
+
+
+def _libfuse() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libfuse3.so.3")
+    except OSError as exc:
+        raise Unsupported(f"cannot load libfuse3: {exc}") from None
+
+
+def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
+             poll_us: int) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
+    readers = _Readers()
+    wait = _lean_wait(libfuse, table.session, poll_us * 1000, readers)
     callbacks: list[Any] = [
         _OPENDIR(_opendir_with_cache(_OPENDIR_CALL(table.session_slot(SLOT_OPENDIR)))),
         _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)))),
         _FALLOCATE(_fallocate_replying(fallocate, reply_err)),
     ]
-    for slot, callback in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), callbacks,
-                              strict=True):
-        table.set_session_slot(slot, ctypes.cast(callback, ctypes.c_void_p).value or 0)
-    setattr(pyfuse3, "_wait_fuse_readable",  # noqa: B010 (pyfuse3 declares no such name)
-            _lean_wait(libfuse, table.session, poll_us * 1000))
-    return Installed(callbacks)
+    addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
+    # Everything that can fail has been done: from here on, only writes.
+    for slot, address in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), addresses,
+                             strict=True):
+        table.set_session_slot(slot, address)
+    setattr(pyfuse3, "_wait_fuse_readable", wait)  # noqa: B010 (not declared by pyfuse3)
+    return Installed(callbacks, readers)
 
 
 YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
+_GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
-def _lean_wait(libfuse: ctypes.CDLL, session: int, poll_ns: int) -> Callable[[], object]:
-    """pyfuse3's ``_wait_fuse_readable`` for a single worker task: True when a request is
-    waiting, False when the session ends. pyfuse3's session loop looks the function up in
-    its module on every request, so replacing the module attribute is enough."""
+class _Readers:
+    """Which worker task reads the next request: one at a time (trio lets one task wait on
+    an fd), the others parked until the reader hands off or the session ends."""
+
+    def __init__(self) -> None:
+        self.reader: trio.lowlevel.Task | None = None
+        self.parked = trio.lowlevel.ParkingLot()
+
+    def hand_off(self) -> None:
+        if self.reader is trio.lowlevel.current_task():
+            self.reader = None
+            self.parked.unpark()
+
+    async def take(self, exited: Callable[[], bool]) -> bool:
+        """Become the reader (False: the session ended meanwhile)."""
+        task = trio.lowlevel.current_task()
+        while self.reader is not None and self.reader is not task:
+            await self.parked.park()
+        self.reader = task
+        return not exited()
+
+    def finish(self) -> None:
+        """The session is over: every parked task wakes and sees it."""
+        self.reader = None
+        self.parked.unpark_all()
+
+
+def _lean_wait(libfuse: ctypes.CDLL, session: int, poll_ns: int,
+               readers: _Readers) -> Callable[[], object]:
+    """pyfuse3's ``_wait_fuse_readable`` for our worker tasks: True when a request is
+    waiting (for this task to serve), False when the session ends. pyfuse3's session loop
+    looks the function up in its module on every request, so replacing the module attribute
+    is enough."""
     libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
     libfuse.fuse_session_exited.argtypes = [ctypes.c_void_p]
     exited = libfuse.fuse_session_exited
@@ -133,29 +212,51 @@ def _lean_wait(libfuse: ctypes.CDLL, session: int, poll_ns: int) -> Callable[[],
     clock = time.perf_counter_ns
     served = 0
 
-    def ready_soon() -> bool:
-        if poller.poll(0):
-            return True
+    def ready_soon() -> list[tuple[int, int]]:
+        ready = poller.poll(0)
+        if ready:
+            return ready
         deadline = clock() + poll_ns
         while clock() < deadline:
-            if poller.poll(0):
-                return True
-        return False
+            ready = poller.poll(0)
+            if ready:
+                return ready
+        return ready
+
+    def ended() -> bool:
+        return bool(exited(session))
+
+    def serve_next(ready: list[tuple[int, int]]) -> bool:
+        """A request is waiting, or the device is gone (unmounted: POLLERR). Then the read
+        that follows ends this task's loop, and the parked tasks must wake to see it."""
+        if ready[0][1] & _GONE:
+            readers.finish()
+        return True
 
     async def wait_fuse_readable() -> bool:
         nonlocal served
-        if exited(session):
+        if readers.reader is not trio.lowlevel.current_task() and not await readers.take(
+                ended):
+            readers.finish()
             return False
-        if ready_soon():
+        if ended():
+            readers.finish()
+            return False
+        ready = ready_soon()
+        if ready:
             served += 1
             if served % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()  # signals, the control socket
-            return True
+            return serve_next(ready)
         try:
             await trio.lowlevel.wait_readable(fd)
         except trio.ClosedResourceError:  # pyfuse3.terminate()
+            readers.finish()
             return False
-        return not exited(session)
+        if ended():
+            readers.finish()
+            return False
+        return serve_next(poller.poll(0) or [(fd, 0)])
 
     return wait_fuse_readable
 

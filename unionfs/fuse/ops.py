@@ -20,8 +20,9 @@ import pyfuse3
 
 from unionfs.engine.changes import Caller, Changes
 from unionfs.engine.nodes import Node
+from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
-from unionfs.layers.syscalls import fallocate
+from unionfs.layers.syscalls import RENAME_EXCHANGE, fallocate
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 _FMODE_EXEC = 0o40  # the kernel marks opens for execve; openat2 rejects the bit
 _OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC
+# Writes of a handle that has written this much are streaming: the kernel may throttle them
+# (dirty page limits), so its large writes go to a worker thread.
+STREAMING = 16 << 20
+LARGE_WRITE = 64 << 10
 
 
 def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -78,6 +83,7 @@ class Handle:
     node: Node
     layer: int
     flags: int
+    written: int = 0  # bytes written through large writes (see STREAMING)
 
 
 @dataclass(slots=True)
@@ -106,6 +112,7 @@ class UnionOperations(pyfuse3.Operations):
         super().__init__()
         self.union = union
         self.changes = Changes(union)
+        self.slow = SlowWork(union)
         self.timeouts = timeouts or Timeouts()
         self.enable_writeback_cache = union.writable
         self.requests: Counter[str] = Counter()  # by request type, for `stats` and tests
@@ -163,6 +170,11 @@ class UnionOperations(pyfuse3.Operations):
                 except OSError as exc:  # ENOENT: the kernel already forgot it
                     log.debug("invalidate_inode(%#x): %s", node_id, exc)
 
+    async def switch_upper_exclusively(self) -> str:
+        """:meth:`switch_upper` once every writer that waits mid-change is done (the gate)."""
+        async with self.slow.gate.exclusive():
+            return self.switch_upper()
+
     def switch_upper(self) -> str:
         """Commit support: freeze the upper, continue on a fresh one (see Union.switch_upper).
 
@@ -193,6 +205,8 @@ class UnionOperations(pyfuse3.Operations):
         if name == b"..":
             up = parent.parent or parent
             return self._entry(up, self.union.stat(up))
+        if parent.merged is None:
+            await self.slow.view(parent)
         found = self.union.lookup(parent, name)
         if found is None:
             return self._negative()
@@ -200,8 +214,11 @@ class UnionOperations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         table = self.union.table
-        for inode, count in inode_list:
-            table.forget(inode, count)
+        try:
+            for inode, count in inode_list:
+                table.forget(inode, count)
+        except Exception:  # forget has no reply: log it, the server goes on
+            log.exception("forget%r failed unexpectedly", inode_list[:4])
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -229,6 +246,10 @@ class UnionOperations(pyfuse3.Operations):
         union = self.union
         entries = handle.entries
         if entries is None or start_id == 0:
+            if parent.merged is None:
+                await self.slow.view(parent)
+            if entries is None:
+                await self.slow.stat_entries(parent)
             entries = handle.entries = [(b".", None), (b"..", None),
                                         *union.merged(parent).items()]
         for index in range(start_id, len(entries)):
@@ -284,6 +305,7 @@ class UnionOperations(pyfuse3.Operations):
         node = self._node(inode)
         union = self.union
         if flags & _WRITE_FLAGS:
+            await self.slow.copy_up(node)
             union.copy_up(node)
         layer = union.top_layer(node)
         fd = layer.open(node.path(), self._fs_flags(flags))
@@ -316,12 +338,24 @@ class UnionOperations(pyfuse3.Operations):
         return handle.fd
 
     @_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(self._fd(fh), size, off)
+    async def read(  # type: ignore[override]  # pyfuse3 replies with any buffer
+            self, fh: int, off: int, size: int) -> bytes | bytearray:
+        return await self.slow.read(self._fd(fh), size, off)
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        if len(buf) >= LARGE_WRITE and self._streaming(fh, len(buf)):
+            async with self.slow.gate.shared():
+                return await self.slow.run(self._keeping_mtime, fh,
+                                           lambda: os.pwrite(fh, buf, off))
         return self._keeping_mtime(fh, lambda: os.pwrite(fh, buf, off))
+
+    def _streaming(self, fh: int, size: int) -> bool:
+        handle = self.files.get(fh)
+        if handle is None:
+            return False
+        handle.written += size
+        return handle.written > STREAMING
 
     def _keeping_mtime(self, fd: int, change: Callable[[], T]) -> T:
         """Change an open upper file. Under the writeback cache the kernel owns mtime: it
@@ -358,10 +392,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        if datasync:
-            os.fdatasync(fh)
-        else:
-            os.fsync(fh)
+        await self.slow.sync(fh, datasync)
 
     @_errors
     async def release(self, fh: int) -> None:
@@ -407,22 +438,51 @@ class UnionOperations(pyfuse3.Operations):
     @_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node, st = self.changes.link(self._node(inode), self._node(new_parent_inode), new_name)
+        node = self._node(inode)
+        await self.slow.copy_up(node)
+        node, st = self.changes.link(node, self._node(new_parent_inode), new_name)
         return self._entry(node, st)
 
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.changes.unlink(self._node(parent_inode), name)
+        parent = self._node(parent_inode)
+        async with self.slow.entries.settled((parent.id, name)):
+            self.changes.unlink(parent, name)
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.changes.rmdir(self._node(parent_inode), name)
+        parent = self._node(parent_inode)
+        async with self.slow.entries.settled((parent.id, name)):
+            self.changes.rmdir(parent, name)
 
     @_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        self.changes.rename(self._node(parent_inode_old), name_old,
-                            self._node(parent_inode_new), name_new, flags)
+        old_parent = self._node(parent_inode_old)
+        new_parent = self._node(parent_inode_new)
+        if not self.changes.check_rename(old_parent, name_old, new_parent, name_new, flags):
+            return
+        await self._copy_up_moving(old_parent, name_old)
+        if flags & RENAME_EXCHANGE:
+            await self._copy_up_moving(new_parent, name_new)
+        async with self.slow.entries.settled((old_parent.id, name_old),
+                                             (new_parent.id, name_new)):
+            self.changes.rename(old_parent, name_old, new_parent, name_new, flags)
+
+    async def _copy_up_moving(self, parent: Node, name: bytes) -> None:
+        """Before a rename: copy the data of what moves up in worker threads (a lower file,
+        or every file of a merged directory's tree); the rename then finds it done."""
+        union = self.union
+        if not union.writable:
+            return
+        entry = union.merged(parent).get(name)
+        if entry is None or (entry.layer == 0 and not entry.is_dir):
+            return
+        node = union.view_of(parent, name)
+        if not entry.is_dir:
+            await self.slow.copy_up(node)
+        elif any(layer != 0 for layer in entry.dir_layers):
+            await self.slow.copy_up_tree(node)
 
     # ---- attributes ----------------------------------------------------------------------
 
@@ -435,6 +495,8 @@ class UnionOperations(pyfuse3.Operations):
         fd = handle.fd if handle is not None and handle.layer == 0 else None
         if fd is None:
             fd = self._unlinked_upper_fd(node)
+        if fd is None:
+            await self.slow.copy_up(node)
         times = None
         if fields.update_atime or fields.update_mtime:
             times = (attr.st_atime_ns if fields.update_atime else None,
@@ -453,11 +515,14 @@ class UnionOperations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         node = self._node(inode)
+        await self.slow.copy_up(node)
         self.changes.setxattr(node, name, value, fd=self._unlinked_upper_fd(node))
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self._node(inode)
+        if self.union.getxattr(node, name) is not None:
+            await self.slow.copy_up(node)
         self.changes.removexattr(node, name, fd=self._unlinked_upper_fd(node))
 
     def _unlinked_upper_fd(self, node: Node) -> int | None:

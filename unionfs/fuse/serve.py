@@ -1,7 +1,13 @@
 """Serving a union: mount, report that the mount is live, answer requests, unmount.
 
-:func:`run_server` is what ``unionfs mount --foreground`` runs. SIGTERM, SIGINT and SIGHUP
-unmount cleanly; so does ``fusermount3 -u`` from outside.
+:func:`run_server` is what ``unionfs mount --foreground`` runs. Once the kernel mount exists,
+every way out of it unmounts first: a failure while installing the libfuse extensions,
+writing the mount record or telling the starter that the mount is live; SIGTERM, SIGINT and
+SIGHUP at any moment (a copy-up in progress is abandoned and its work file removed);
+``fusermount3 -u`` from outside.
+
+``UNIONFS_TEST_FAIL_AT`` (tests only) makes one of the steps after the kernel mount fail:
+``extensions``, ``record`` or ``ready``; ``hang`` waits for a signal instead of reporting in.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pyfuse3
 import trio
@@ -25,6 +34,12 @@ from unionfs.mountspec import MountSpec
 log = logging.getLogger(__name__)
 
 WORKERS = 8  # pyfuse3's worker tasks when its own request loop is used
+FAIL_AT_ENV = "UNIONFS_TEST_FAIL_AT"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """A stop signal arrived before the request loop ran."""
 
 
 def fuse_options(spec: MountSpec) -> set[str]:
@@ -66,47 +81,120 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
                                           spec.negative_timeout))
     watch.install(ops, trace=spec.trace, fail=spec.fail, metrics=spec.metrics,
                   mountpoint=spec.mountpoint)
-    try:
-        pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
-    except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
-        union.close()
-        raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
+    record = None
+    with _stop_signals_raise():
+        try:
+            pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
+        except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
+            union.close()
+            raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
+        try:
+            # From here the kernel mount exists: whatever happens, unmount before exiting.
+            extensions = _install_extensions(spec, ops)
+            _fail_for_test("record")
+            record = state.record_mount(spec, os.getpid())
+            log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint,
+                     ":".join(spec.lowers), spec.upper or "none",
+                     "" if extensions else " without the libfuse extensions")
+            if ready_fd is not None:
+                _tell_ready(ready_fd)
+            workers = extensions.workers if extensions else WORKERS
+            control = _control_handler(spec, ops, extensions)
+            trio.run(_serve, str(state.control_path(spec.mountpoint)), control, workers, ops)
+        except Stopped:
+            log.info("signalled while starting: unmounting")
+        finally:
+            _shut_down(spec, union, record)
+    return 0
+
+
+def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Installed | None:
+    _fail_for_test("extensions")
+    if not spec.extensions:
+        log.info("libfuse extensions off (-o no_extensions)")
+        return None
     # Kept referenced while serving: libfuse calls into it.
     extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us)
-    record = state.record_mount(spec, os.getpid())
-    log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint, ":".join(spec.lowers),
-             spec.upper or "none", "" if extensions else " without fallocate and dir caching")
-    if ready_fd is not None:
+    if extensions is not None:
+        ops.slow.before_wait = extensions.hand_off
+    return extensions
+
+
+def _tell_ready(ready_fd: int) -> None:
+    """Tell the starter the mount is live (it may have given up: EPIPE, then we unmount)."""
+    try:
+        _fail_for_test("ready")
+        while os.environ.get(FAIL_AT_ENV) == "hang":  # until a stop signal raises Stopped
+            signal.pause()
         os.write(ready_fd, b"1")
+    finally:
         os.close(ready_fd)
-        _detach_stderr()
-    def control(request: dict[str, object]) -> dict[str, object]:
-        if request.get("op") == "ping":
+    _detach_stderr()
+
+
+def _shut_down(spec: MountSpec, union: Union, record: object) -> None:
+    for signum in _STOP_SIGNALS:  # the cleanup itself must not be interrupted
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        pyfuse3.close(unmount=True)
+    except Exception:
+        log.exception("unmounting %s failed", spec.mountpoint)
+    union.close()
+    if record is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(record))
+    log.info("unmounted %s", spec.mountpoint)
+
+
+def _fail_for_test(step: str) -> None:
+    if os.environ.get(FAIL_AT_ENV) == step:
+        raise OperationFailed(f"failing at {step} ({FAIL_AT_ENV}, tests only)")
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Until the request loop takes them over, a stop signal raises :class:`Stopped`."""
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _control_handler(spec: MountSpec, ops: UnionOperations,
+                     extensions: lowlevel.Installed | None) -> Handler:
+    union = ops.union
+
+    async def control(request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
             return {"ok": True, "pid": os.getpid()}
-        if request.get("op") == "stats":
+        if op == "stats":
             features = list(extensions.features) if extensions else []
             return {"ok": True, "requests": dict(ops.requests), "features": features,
-                    "nodes": len(union.table.nodes)}
-        if request.get("op") in watch.CONTROL_OPS:  # metrics, faults
+                    "nodes": len(union.table.nodes), "open_files": len(ops.files),
+                    "open_dirs": len(ops.dirs), "fds": _count_fds(),
+                    "cached_dir_fds": sum(layer.cached_fds for layer in union.layers),
+                    "threads": threading.active_count(), "slow_in_flight": ops.slow.in_flight,
+                    "entry_locks": len(ops.slow.entries)}
+        if op in watch.CONTROL_OPS:  # metrics, faults
             return watch.control(ops, request)
-        if request.get("op") == "switch_upper":
-            frozen = ops.switch_upper()
+        if op == "switch_upper":
+            frozen = await ops.switch_upper_exclusively()
             spec.lowers.insert(0, frozen)
             state.record_mount(spec, os.getpid())
             return {"ok": True, "frozen": frozen}
-        return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
+        return {"ok": False, "error": f"unknown request {op!r}"}
 
-    try:
-        trio.run(_serve, str(state.control_path(spec.mountpoint)), control,
-                 extensions.workers if extensions else WORKERS)
-    finally:
-        with contextlib.suppress(Exception):
-            pyfuse3.close(unmount=True)
-        union.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(record)
-        log.info("unmounted %s", spec.mountpoint)
-    return 0
+    return control
+
+
+def _count_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 def _detach_stderr() -> None:
@@ -116,18 +204,19 @@ def _detach_stderr() -> None:
     os.close(devnull)
 
 
-async def _serve(control_path: str, control: Handler, workers: int) -> None:
+async def _serve(control_path: str, control: Handler, workers: int,
+                 ops: UnionOperations) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signal, ops)
         await nursery.start(serve_control, control_path, control)
         await pyfuse3.main(min_tasks=1, max_tasks=workers)
         nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+async def _stop_on_signal(ops: UnionOperations) -> None:
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)
+            ops.slow.stop()  # copies in progress are abandoned (their work files removed)
             pyfuse3.terminate()
             return
-

@@ -135,9 +135,9 @@ class Watch:
         self.trace: TraceWriter | None = None
         self.faults: Faults | None = None
         self.served = 0
-        # Called before a request waits in a delay: a server that serves requests from
-        # several tasks hands reading on here (issue 11's request loop).
-        self.before_wait: Callable[[], None] = _nothing
+        # Called before a request waits in a delay, so that the request loop hands reading on
+        # to another task (read lazily: serve.py installs the hand-off after this is made).
+        self.before_wait: Callable[[], None] = lambda: ops.slow.before_wait()
 
     async def around(self, name: str, func: Callable[..., Coroutine[Any, Any, Any]],
                      args: tuple[Any, ...]) -> Any:

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from itertools import count
 
 from unionfs.core.whiteout import XattrNamespace, is_private_xattr
@@ -23,10 +24,12 @@ log = logging.getLogger(__name__)
 
 FICLONE = 0x40049409
 _CHUNK = 1 << 30
+_STOP_CHUNK = 1 << 25  # between two looks at a copy's stop flag
 _BUF = 1 << 20
 _SMALL = 1 << 16  # files up to this size without holes are copied with one read and write
 _NO_CLONE = (errno.EOPNOTSUPP, errno.EXDEV, errno.ENOTTY)  # for any file of the two fs
 XattrTarget = int | bytes  # an open fd, or a path that is not followed
+Stop = Callable[[], bool]  # True: abandon the copy (the server is shutting down)
 TMP_SUBDIR = "unionfs-tmp"
 SHARED_WHITEOUT = b"whiteout"  # in TMP_SUBDIR: every whiteout made is a link to it
 _NO_SHARING = (errno.EPERM, errno.EOPNOTSUPP)  # hard links to it refused: mknod each one
@@ -128,20 +131,70 @@ class CopyUp:
         The upper's ``parent`` must exist already. A directory is copied without its children.
         """
         st = src.lstat(parent, name)
+        if stat.S_ISREG(st.st_mode):
+            sfd, st = self.open_source(src, parent, name)
+            try:
+                tmp = self.work.new_name()
+                self.build_file(sfd, st, tmp, origin)
+            finally:
+                os.close(sfd)
+            self.install(tmp, parent, name)
+            return st
         tmp = self.work.new_name()
         pfd = self.upper.dir_fd(parent)
         with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
             try:
-                if stat.S_ISREG(st.st_mode):
-                    self._copy_file(src, parent, name, st, tmp, origin)
-                else:
-                    self._make(src, parent, name, st, tmp)
-                    self._copy_metadata(src, parent, name, st, tmp, origin)
+                self._make(src, parent, name, st, tmp)
+                self._copy_metadata(src, parent, name, st, tmp, origin)
                 renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
             except BaseException:
                 self.work.remove(tmp)
                 raise
         return st
+
+    # A regular file's copy-up in three steps, so that the slow middle one can run in a
+    # worker thread: open the source, build the copy in the work dir, rename it into place.
+
+    def open_source(self, src: Layer, parent: bytes, name: bytes) -> tuple[int, os.stat_result]:
+        """Open regular file ``parent/name`` of ``src`` for copying: its fd and its stat."""
+        sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      dir_fd=src.dir_fd(parent))
+        return sfd, os.fstat(sfd)
+
+    def build_file(self, sfd: int, st: os.stat_result, tmp: bytes, origin: int,
+                   stop: Stop | None = None) -> None:
+        """The complete copy of ``sfd`` as work entry ``tmp``: data, metadata, one fsync.
+
+        Touches only ``sfd`` and the work dir, so it may run in a worker thread; ``stop``
+        abandons the copy (EINTR) between chunks. Nothing is left behind on failure."""
+        try:
+            dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
+                          dir_fd=self.work.fd)
+            try:
+                self._copy_data(sfd, dfd, st, stop)
+                self.fchown(dfd, st.st_uid, st.st_gid)
+                os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+                copy_xattrs(sfd, dfd, is_link=False)
+                set_xattr(dfd, self.ns.origin, b"%d" % origin)
+                os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if self.sync:
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            self.work.remove(tmp)
+            raise
+
+    def install(self, tmp: bytes, parent: bytes, name: bytes) -> None:
+        """Rename the finished work entry ``tmp`` to ``parent/name`` in the upper (whose
+        ``parent`` exists); ``tmp`` is removed if that fails."""
+        pfd = self.upper.dir_fd(parent)
+        try:
+            with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
+                renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
+        except BaseException:
+            self.work.remove(tmp)
+            raise
 
     def chown(self, dir_fd: int, name: bytes, uid: int, gid: int) -> None:
         """lchown, skipped (with one warning) where an unprivileged server cannot do it."""
@@ -178,29 +231,8 @@ class CopyUp:
         else:
             os.mknod(tmp, mode, st.st_rdev, dir_fd=wfd)
 
-    def _copy_file(self, src: Layer, parent: bytes, name: bytes, st: os.stat_result,
-                   tmp: bytes, origin: int) -> None:
-        """A regular file: data and metadata through the two open fds, then one fsync."""
-        sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      dir_fd=src.dir_fd(parent))
-        try:
-            dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
-                          dir_fd=self.work.fd)
-            try:
-                self._copy_data(sfd, dfd, st)
-                self.fchown(dfd, st.st_uid, st.st_gid)
-                os.fchmod(dfd, stat.S_IMODE(st.st_mode))
-                copy_xattrs(sfd, dfd, is_link=False)
-                set_xattr(dfd, self.ns.origin, b"%d" % origin)
-                os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                if self.sync:
-                    os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        finally:
-            os.close(sfd)
-
-    def _copy_data(self, sfd: int, dfd: int, st: os.stat_result) -> None:
+    def _copy_data(self, sfd: int, dfd: int, st: os.stat_result,
+                   stop: Stop | None = None) -> None:
         """Reflink where the filesystems can; else a small dense file by hand, else in the
         kernel, keeping holes."""
         devs = (st.st_dev, self.upper.dev)
@@ -213,7 +245,7 @@ class CopyUp:
                     self._no_clone.add(devs)
         size = st.st_size
         if size > _SMALL or st.st_blocks * 512 < size:
-            copy_file(sfd, dfd, size, clone=False)
+            copy_file(sfd, dfd, size, clone=False, stop=stop)
         elif _copy_by_hand(sfd, dfd, 0, size) < size:
             os.ftruncate(dfd, size)
 
@@ -231,9 +263,10 @@ class CopyUp:
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=wfd, follow_symlinks=False)
 
 
-def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True) -> None:
+def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True,
+              stop: Stop | None = None) -> None:
     """Copy ``size`` bytes in the kernel, keeping holes: reflink (unless ``clone`` is
-    False), else copy_file_range."""
+    False), else copy_file_range (in chunks, checking ``stop`` between them)."""
     if clone:
         try:
             fcntl.ioctl(dfd, FICLONE, sfd)
@@ -249,32 +282,37 @@ def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True) -> None:
                 raise
             break
         hole = os.lseek(sfd, data, os.SEEK_HOLE)
-        _copy_range(sfd, dfd, data, hole - data)
+        _copy_range(sfd, dfd, data, hole - data, stop)
         pos = hole
     os.ftruncate(dfd, size)
 
 
-def _copy_range(sfd: int, dfd: int, offset: int, length: int) -> None:
+def _copy_range(sfd: int, dfd: int, offset: int, length: int, stop: Stop | None) -> None:
     end = offset + length
+    chunk = _CHUNK if stop is None else _STOP_CHUNK
     while offset < end:
+        if stop is not None and stop():
+            raise InterruptedError(errno.EINTR, "copy-up abandoned")
         try:
-            n = os.copy_file_range(sfd, dfd, min(_CHUNK, end - offset), offset, offset)
+            n = os.copy_file_range(sfd, dfd, min(chunk, end - offset), offset, offset)
         except OSError as exc:
             # Since Linux 5.19 copy_file_range between different filesystem types (an ext4
             # lower, a tmpfs upper) is EXDEV; some filesystems do not implement it at all.
             if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
-            _copy_by_hand(sfd, dfd, offset, end)
+            _copy_by_hand(sfd, dfd, offset, end, stop)
             return
         if n == 0:
             break
         offset += n
 
 
-def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int) -> int:
+def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int, stop: Stop | None = None) -> int:
     """pread/pwrite what copy_file_range would not copy (offsets as given, holes kept);
     returns the offset reached (``end`` unless the source ends first)."""
     while offset < end:
+        if stop is not None and stop():
+            raise InterruptedError(errno.EINTR, "copy-up abandoned")
         data = os.pread(sfd, min(_BUF, end - offset), offset)
         if not data:
             break

@@ -71,6 +71,11 @@ class Layer:
             os.close(old)
         return fd
 
+    @property
+    def cached_fds(self) -> int:
+        """How many directory fds the cache holds (the server reports it in its stats)."""
+        return len(self._dirs)
+
     def forget_dirs(self, prefix: bytes) -> None:
         """Drop cached fds of ``prefix`` and everything below it (after a rename or rmdir)."""
         if not prefix:

@@ -1,0 +1,247 @@
+"""Slow work off the trio thread: a file's data copy-up, syncs, cold reads, big writes.
+
+Requests are served on one trio thread. What may take long (it waits for a disk) runs here,
+in worker threads bounded by a limiter, while the trio thread goes on with other requests;
+the state of the union (nodes, merged views, the upper's entries) still changes only on the
+trio thread. The locks that makes necessary, and their order, are in
+:mod:`unionfs.engine.locks`.
+
+``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
+there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``) writes
+the kind to it, then waits until a line can be read from ``<kind>.release``: a test can hold
+a copy-up as long as it likes and show that other requests complete meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from unionfs.engine.counters import ThreadGauge
+from unionfs.engine.locks import EntryLocks, Gate
+from unionfs.engine.nodes import Node
+from unionfs.engine.union import Union
+from unionfs.layers.syscalls import open_beneath
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+THREADS = 4  # worker threads for slow work (copy-ups, syncs, cold reads): a disk's queue
+HOLD_ENV = "UNIONFS_TEST_HOLD"
+INLINE_COPY = 1 << 20  # a volatile mount copies files up to this size on the trio thread
+
+
+def _nothing() -> None:
+    pass
+
+
+class SlowWork:
+    """Worker threads for a :class:`Union`, with the gate and the entry locks."""
+
+    def __init__(self, union: Union, threads: int = THREADS) -> None:
+        self.union = union
+        self.limiter = trio.CapacityLimiter(threads)
+        self.stopping = threading.Event()  # set at shutdown: long copies are abandoned
+        # Called before a request waits (the request loop hands reading on to another task).
+        self.before_wait: Callable[[], None] = _nothing
+        self.gate = Gate(self._before_wait)
+        self.entries = EntryLocks(self._before_wait)
+        self.in_flight = 0
+        self._holds = os.environ.get(HOLD_ENV) or None
+        union.counters.threads = self._gauge
+
+    def _gauge(self) -> ThreadGauge:
+        """Worker threads, how many are busy, how much slow work waits (``unionfs watch``)."""
+        limiter = self.limiter
+        return ThreadGauge(int(limiter.total_tokens), int(limiter.borrowed_tokens),
+                           limiter.statistics().tasks_waiting)
+
+    def _before_wait(self) -> None:
+        self.before_wait()
+
+    def stop(self) -> None:
+        """Shutting down: copies in progress stop at their next chunk (and leave nothing)."""
+        self.stopping.set()
+
+    async def run(self, func: Callable[..., T], *args: object, hold: str | None = None) -> T:
+        """``func(*args)`` in a worker thread; other requests are served meanwhile."""
+        self.before_wait()
+        self.in_flight += 1
+        try:
+            return await trio.to_thread.run_sync(self._call, func, args, hold,
+                                                 limiter=self.limiter)
+        finally:
+            self.in_flight -= 1
+
+    def _call(self, func: Callable[..., T], args: tuple[object, ...], hold: str | None) -> T:
+        if hold is not None and self._holds is not None:
+            _hold_for_test(self._holds, hold)
+        return func(*args)
+
+    # ---- copy-up --------------------------------------------------------------------------
+
+    async def copy_up(self, node: Node) -> None:
+        """Copy a regular file up with its data copied in a worker thread, so that the
+        ``Union.copy_up`` the request makes next finds it done. Anything else (directories,
+        symlinks, a small file of a volatile mount) is left to that call: it is quick."""
+        union = self.union
+        parent = node.parent
+        if parent is None or node is union.root or union.copier is None:
+            return
+        if union.entry(node).layer == 0:
+            return
+        async with self.gate.shared(), self.entries.holding((parent.id, node.name)):
+            await self._copy_file_up(node)
+
+    async def _copy_file_up(self, node: Node) -> None:
+        union = self.union
+        copier = union.require_upper()
+        parent = node.parent
+        if parent is None:  # unlinked while we waited: the request's own step says ENOENT
+            return
+        entry = union.entry(node)
+        source = entry.layer
+        if source == 0 or entry.is_dir:
+            return
+        layer = union.layers[source]
+        st = layer.lstat(parent.path(), node.name)
+        if not stat.S_ISREG(st.st_mode) or (not copier.sync and st.st_size <= INLINE_COPY):
+            return
+        union.copy_up(parent)  # directories: quick
+        sfd, st = copier.open_source(layer, parent.path(), node.name)
+        tmp = copier.work.new_name()
+        try:
+            await self.run(copier.build_file, sfd, st, tmp, node.id, self.stopping.is_set,
+                           hold="copy-up")
+            if st.st_nlink > 1:  # the first copy-up of a lower hard link walks the layer
+                await self.run(layer.names_of, st.st_ino)
+        except BaseException:
+            copier.work.remove(tmp)
+            raise
+        finally:
+            os.close(sfd)
+        # Back on the trio thread. The entry lock kept the name; a rename of a directory
+        # above may have moved it, or copied it up (a tree copy-up) meanwhile.
+        parent = node.parent
+        if parent is None or union.merged(parent).get(node.name) is not entry or (
+                entry.layer != source):
+            copier.work.remove(tmp)
+            return
+        union.copy_up(parent)
+        copier.install(tmp, parent.path(), node.name)
+        union.copied_up(node, entry, source, st)
+
+    async def copy_up_tree(self, node: Node) -> None:
+        """Before the first rename of merged directory ``node`` (which copies its tree up):
+        copy the files below it up here, one at a time, so the rename itself only makes
+        directories. Names that change meanwhile are left to the rename."""
+        union = self.union
+        for name, entry in list(union.merged(node).items()):
+            if entry.layer == 0 and not entry.is_dir:
+                continue
+            try:
+                child = union.view_of(node, name)
+                if entry.is_dir:
+                    union.merged(child)
+                    if child.layers != (0,):
+                        await self.copy_up_tree(child)
+                else:
+                    await self.copy_up(child)
+            except OSError as exc:  # changed meanwhile: the rename sees it afresh
+                log.debug("tree copy-up of %r: %s", name, exc)
+
+    async def view(self, node: Node) -> None:
+        """Build the merged view of directory ``node`` with its layers read in a worker
+        thread (a cold directory waits for the disk), unless it is known already."""
+        union = self.union
+        if node.merged is not None or not node.is_dir:
+            return
+        path = node.path()
+        candidates = union._candidate_layers(node)
+        listings = await self.run(union.read_listings, path, candidates)
+        # Back on the trio thread: a change through the union may have built the view
+        # meanwhile (it is newer), or moved the directory (the listing may be stale).
+        if node.merged is None and node.path() == path and (
+                union._candidate_layers(node) == candidates):
+            union.install_view(node, listings)
+
+    async def stat_entries(self, node: Node) -> None:
+        """Before a listing of directory ``node`` answers with every entry's attributes:
+        stat them in a worker thread once, so the kernel's caches have their inodes and the
+        answer does not wait for the disk on the trio thread."""
+        union = self.union
+        merged = node.merged
+        if merged is None or not merged:
+            return
+        by_layer: dict[int, list[bytes]] = {}
+        for name, entry in merged.items():
+            by_layer.setdefault(entry.layer, []).append(name)
+        path = node.path()
+        await self.run(_stat_all, [(union.layers[i].root_fd, path, names)
+                                   for i, names in by_layer.items()])
+
+    # ---- data -----------------------------------------------------------------------------
+
+    async def read(self, fd: int, size: int, offset: int) -> bytes | bytearray:
+        """pread, at once from the page cache; what is not cached is read in a worker thread.
+
+        The first attempt is the real read with RWF_NOWAIT (same offsets and sizes as a
+        plain read, so the kernel's readahead sees the same sequential pattern and starts
+        the I/O the worker thread then waits for)."""
+        buf = bytearray(size)
+        try:
+            got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            got = 0
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            return os.pread(fd, size, offset)  # the file cannot tell: read as it is
+        if got == size:
+            return buf
+        if got and offset + got >= os.fstat(fd).st_size:
+            del buf[got:]
+            return buf
+        rest = await self.run(os.pread, fd, size - got, offset + got)
+        if not got:
+            return rest
+        del buf[got:]
+        buf += rest
+        return buf
+
+    async def sync(self, fd: int, datasync: bool) -> None:
+        await self.run(os.fdatasync if datasync else os.fsync, fd, hold="fsync")
+
+
+def _stat_all(work: list[tuple[int, bytes, list[bytes]]]) -> None:
+    """lstat ``names`` in directory ``path`` of each layer (by its root fd); errors are
+    left for the request to meet."""
+    for root_fd, path, names in work:
+        try:
+            fd = open_beneath(root_fd, path, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+
+def _hold_for_test(directory: str, kind: str) -> None:
+    held = os.path.join(directory, f"{kind}.held")
+    if not os.path.exists(held):
+        return
+    with open(held, "w") as fifo:  # blocks until the test reads
+        fifo.write(kind + "\n")
+    with open(os.path.join(directory, f"{kind}.release")) as fifo:
+        fifo.readline()
