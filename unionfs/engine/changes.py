@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
+from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr, is_whiteout_stat
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import keeping_times
@@ -81,6 +81,11 @@ class Changes:
 
     def mknod(self, parent: Node, name: bytes, mode: int, rdev: int,
               caller: Caller) -> tuple[Node, os.stat_result]:
+        if is_whiteout_stat(mode, rdev):
+            # A char device 0/0 is a whiteout on disk: it would vanish at the next lookup.
+            # The kernel's overlayfs refuses it the same way.
+            raise fail(errno.EPERM, name)
+
         def make(dir_fd: int, entry_name: bytes) -> None:
             os.mknod(entry_name, mode, rdev, dir_fd=dir_fd)
 
@@ -167,7 +172,7 @@ class Changes:
                 make(work.fd, tmp)
                 self._finish(work.fd, tmp, owner, mode, kind)
                 if kind is Kind.DIR:
-                    self._set_opaque(os.fsencode(work.tmp_path) + b"/" + tmp)
+                    self._set_opaque(proc_path(work.fd, tmp))
                     renameat2(work.fd, tmp, pfd, name, RENAME_EXCHANGE)
                     work.remove(tmp)  # now the whiteout
                 else:
@@ -238,6 +243,8 @@ class Changes:
         u.copy_up(parent)
         pfd = u.layers[0].dir_fd(parent.path())
         needs_whiteout = name in parent.covered
+        if child is not None and entry.layer == 0:
+            _keep_orphan(child, last_stat, pfd, name)
         if entry.layer != 0:
             copier.work.make_whiteout(pfd, name)
         elif needs_whiteout or entry.is_dir:
@@ -289,6 +296,8 @@ class Changes:
                flags: int) -> None:
         u = self.u
         u.require_upper()
+        if flags & RENAME_WHITEOUT:
+            raise fail(errno.EINVAL)  # as overlayfs: a whiteout is the union's own marker
         _check_storable(new)
         src = self._existing(old_parent, old)
         dst = u.merged(new_parent).get(new)
@@ -443,6 +452,8 @@ class Changes:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
         node.sgid_gid = None  # a directory's set-gid bit or group may change
+        if node.parent is None and node.orphan_fd is not None and fd is None:
+            return _setattr_orphan(node.orphan_fd, size, mode, uid, gid, times)
         if node.parent is None and node is not u.root and fd is None:
             # Unlinked, and not open in the upper (closed, or open only in a lower layer, which
             # must never change): the kernel flushing its times is a no-op, the rest ENOENT.
@@ -532,6 +543,37 @@ class Changes:
             return
         self.u.copy_up(node)
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
+
+
+def _keep_orphan(node: Node, st: os.stat_result | None, dir_fd: int, name: bytes) -> None:
+    """Before an upper directory or special file is removed: keep an O_PATH fd of it, so
+    that what the kernel still holds open (a directory, a FIFO, which it opens without
+    asking us) keeps its attributes and can still be changed, as on the kernel's overlayfs.
+    Regular files need none: their open fds are the handles."""
+    if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        return
+    if node.orphan_fd is None and (node.lookups > 0 or node.handles):
+        node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def _setattr_orphan(fd: int, size: int | None, mode: int | None, uid: int | None,
+                    gid: int | None, times: tuple[int | None, int | None] | None,
+                    ) -> os.stat_result:
+    """setattr of a removed upper directory or special file, through its kept O_PATH fd
+    (the /proc path reaches the inode itself; O_PATH fds take no fchmod)."""
+    path = proc_path(fd)
+    if uid is not None or gid is not None:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    if mode is not None:
+        os.chmod(path, stat.S_IMODE(mode))
+    if size is not None:
+        os.truncate(path, size)
+    if times is not None:
+        st = os.fstat(fd)
+        atime = st.st_atime_ns if times[0] is None else times[0]
+        mtime = st.st_mtime_ns if times[1] is None else times[1]
+        os.utime(path, ns=(atime, mtime))
+    return os.fstat(fd)
 
 
 def _unbind(parent: Node, name: bytes, node: Node) -> None:

@@ -93,6 +93,8 @@ class Union:
         """The merged entries of directory ``node``, computed on first use."""
         merged = node.merged
         if merged is None:
+            if node.parent is None and node is not self.root:
+                return {}  # removed while open: an empty directory, as on any filesystem
             merged = self._build_view(node)
         return merged
 
@@ -191,6 +193,7 @@ class Union:
             node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
+            node.release_orphan()
             node.is_dir = stat.S_ISDIR(st.st_mode)
             node.sgid_gid = None
             node.absent_xattrs = None
@@ -211,6 +214,8 @@ class Union:
         if node.parent is None and node is not self.root:
             if node.handles:
                 return os.fstat(node.handles[-1])
+            if node.orphan_fd is not None:
+                return os.fstat(node.orphan_fd)
             if node.last_stat is not None:
                 return node.last_stat
             raise fail(errno.ENOENT)
@@ -222,6 +227,8 @@ class Union:
 
     def dir_nlink(self, node: Node, st: os.stat_result) -> int:
         """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
+        if node.parent is None and node is not self.root:
+            return 0  # removed while open
         layers = node.layers
         if layers is None:
             layers = self.root_layers() if node is self.root else self.entry(node).dir_layers

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 _FMODE_EXEC = 0o40  # the kernel marks opens for execve; openat2 rejects the bit
-_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC
+# O_DIRECT: the kernel already sends such a file's I/O straight to us, bypassing its page
+# cache, with the caller's sizes and offsets; our buffers are not aligned, so the layer file
+# is opened without it (as a buffered file), and O_DIRECT I/O of any alignment works.
+_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC | os.O_DIRECT
 
 
 def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -235,8 +238,10 @@ class UnionOperations(pyfuse3.Operations):
                 continue
             try:
                 found = union.lookup(parent, name)
-            except OSError:
+            except FileNotFoundError:
                 found = None
+            # Any other failure (an I/O error of a layer) reaches the caller: never a name
+            # silently missing from the listing.
             if found is None:  # removed since opendir
                 continue
             node, st = found
