@@ -347,3 +347,113 @@ def test_io_error_while_listing_reaches_the_caller(stack: StackFactory, mounts: 
         subprocess.run(["fusermount3", "-u", str(lower)], capture_output=True)
         proc.wait(timeout=30)
         os.close(read_fd)
+
+
+# ---- 6: nested overlays: overlay.* xattrs escaped ------------------------------------------
+
+
+def _kernel_escapes() -> bool:
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 7)
+
+
+def _nested_xattrs(mnt: Path) -> object:
+    out: list[object] = []
+    os.setxattr(mnt / "f", "trusted.overlay.opaque", b"y")  # a lower file: copied up
+    os.setxattr(mnt / "f", "trusted.overlay.overlay.deep", b"2")
+    out.append(sorted(os.listxattr(mnt / "f")))
+    out.append(os.getxattr(mnt / "f", "trusted.overlay.opaque"))
+    out.append(os.getxattr(mnt / "esc", "trusted.overlay.whiteout"))  # escaped in the lower
+    out.append(sorted(os.listxattr(mnt / "esc")))
+    os.removexattr(mnt / "f", "trusted.overlay.opaque")
+    out.append(sorted(os.listxattr(mnt / "f")))
+    out.append(sorted(os.listdir(mnt / "d")))  # its escaped opaque xattr is no marker
+    return out
+
+
+def _escaped_lower(stack: StackFactory, name: str) -> Stack:
+    st = stack({"f": "x", "esc": "", "d/a": "a"}, {"d/b": "b"}, name=name)
+    os.setxattr(st.lowers[0] / "esc", "trusted.overlay.overlay.whiteout", b"y")
+    os.setxattr(st.lowers[0] / "esc", "trusted.overlay.unionfs.origin", b"1")  # private
+    os.setxattr(st.lowers[0] / "d", "trusted.overlay.overlay.opaque", b"y")
+    return st
+
+
+def test_nested_overlay_xattrs_as_the_kernel(stack: StackFactory, mounts: Mounts) -> None:
+    """Set, get, list, remove of trusted.overlay.* through the union, and escaped xattrs
+    of a lower: the same as the kernel's overlayfs (Linux >= 6.7), and the kernel reads
+    the upper unionfs wrote the same way."""
+    needs_root()
+    st = _escaped_lower(stack, "u")
+    ours = _nested_xattrs(mounts.unionfs(st))
+    assert ours == [["trusted.overlay.opaque", "trusted.overlay.overlay.deep"], b"y", b"y",
+                    ["trusted.overlay.whiteout"], ["trusted.overlay.overlay.deep"],
+                    ["a", "b"]]
+    assert os.getxattr(st.upper / "f", "trusted.overlay.overlay.overlay.deep") == b"2"
+    mounts.unmount(st.mnt)
+    if not _kernel_escapes():
+        pytest.skip(f"kernel {os.uname().release} predates overlay xattr escaping (6.7)")
+    kernel = _nested_xattrs(mounts.overlay(_escaped_lower(stack, "k")))
+    assert ours == kernel
+    mounts.unmount(st.mnt)
+    mnt = mounts.overlay(st)  # the kernel over the upper unionfs wrote
+    assert sorted(os.listxattr(mnt / "f")) == ["trusted.overlay.overlay.deep"]
+
+
+# ---- 5: deeper than PATH_MAX --------------------------------------------------------------
+
+DEEP = [f"{i:03d}" + "x" * 196 for i in range(25)]  # 25 x 200 bytes: 5 KB below the root
+
+
+def _walk(root: Path, names: list[str], *, make: bool = False) -> int:
+    """An fd of ``root/names...`` reached one component at a time (made with ``make``)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for name in names:
+        if make:
+            os.mkdir(name, dir_fd=fd)
+        nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _deep_calls(mnt: Path) -> object:
+    fd = _walk(mnt, DEEP)
+    try:
+        got = [sorted(os.listdir(fd))]
+        rfd = os.open("f", os.O_RDONLY, dir_fd=fd)
+        got.append(os.read(rfd, 100))
+        os.close(rfd)
+        wfd = os.open("f", os.O_WRONLY | os.O_APPEND, dir_fd=fd)  # copies 25 dirs up
+        os.write(wfd, b"+more")
+        os.close(wfd)
+        os.mkdir("sub", dir_fd=fd)
+        os.rename("f", "sub/g", src_dir_fd=fd, dst_dir_fd=fd)
+        os.unlink("gone", dir_fd=fd)
+        got.append(sorted(os.listdir(fd)))
+        with open(os.open("sub/g", os.O_RDONLY, dir_fd=fd), "rb") as f:
+            got.append(f.read())
+    finally:
+        os.close(fd)
+    return got
+
+
+def test_paths_deeper_than_path_max(stack: StackFactory, mounts: Mounts) -> None:
+    """A lower tree 5 KB deep: read, copy-up, create, rename and delete at the bottom, as
+    the kernel's overlayfs does; everything is still there after a remount."""
+    results = []
+    for name, how in (("u", mounts.unionfs), ("k", mounts.overlay)):
+        st = stack({}, name=name)
+        fd = _walk(st.lowers[0], DEEP, make=True)
+        for leaf in ("f", "gone"):
+            with open(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+                f.write(b"deep data")
+        os.close(fd)
+        results.append(outcome(_deep_calls, how(st)))
+        if name == "u":
+            mounts.unmount(st.mnt)
+            fd = _walk(mounts.unionfs(st), DEEP)
+            assert sorted(os.listdir(fd)) == ["sub"]
+            os.close(fd)
+    assert results[0] == results[1]
+    assert results[0] == [["f", "gone"], b"deep data", ["sub"], b"deep data+more"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr, is_whiteout_stat
+from unionfs.core.whiteout import Kind, escape_xattr, is_oci_marker, is_whiteout_stat
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import keeping_times
@@ -521,10 +521,9 @@ class Changes:
 
     def setxattr(self, node: Node, name: bytes, value: bytes, fd: int | None = None) -> None:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
-        if is_private_xattr(name):
-            raise fail(errno.EOPNOTSUPP, name)
         if node.absent_xattrs:
             node.absent_xattrs.discard(name)
+        name = escape_xattr(name)
         if fd is not None:
             os.setxattr(fd, name, value)
             return
@@ -534,10 +533,9 @@ class Changes:
 
     def removexattr(self, node: Node, name: bytes, fd: int | None = None) -> None:
         """Remove an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
-        if is_private_xattr(name):
-            raise fail(errno.ENODATA, name)
         if self.u.getxattr(node, name) is None:
             raise fail(errno.ENODATA, name)
+        name = escape_xattr(name)
         if fd is not None:
             os.removexattr(fd, name)
             return

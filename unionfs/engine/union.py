@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry, LayerListing, merge
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
+from unionfs.core.whiteout import (
+    Kind,
+    XattrNamespace,
+    escape_xattr,
+    is_private_xattr,
+    unescape_xattr,
+)
 from unionfs.engine.aliases import link_aliases
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
 from unionfs.layers.copyup import CopyUp, WorkDir
@@ -246,13 +252,12 @@ class Union:
         return os.readlink(node.name, dir_fd=layer.dir_fd(parent.path()))
 
     def getxattr(self, node: Node, name: bytes) -> bytes | None:
-        """An xattr of ``node`` as the union shows it (never the overlay's own)."""
-        if is_private_xattr(name):
-            return None
+        """An xattr of ``node`` as the union shows it (never the overlay's own; nested
+        ``overlay.*`` ones are stored escaped)."""
         absent = node.absent_xattrs
         if absent is not None and name in absent:
             return None
-        value = self._read_xattr(node, name)
+        value = self._read_xattr(node, escape_xattr(name))
         if value is None:
             if absent is None:
                 absent = node.absent_xattrs = set()
@@ -278,8 +283,8 @@ class Union:
         else:
             path = self.top_layer(node).xattr_path(node.path())
             listed = os.listxattr(path, follow_symlinks=False)
-        names = (os.fsencode(n) for n in listed)
-        return [n for n in names if not is_private_xattr(n)]
+        names = (unescape_xattr(os.fsencode(n)) for n in listed)
+        return [n for n in names if n is not None]
 
     def _unlinked_fd(self, node: Node) -> int | None:
         """An open fd of an unlinked ``node`` (it has no path any more), for reading."""
