@@ -96,7 +96,12 @@ def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts
                      kernel_opts: str = "") -> History:
     """Run the calls ``make_ops(files, dirs)`` (given the starting tree) on both, and check
     everything; ``label`` heads any failure report (say there how to replay).
-    ``kernel_opts`` are extra options of every kernel mount (``userxattr``)."""
+    ``kernel_opts`` are extra options of every kernel mount (``userxattr``).
+
+    Every kernel mount is ``nodev``, as every FUSE mount is (the kernel's FUSE mounts
+    nodev for fusermount3): device nodes are made and kept on both, and opening one is
+    EACCES on both."""
+    kernel_opts = ",".join(o for o in ("nodev", kernel_opts) if o)
     kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
     umnt = mount_unionfs(mounts, twins.unionfs)
     start_k = snapshot.take(str(kmnt))
