@@ -16,7 +16,8 @@ from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
 from unionfs.errors import UserError
 
 KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw"}
-KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us"}
+KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us",
+                "redirect_dir"}
 DEFAULT_POLL_US = 50
 MAX_POLL_US = 10_000
 
@@ -37,6 +38,7 @@ class MountSpec:
     attr_timeout: float = 300.0
     negative_timeout: float = 300.0
     poll_us: int = DEFAULT_POLL_US  # how long the server polls for the next request
+    redirect_dir: bool = True  # off: renaming a lower directory copies its tree up
     xattr_ns: XattrNamespace = field(default=TRUSTED)
 
     @property
@@ -107,6 +109,10 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
             setattr(spec, key, _seconds(key, str(opts[key])))
     if "poll_us" in opts:
         spec.poll_us = _poll_us(str(opts["poll_us"]))
+    if "redirect_dir" in opts:
+        if opts["redirect_dir"] not in ("on", "off"):
+            raise UserError(f"redirect_dir must be on or off, not {opts['redirect_dir']!r}")
+        spec.redirect_dir = opts["redirect_dir"] == "on"
     if "workdir" in opts:
         spec.workdir = os.path.abspath(str(opts["workdir"]))
     _check_layers(spec)

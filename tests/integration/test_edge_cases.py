@@ -457,3 +457,89 @@ def test_paths_deeper_than_path_max(stack: StackFactory, mounts: Mounts) -> None
             os.close(fd)
     assert results[0] == results[1]
     assert results[0] == [["f", "gone"], b"deep data", ["sub"], b"deep data+more"]
+
+
+# ---- 10: O(1) rename of lower directories with overlay.redirect -------------------------
+
+
+def _tree(root: Path) -> dict[str, object]:
+    """Every name below ``root``: file contents, or the names of a directory."""
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        out[rel] = sorted(dirnames + filenames)
+        for name in filenames:
+            out[os.path.join(rel, name)] = Path(dirpath, name).read_bytes()
+    return out
+
+
+def _files_in(root: Path) -> int:
+    """Regular files below ``root`` (whiteouts are not copies)."""
+    return sum(1 for dirpath, _, files in os.walk(root) for name in files
+               if stat.S_ISREG(os.lstat(os.path.join(dirpath, name)).st_mode))
+
+
+BIG = {f"src/pkg{i}/mod{j}.py": f"# {i} {j}\n" for i in range(10) for j in range(20)}
+
+
+def test_rename_of_a_lower_dir_is_a_redirect(stack: StackFactory, mounts: Mounts) -> None:
+    """mv of a populated lower directory copies no file up: the moved directory gets
+    trusted.overlay.redirect; the tree reads the same through unionfs (also after a
+    remount) and through the kernel's overlayfs (redirect_dir=on) over unionfs's upper."""
+    needs_root()
+    st = stack({**BIG, "src/keep": "k", "other/": None}, {"src/pkg0/low": "l"})
+    mnt = mounts.unionfs(st)
+    want = _tree(mnt / "src")
+    os.rename(mnt / "src", mnt / "moved")  # another name, same directory: relative
+    os.rename(mnt / "moved/pkg3", mnt / "other/pkg3")  # across directories: absolute
+    assert _files_in(st.upper) == 0
+    assert os.getxattr(st.upper / "moved", "trusted.overlay.redirect") == b"src"
+    assert os.getxattr(st.upper / "other/pkg3", "trusted.overlay.redirect") == b"/src/pkg3"
+    assert not (mnt / "src").exists()
+    assert _tree(mnt / "other/pkg3") == _tree(st.lowers[0] / "src/pkg3")
+    del want["pkg3"]
+    want["."] = [n for n in want["."] if n != "pkg3"]
+    assert {k: v for k, v in _tree(mnt / "moved").items() if not k.startswith("pkg3")} == {
+        k: v for k, v in want.items() if not k.startswith("pkg3")}
+    with open(mnt / "moved/pkg1/mod2.py", "a") as f:  # copy-up inside a redirected dir
+        f.write("changed\n")
+    os.unlink(mnt / "moved/pkg2/mod0.py")
+    got = _tree(mnt / "moved")
+    mounts.unmount(st.mnt)
+    assert _files_in(st.upper) == 1
+    mnt = mounts.unionfs(st)
+    assert _tree(mnt / "moved") == got and not (mnt / "src").exists()
+    assert got["pkg1/mod2.py"] == b"# 1 2\nchanged\n" and "mod0.py" not in got["pkg2"]
+    whole = _tree(mnt)
+    mounts.unmount(st.mnt)
+    kernel = Stack(st.base, st.lowers, st.upper, st.base / "kwork", st.mnt)
+    assert _tree(mounts.overlay(kernel, extra="redirect_dir=on")) == whole
+
+
+def test_redirects_the_kernel_wrote_are_followed(stack: StackFactory, mounts: Mounts) -> None:
+    """An upper the kernel's overlayfs (redirect_dir=on) made by renaming lower directories,
+    nested renames included, reads the same through unionfs."""
+    needs_root()
+    st = stack({**BIG, "a/b/c/f": "f", "x/": None})
+    kernel = Stack(st.base, st.lowers, st.upper, st.base / "kwork", st.mnt)
+    mnt = mounts.overlay(kernel, extra="redirect_dir=on")
+    os.rename(mnt / "src", mnt / "s2")
+    os.rename(mnt / "s2/pkg4", mnt / "x/p4")
+    os.rename(mnt / "a/b", mnt / "x/b")
+    os.rename(mnt / "x", mnt / "y")
+    os.rename(mnt / "a", mnt / "y/b/a")
+    (mnt / "y/b/c/new").write_text("n")
+    want = _tree(mnt)
+    mounts.unmount(st.mnt)
+    assert _files_in(st.upper) == 1
+    assert _tree(mounts.unionfs(st)) == want
+
+
+def test_redirect_dir_off_copies_the_tree(stack: StackFactory, mounts: Mounts) -> None:
+    st = stack({"d/a": "a", "d/e/b": "b"})
+    mnt = mounts.unionfs(st, extra=["redirect_dir=off"])
+    os.rename(mnt / "d", mnt / "d2")
+    assert _files_in(st.upper) == 2
+    assert os.getxattr(st.upper / "d2", "trusted.overlay.opaque") == b"y"
+    with pytest.raises(OSError):
+        os.getxattr(st.upper / "d2", "trusted.overlay.redirect")

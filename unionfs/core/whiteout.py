@@ -43,6 +43,7 @@ class XattrNamespace:
         self.opaque = prefix + b"opaque"
         self.whiteout = prefix + b"whiteout"
         self.origin = prefix + b"unionfs.origin"
+        self.redirect = prefix + b"redirect"
 
     @property
     def is_user(self) -> bool:
@@ -88,6 +89,23 @@ def unescape_xattr(stored: bytes) -> bytes | None:
                 return None
             return prefix + stored[len(prefix) + len(ESCAPE):]
     return stored
+
+
+def redirect_target(value: bytes | None, lower_parent: bytes) -> bytes | None:
+    """Where a directory with ``overlay.redirect`` = ``value`` has its content in the layers
+    below (a layer-relative path), its parent being at ``lower_parent`` there; None when the
+    value is no redirect: absolute ``/a/b`` from the root, relative ``name`` (no slash)
+    beside it. Empty names, ``.`` and ``..`` are refused (never a way out of a layer)."""
+    if not value:
+        return None
+    if value.startswith(b"/"):
+        parts = value[1:].split(b"/")
+        if all(p not in (b"", b".", b"..") for p in parts):
+            return b"/".join(parts)
+        return None
+    if b"/" in value or value in (b".", b".."):
+        return None
+    return lower_parent + b"/" + value if lower_parent else value
 
 
 def is_opaque_value(value: bytes | None) -> bool:

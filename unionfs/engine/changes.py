@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, escape_xattr, is_oci_marker, is_whiteout_stat
+from unionfs.core.whiteout import (
+    TRUSTED,
+    Kind,
+    escape_xattr,
+    is_oci_marker,
+    is_whiteout_stat,
+)
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import keeping_times
@@ -308,28 +314,65 @@ class Changes:
         if dst is not None and not exchange and dst.is_dir and u.merged(u.view_of(new_parent, new)):
             raise fail(errno.ENOTEMPTY, new)
         src_node = u.view_of(old_parent, old)
-        self._prepare_move(src_node, src)
+        src_redirect = self._prepare_move(src_node, src)
         dst_node = u.view_of(new_parent, new) if dst is not None else None
         if dst_node is not None and not exchange:
             dst_node.last_stat = u.stat(dst_node)
+        dst_redirect = False
         if exchange and dst_node is not None and dst is not None:
-            self._prepare_move(dst_node, dst)
+            dst_redirect = self._prepare_move(dst_node, dst)
         u.copy_up(new_parent)
         if dst is not None and not exchange:
             self._clear_target(new_parent, new, dst)
-        self._mark_moved_dir(src_node, src, new_parent, new)
+        # Everything that can fail is done: the redirects are set last, just before the move.
+        if src_redirect:
+            self._set_redirect(src_node, old_parent, old, new_parent)
+        else:
+            self._mark_moved_dir(src_node, src, new_parent, new)
         if exchange and dst_node is not None and dst is not None:
-            self._mark_moved_dir(dst_node, dst, old_parent, old)
+            if dst_redirect:
+                self._set_redirect(dst_node, new_parent, new, old_parent)
+            else:
+                self._mark_moved_dir(dst_node, dst, old_parent, old)
         moves_dir = src.is_dir or (dst is not None and dst.is_dir)
         self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
 
-    def _prepare_move(self, node: Node, entry: Entry) -> None:
-        """Everything that moves must live wholly in the upper."""
-        if entry.is_dir:
-            self.materialize(node)
-        else:
-            self.u.copy_up(node)
+    def _prepare_move(self, node: Node, entry: Entry) -> bool:
+        """What moves must be in the upper: a file copied up; a directory that lower layers
+        contribute to copied up alone, to get a redirect (True), or with its whole tree
+        (``userxattr`` or ``-o redirect_dir=off``)."""
+        u = self.u
+        if not entry.is_dir:
+            u.copy_up(node)
+            return False
+        if u.make_redirects:
+            u.merged(node)
+            if any(index != 0 for index in node.layers or ()):
+                u.copy_up(node)
+                return True
+        self.materialize(node)
+        return False
+
+    def _set_redirect(self, node: Node, old_parent: Node, old: bytes,
+                      new_parent: Node) -> None:
+        """Before ``node`` (a directory in the upper at ``old_parent/old``) moves to
+        ``new_parent``: record where its lower content is, as the kernel's overlayfs does
+        with redirect_dir=on. Within one directory a relative redirect (its lower name),
+        else an absolute one (its path in the layer below); an absolute one is kept, and so
+        is a relative one within the same directory."""
+        u = self.u
+        upper = u.layers[0]
+        path = node.path()
+        current = upper.getxattr(path, TRUSTED.redirect)
+        lower_paths = {index: u.dir_path(node, index) for index in range(1, len(u.layers))}
+        samedir = old_parent is new_parent
+        if current is None or not (samedir or current.startswith(b"/")):
+            value = old if samedir and current is None else b"/" + lower_paths[1]
+            os.setxattr(upper.xattr_path(path), TRUSTED.redirect, value,
+                        follow_symlinks=False)
+        node.lower_paths = lower_paths
+        u.has_redirects = True
 
     def materialize(self, node: Node) -> None:
         """Copy a directory and everything below it into the upper, and make it opaque.

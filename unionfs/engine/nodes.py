@@ -24,8 +24,8 @@ class Node:
     """One inode of the union."""
 
     __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
-                 "is_dir", "last_stat", "layers", "lookups", "merged", "name", "orphan_fd",
-                 "parent", "sgid_gid", "whiteouts")
+                 "is_dir", "last_stat", "layers", "lookups", "lower_paths", "merged", "name",
+                 "orphan_fd", "parent", "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -48,6 +48,9 @@ class Node:
         self.covered: set[bytes] = set()  # names a lower layer has: removing them needs a whiteout
         self.whiteouts: set[bytes] = set()  # names whited out in the upper
         self.children: dict[bytes, Node] = {}  # child nodes the kernel knows
+        # Where a redirected directory's content is in lower layers (layer -> path), for
+        # the layers an ``overlay.redirect`` sends elsewhere; None: nowhere redirected.
+        self.lower_paths: dict[int, bytes] | None = None
         # The gid new entries inherit from this directory in the upper (-1: it is not
         # set-gid), None until needed; reset whenever its owner or mode may change.
         self.sgid_gid: int | None = None

@@ -24,6 +24,7 @@ from unionfs.core.whiteout import (
     XattrNamespace,
     escape_xattr,
     is_private_xattr,
+    redirect_target,
     unescape_xattr,
 )
 from unionfs.engine.aliases import link_aliases
@@ -57,6 +58,9 @@ class StackConfig:
     workdir: str | None = None
     xattr_ns: XattrNamespace | None = None  # for writing markers; needed with an upper
     sync: bool = True  # fsync copied-up data before it becomes visible (off: -o volatile)
+    # Rename lower directories in O(1) with trusted.overlay.redirect, and follow redirects
+    # (trusted mode only; off: -o redirect_dir=off, rename copies the tree up).
+    redirect_dir: bool = True
 
 
 class Union:
@@ -70,6 +74,10 @@ class Union:
             self.layers.append(Layer(path, len(self.layers)))
         self.writable = config.upper is not None
         self.ns = config.xattr_ns
+        trusted = config.xattr_ns is None or not config.xattr_ns.is_user
+        self.follow_redirects = trusted  # the kernel follows them in trusted mode only
+        self.make_redirects = trusted and config.redirect_dir and config.upper is not None
+        self.has_redirects = False  # set once one is seen or made: paths may then differ
         self.work: WorkDir | None = None
         self.copier: CopyUp | None = None
         if self.writable:
@@ -111,20 +119,70 @@ class Union:
         return entry.dir_layers
 
     def _build_view(self, node: Node) -> dict[bytes, Entry]:
-        path = node.path()
         listings: list[tuple[int, LayerListing]] = []
-        for index in self._candidate_layers(node):
+        candidates = list(self._candidate_layers(node))
+        redirect: tuple[bytes, int] | None = None  # (value, layer it was found in)
+        lower_paths: dict[int, bytes] = {}
+        pos = 0
+        while pos < len(candidates):
+            index = candidates[pos]
+            pos += 1
+            path = self._candidate_path(node, index, redirect)
+            if redirect is not None and path is not None:
+                lower_paths[index] = path
+            if path is None:
+                continue
             try:
-                listing = self.layers[index].listing(path)
+                listing = self.layers[index].listing(path, redirects=self.follow_redirects)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             listings.append((index, listing))
             if listing.opaque:
                 break
+            if listing.redirect is not None and node.parent is not None:
+                # Below this layer the content is where the redirect says, in any layer.
+                redirect = (listing.redirect, index)
+                self.has_redirects = True
+                candidates[pos:] = range(index + 1, len(self.layers))
+        node.lower_paths = lower_paths or None
         node.layers = tuple(index for index, _ in listings)
         node.merged = merge(listings)
         node.covered, node.whiteouts = _covered_and_whiteouts(listings)
         return node.merged
+
+    def _candidate_path(self, node: Node, index: int,
+                        redirect: tuple[bytes, int] | None) -> bytes | None:
+        """``node``'s path in layer ``index`` while its view is built (None: nowhere)."""
+        parent = node.parent
+        if parent is None:
+            return node.path()
+        if redirect is None:
+            return self.dir_path(node, index, built=False)
+        return redirect_target(redirect[0], self.dir_path(parent, index))
+
+    def dir_path(self, node: Node, index: int, *, built: bool = True) -> bytes:
+        """Where directory ``node``'s content is in layer ``index``: its path in the union,
+        unless a redirect (of it or of a directory above it) sends that layer elsewhere."""
+        if not self.has_redirects or index == 0:
+            return node.path()
+        parent = node.parent
+        if parent is None:
+            return node.path()
+        if built and node.merged is None:
+            self._build_view(node)  # reads the node's own redirect, if any
+        paths = node.lower_paths
+        if paths is not None and index in paths:
+            return paths[index]
+        return join(self.dir_path(parent, index), node.name)
+
+    def path_in(self, node: Node, index: int) -> bytes:
+        """Where ``node`` (a file or a directory) is in layer ``index``."""
+        if node.is_dir:
+            return self.dir_path(node, index)
+        parent = node.parent
+        if parent is None or not self.has_redirects:
+            return node.path()
+        return join(self.dir_path(parent, index), node.name)
 
     def entry(self, node: Node) -> Entry:
         """``node``'s entry in its parent's merged view; ENOENT for an unlinked node."""
@@ -163,7 +221,7 @@ class Union:
 
     def _child(self, parent: Node, name: bytes, entry: Entry) -> tuple[Node, os.stat_result]:
         layer = self.layers[entry.layer]
-        st = layer.lstat(parent.path(), name)
+        st = layer.lstat(self.dir_path(parent, entry.layer), name)
         node = self._known_child(parent, name)
         if node is not None and node.parent is parent:
             return node, st
@@ -228,8 +286,8 @@ class Union:
         parent = node.parent
         if parent is None:
             return self.top_layer(node).stat_path(b"")
-        layer = self.layers[self.entry(node).layer]
-        return layer.lstat(parent.path(), node.name)
+        index = self.entry(node).layer
+        return self.layers[index].lstat(self.dir_path(parent, index), node.name)
 
     def dir_nlink(self, node: Node, st: os.stat_result) -> int:
         """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
@@ -249,7 +307,7 @@ class Union:
         if parent is None:
             raise fail(errno.ENOENT)
         layer = self.top_layer(node)
-        return os.readlink(node.name, dir_fd=layer.dir_fd(parent.path()))
+        return os.readlink(node.name, dir_fd=layer.dir_fd(self.dir_path(parent, layer.index)))
 
     def getxattr(self, node: Node, name: bytes) -> bytes | None:
         """An xattr of ``node`` as the union shows it (never the overlay's own; nested
@@ -274,14 +332,16 @@ class Union:
                 if exc.errno in (errno.ENODATA, errno.ENOTSUP):
                     return None
                 raise
-        return self.top_layer(node).getxattr(node.path(), name)
+        layer = self.top_layer(node)
+        return layer.getxattr(self.path_in(node, layer.index), name)
 
     def listxattr(self, node: Node) -> list[bytes]:
         fd = self._unlinked_fd(node)
         if fd is not None:
             listed = os.listxattr(fd)
         else:
-            path = self.top_layer(node).xattr_path(node.path())
+            layer = self.top_layer(node)
+            path = layer.xattr_path(self.path_in(node, layer.index))
             listed = os.listxattr(path, follow_symlinks=False)
         names = (unescape_xattr(os.fsencode(n)) for n in listed)
         return [n for n in names if n is not None]
@@ -328,6 +388,7 @@ class Union:
             node.covered = set()
             node.whiteouts = set()
             node.sgid_gid = None
+            node.lower_paths = None  # re-read with the views (the layers moved down one)
         return frozen
 
     # ---- copy-up ------------------------------------------------------------------------
@@ -349,7 +410,8 @@ class Union:
         assert parent is not None
         self.copy_up(parent)
         source = entry.layer
-        st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
+        st = copier.copy(self.layers[source], parent.path(), node.name, node.id,
+                         src_parent=self.dir_path(parent, source))
         entry.layer = 0
         if not entry.is_dir and st.st_nlink > 1:
             link_aliases(self, node, source, st.st_ino)

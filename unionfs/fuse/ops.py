@@ -285,7 +285,7 @@ class UnionOperations(pyfuse3.Operations):
         if flags & _WRITE_FLAGS:
             union.copy_up(node)
         layer = union.top_layer(node)
-        fd = layer.open(node.path(), self._fs_flags(flags))
+        fd = layer.open(union.path_in(node, layer.index), self._fs_flags(flags))
         return self._opened(fd, node, layer.index, flags)
 
     def _fs_flags(self, flags: int) -> int:

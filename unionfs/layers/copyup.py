@@ -171,21 +171,23 @@ class CopyUp:
         self._warned_chown = False
         self._no_clone: set[tuple[int, int]] = set()  # (src, dst) st_dev pairs: no reflink
 
-    def copy(self, src: Layer, parent: bytes, name: bytes, origin: int) -> os.stat_result:
-        """Copy ``parent/name`` of ``src`` to the same place in the upper; returns its stat.
-
-        The upper's ``parent`` must exist already. A directory is copied without its children.
-        """
-        st = src.lstat(parent, name)
+    def copy(self, src: Layer, parent: bytes, name: bytes, origin: int, *,
+             src_parent: bytes | None = None) -> os.stat_result:
+        """Copy ``src_parent/name`` of ``src`` to ``parent/name`` in the upper (the same
+        place unless a redirected directory keeps its lower content elsewhere); returns its
+        stat. The upper's ``parent`` must exist already. A directory is copied without its
+        children."""
+        where = parent if src_parent is None else src_parent
+        st = src.lstat(where, name)
         tmp = self.work.new_name()
         pfd = self.upper.dir_fd(parent)
         with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
             try:
                 if stat.S_ISREG(st.st_mode):
-                    self._copy_file(src, parent, name, st, tmp, origin)
+                    self._copy_file(src, where, name, st, tmp, origin)
                 else:
-                    self._make(src, parent, name, st, tmp)
-                    self._copy_metadata(src, parent, name, st, tmp, origin)
+                    self._make(src, where, name, st, tmp)
+                    self._copy_metadata(src, where, name, st, tmp, origin)
                 renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
             except BaseException:
                 self.work.remove(tmp)

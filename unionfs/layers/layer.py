@@ -19,6 +19,7 @@ from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     NAMESPACES,
     OPAQUE_HAS_XATTR_WHITEOUTS,
+    TRUSTED,
     Kind,
     is_opaque_value,
     is_whiteout_stat,
@@ -165,19 +166,22 @@ class Layer:
                 os.close(fd)
         return names
 
-    def listing(self, rel: bytes) -> LayerListing:
-        """The directory ``rel`` in union terms: kinds by name, and its opacity."""
+    def listing(self, rel: bytes, *, redirects: bool = False) -> LayerListing:
+        """The directory ``rel`` in union terms: kinds by name, and its opacity; with
+        ``redirects``, also its ``trusted.overlay.redirect`` (the kernel follows redirects
+        only in trusted mode: a user could forge a ``user.`` one)."""
         fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
             entries = _scan(fd)
             opaque_values = [_fgetxattr(fd, ns.opaque) for ns in NAMESPACES]
             if OPAQUE_HAS_XATTR_WHITEOUTS in opaque_values:
                 _mark_xattr_whiteouts(fd, entries)
+            redirect = _fgetxattr(fd, TRUSTED.redirect) if redirects and rel else None
         finally:
             os.close(fd)
         entries, oci_opaque = translate_entries(entries)
         opaque = oci_opaque or any(is_opaque_value(v) for v in opaque_values)
-        return LayerListing(entries, opaque)
+        return LayerListing(entries, opaque, redirect)
 
 
 def _scan(fd: int) -> dict[bytes, Kind]:
