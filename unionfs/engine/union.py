@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from unionfs.core.merge import Entry, LayerListing, merge
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
+    TRUSTED,
     Kind,
     XattrNamespace,
     escape_xattr,
@@ -296,11 +297,22 @@ class Union:
         layers = node.layers
         if layers is None:
             layers = self.root_layers() if node is self.root else self.entry(node).dir_layers
-            if len(layers) > 1:
+            if len(layers) > 1 or self._redirected(node, layers):
                 # dir_layers are not yet cut at an opaque layer: the view knows where to cut.
                 self.merged(node)
                 layers = node.layers or ()
         return 1 if len(layers) > 1 else st.st_nlink
+
+    def _redirected(self, node: Node, layers: tuple[int, ...]) -> bool:
+        """True when directory ``node``, found in one layer only, has a redirect there to
+        content in the layers below (its merged view then tells its layers)."""
+        if not self.follow_redirects or node.parent is None or len(layers) != 1:
+            return False
+        index = layers[0]
+        if index == len(self.layers) - 1:
+            return False
+        path = self.dir_path(node, index, built=False)
+        return self.layers[index].getxattr(path, TRUSTED.redirect) is not None
 
     def readlink(self, node: Node) -> bytes:
         parent = node.parent
