@@ -543,3 +543,20 @@ def test_redirect_dir_off_copies_the_tree(stack: StackFactory, mounts: Mounts) -
     assert os.getxattr(st.upper / "d2", "trusted.overlay.opaque") == b"y"
     with pytest.raises(OSError):
         os.getxattr(st.upper / "d2", "trusted.overlay.redirect")
+
+
+def test_an_upper_with_a_redirect_is_not_committed(stack: StackFactory, mounts: Mounts,
+                                                   tmp_path: Path) -> None:
+    """A layer archive cannot hold a redirect: commit refuses such an upper in one line
+    (nothing is stored) rather than storing the moved directory empty."""
+    needs_root()
+    st = stack({"d/a": "a"})
+    mnt = mounts.unionfs(st)
+    os.rename(mnt / "d", mnt / "e")
+    mounts.unmount(st.mnt)
+    store = tmp_path / "store"
+    res = unionfs_cli("commit", "--upper", str(st.upper), "moved:1", "--store", str(store))
+    assert res.returncode == 2, res.stderr
+    assert "redirect_dir=off" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    listing = unionfs_cli("images", "--store", str(store))
+    assert "moved" not in listing.stdout
