@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--tiny", action="store_true", help="a few files (the smoke test's size)")
     parser.add_argument("--rounds", type=int, help="repetitions (default: 3, or 1 for "
                         "--quick and --tiny)")
-    parser.add_argument("--targets", help=f"comma-separated (default: {','.join(BUILTIN)})")
+    parser.add_argument("--targets", help=f"comma-separated (default: {','.join(DEFAULT_TARGETS)})")
     parser.add_argument("--workloads", help="comma-separated (default: all; see --list)")
     parser.add_argument("--target", action="append", default=[], metavar="NAME=TEMPLATE",
                         help="an extra target: a mount command with {lowers} (colon-separated,"

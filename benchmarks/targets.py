@@ -109,15 +109,25 @@ class KernelOverlay(Target):
 
     name = "overlayfs"
     description = "kernel overlayfs"
+    extra = ""  # more mount options
 
     def mount(self, layout: Layout, *, writes_lower: bool) -> Mounted:
         lowerdir = ":".join(str(p) for p in layout.lowers)
-        opts = f"lowerdir={lowerdir},upperdir={layout.upper},workdir={layout.work}"
+        opts = f"lowerdir={lowerdir},upperdir={layout.upper},workdir={layout.work}" + self.extra
         res = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(layout.mnt)],
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise BenchError(one_line(res.stderr) or "mount failed")
         return Mounted(path=layout.mnt, upper=layout.upper, unmount_path=layout.mnt)
+
+
+class KernelOverlayRedirect(KernelOverlay):
+    """The kernel's overlayfs renaming lower directories with redirects (not a default
+    target: it differs from ``overlayfs`` only in the ``mv`` row)."""
+
+    name = "overlayfs-redirect"
+    description = "kernel overlayfs, redirect_dir=on"
+    extra = ",redirect_dir=on"
 
 
 def start_mount_process(argv: list[str], layout: Layout) -> subprocess.Popen[bytes]:
@@ -231,10 +241,11 @@ class Template(Target):
                        pids=pids_mentioning(layout.mnt))
 
 
+DEFAULT_TARGETS = [t.name for t in (Native, KernelOverlay, FuseOverlayfs, UnionfsFuse, Unionfs)]
 BUILTIN: dict[str, type[Target]] = {
-    t.name: t for t in (Native, KernelOverlay, FuseOverlayfs, UnionfsFuse, Unionfs)
+    t.name: t for t in (Native, KernelOverlay, KernelOverlayRedirect, FuseOverlayfs,
+                        UnionfsFuse, Unionfs)
 }
-DEFAULT_TARGETS = list(BUILTIN)
 
 
 def make_targets(names: list[str], templates: dict[str, str]) -> list[Target]:

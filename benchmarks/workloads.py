@@ -230,6 +230,13 @@ def _verify_rm_rf(ctx: Context) -> str | None:
     return "the tree is still there" if os.path.lexists(ctx.path / "tree") else None
 
 
+def _verify_mv(ctx: Context) -> str | None:
+    if os.path.lexists(ctx.path / "tree"):
+        return "the tree is still at its old name"
+    return _expect("files in the moved tree", len(_files_under(ctx.path / "moved")),
+                   2 * ctx.sizes.tree_files)
+
+
 def _verify_size(name: str, size: Callable[[Sizes], int]) -> Callable[[Context], str | None]:
     def verify(ctx: Context) -> str | None:
         suffix = ".copy" if ctx.target == "native" and name == "big.bin" else ""
@@ -337,6 +344,8 @@ WORKLOADS: list[Workload] = [
              _delete, prepare=_prepare_delete, verify=_verify_delete),
     Workload("rm-rf", lambda s: f"rm -rf of a {count(2 * s.tree_files)}-file merged tree", TREE,
              _tool("rm", "-rf", "tree"), verify=_verify_rm_rf),
+    Workload("mv", lambda s: f"mv of a {count(2 * s.tree_files)}-file merged directory", TREE,
+             _tool("mv", "tree", "moved"), verify=_verify_mv),
     Workload("git-status", lambda s: f"git status, {s.src_modules}-module repo in a lower",
              ("src",), _git_status, warm=True, writes_lower=True),
     Workload("compileall", lambda s: f"python -m compileall of {s.src_modules} lower modules",

@@ -52,8 +52,10 @@ def mount_root(lowers: list[str], upper: Path | None, work: Path | None, mountpo
     mountpoint.mkdir(exist_ok=True)
     if os.environ.get(BACKEND_ENV) == "overlay" and not wrapper:
         return _mount_overlay(lowers, upper, work, mountpoint)
+    # The container's upper may be committed to an image layer, which cannot hold an
+    # overlay redirect: renamed lower directories are copied up whole.
     options = MountOptions(workdir=work, allow_other=allow_other, read_only=upper is None,
-                           log_file=log_file)
+                           log_file=log_file, extra=["redirect_dir=off"])
     handle = mount(lowers, mountpoint, upper, options=options, wrapper=wrapper)
     return RootMount(mountpoint, handle, in_namespace=bool(wrapper))
 

@@ -17,7 +17,8 @@ from unionfs.errors import UserError
 
 KNOWN_FLAGS = {"ro", "allow_other", "userxattr", "nouserxattr", "volatile", "rw",
                "no_extensions"}
-KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us"}
+KNOWN_VALUES = {"workdir", "entry_timeout", "attr_timeout", "negative_timeout", "poll_us",
+                "redirect_dir"}
 DEFAULT_POLL_US = 50
 MAX_POLL_US = 10_000
 # Watching requests (unionfs.fuse.watch): -o metrics, -o trace=FILE, -o fail=RULE[,RULE...].
@@ -42,6 +43,7 @@ class MountSpec:
     negative_timeout: float = 300.0
     poll_us: int = DEFAULT_POLL_US  # how long the server polls for the next request
     extensions: bool = True  # the libfuse extensions of unionfs.fuse.lowlevel (no_extensions)
+    redirect_dir: bool = True  # off: renaming a lower directory copies its tree up
     xattr_ns: XattrNamespace = field(default=TRUSTED)
     metrics: bool = False  # request accounting for `unionfs watch` from the mount on
     trace: str | None = None  # a line per request written to this file
@@ -124,6 +126,10 @@ def build_spec(lowers: str, upper: str | None, mountpoint: str, options: str | N
             setattr(spec, key, _seconds(key, str(opts[key])))
     if "poll_us" in opts:
         spec.poll_us = _poll_us(str(opts["poll_us"]))
+    if "redirect_dir" in opts:
+        if opts["redirect_dir"] not in ("on", "off"):
+            raise UserError(f"redirect_dir must be on or off, not {opts['redirect_dir']!r}")
+        spec.redirect_dir = opts["redirect_dir"] == "on"
     if "workdir" in opts:
         spec.workdir = os.path.abspath(str(opts["workdir"]))
     _watch_options(spec, opts)
@@ -219,6 +225,8 @@ def _inside(a: str, b: str) -> bool:
 def _check_layers(spec: MountSpec) -> None:
     for lower in spec.lowers:
         _check_dir(lower, "lower layer")
+    _check_distinct_lowers(spec.lowers)
+    _check_mountpoint_not_a_layer(spec)
     if spec.upper is None:
         return
     _check_dir(spec.upper, "upper layer")
@@ -227,6 +235,27 @@ def _check_layers(spec: MountSpec) -> None:
         real = os.path.realpath(lower)
         if _inside(upper, real) or _inside(real, upper):
             raise UserError(f"upper {spec.upper} overlaps lower layer {lower}")
+
+
+def _check_distinct_lowers(lowers: list[str]) -> None:
+    """The same directory twice in the stack (by any path): the kernel's overlayfs refuses
+    it ("conflicting lowerdir path"), and so do we."""
+    seen: dict[tuple[int, int], str] = {}
+    for lower in lowers:
+        st = os.stat(lower)
+        first = seen.get((st.st_dev, st.st_ino))
+        if first is not None:
+            raise UserError(f"lower layer {lower} is given twice (also as {first})")
+        seen[(st.st_dev, st.st_ino)] = lower
+
+
+def _check_mountpoint_not_a_layer(spec: MountSpec) -> None:
+    """A mount point that is one of the layers would hide it under the union: the layer
+    could no longer be read or committed by its path (the store and `unionfs diff` do)."""
+    layers = [*spec.lowers, *([spec.upper] if spec.upper else [])]
+    for layer in layers:
+        if os.path.realpath(layer) == spec.mountpoint:
+            raise UserError(f"mount point {spec.mountpoint} is a layer of the union ({layer})")
 
 
 def _check_mountpoint(path: str) -> None:
@@ -265,12 +294,22 @@ def _check_workdir(spec: MountSpec) -> None:
     for lower in spec.lowers:
         if _inside(work, os.path.realpath(lower)):
             raise UserError(f"work dir {spec.workdir} is inside lower layer {lower}")
-    try:
-        os.makedirs(spec.workdir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create work dir {spec.workdir}: {exc.strerror}") from None
-    if os.stat(spec.workdir).st_dev != os.stat(spec.upper).st_dev:
+    # Checked before anything is made, so a rejected work dir leaves nothing behind.
+    exists = os.path.lexists(spec.workdir)
+    if exists:
+        _check_dir(spec.workdir, "work dir")
+    else:
+        parent = os.path.dirname(spec.workdir.rstrip("/")) or "/"
+        if not os.path.isdir(parent):
+            raise UserError(f"work dir {spec.workdir}: its parent {parent} does not exist")
+    where = spec.workdir if exists else os.path.dirname(spec.workdir.rstrip("/")) or "/"
+    if os.stat(where).st_dev != os.stat(spec.upper).st_dev:
         raise UserError(f"work dir {spec.workdir} is not on the upper's filesystem")
+    if not exists:
+        try:
+            os.mkdir(spec.workdir, 0o700)
+        except OSError as exc:
+            raise UserError(f"cannot create work dir {spec.workdir}: {exc.strerror}") from None
 
 
 def choose_namespace(workdir: str, userxattr: bool | None) -> XattrNamespace:

@@ -7,8 +7,10 @@ compared call by call. Opens use ``O_NONBLOCK`` so that a FIFO never blocks the 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import mmap
 import os
 import shutil
 import stat
@@ -250,6 +252,110 @@ def _setxattr(root: str, op: Op) -> object:
     return None
 
 
+_NODE_TYPES = {"fifo": stat.S_IFIFO, "char": stat.S_IFCHR, "block": stat.S_IFBLK,
+               "socket": stat.S_IFSOCK}
+BLOCK = 4096
+
+
+def _mknod(root: str, op: Op) -> object:
+    kind, major, minor, mode = op.args
+    os.mknod(_p(root, op.path), _NODE_TYPES[str(kind)] | int(mode),  # type: ignore[call-overload]
+             os.makedev(int(major), int(minor)))  # type: ignore[call-overload]
+    st = os.lstat(_p(root, op.path))
+    return stat.filemode(st.st_mode), st.st_rdev
+
+
+def _direct_io(root: str, op: Op) -> object:
+    """Aligned O_DIRECT I/O: page-aligned buffers, block-sized and -aligned offsets."""
+    offset, blocks, byte = op.args
+    assert isinstance(offset, int) and isinstance(blocks, int) and isinstance(byte, int)
+    path = _p(root, op.path)
+    written = None
+    if blocks:
+        buf = mmap.mmap(-1, blocks * BLOCK)
+        buf.write(bytes([byte]) * (blocks * BLOCK))
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_NONBLOCK)
+        try:
+            written = os.pwritev(fd, [buf], offset)
+        finally:
+            os.close(fd)
+    rbuf = mmap.mmap(-1, BLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK)
+    try:
+        n = os.preadv(fd, [rbuf], offset)
+    finally:
+        os.close(fd)
+    return written, rbuf[:n]
+
+
+def _open_removed(root: str, op: Op) -> object:
+    """Calls on a directory or FIFO that is removed while open."""
+    kind, mode, uid = op.args
+    path = _p(root, op.path)
+    if kind == "dir":
+        os.mkdir(path, 0o755)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        os.mkfifo(path, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        (os.rmdir if kind == "dir" else os.unlink)(path)
+        out: list[object] = [os.fstat(fd).st_nlink]
+        out.append(sorted(os.listdir(fd)) if kind == "dir" else None)
+        os.fchmod(fd, int(mode))  # type: ignore[call-overload]
+        os.fchown(fd, int(uid), -1)  # type: ignore[call-overload]
+        st = os.fstat(fd)
+        out += [stat.filemode(st.st_mode), st.st_uid, os.path.lexists(path)]
+        return out
+    finally:
+        os.close(fd)
+
+
+DEEP_NAME = "x" * 197
+
+
+def _deep(root: str, op: Op) -> object:
+    """Deeper than PATH_MAX, one component at a time; everything made is removed again."""
+    from tests.differential.gen import DEEP_LEVELS
+
+    name, data = op.args
+    assert isinstance(data, bytes)
+    fds = [os.open(_p(root, op.path), os.O_RDONLY | os.O_DIRECTORY)]
+    made: list[str] = []
+    try:
+        for level in range(DEEP_LEVELS):
+            part = f"{level:02d}{name}{DEEP_NAME}"[:200]
+            os.mkdir(part, dir_fd=fds[-1])
+            made.append(part)
+            fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        bottom = fds[-1]
+        wfd = os.open("f", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=bottom)
+        os.write(wfd, data)
+        os.close(wfd)
+        os.rename("f", "g", src_dir_fd=bottom, dst_dir_fd=bottom)
+        rfd = os.open("g", os.O_RDONLY, dir_fd=bottom)
+        got = os.read(rfd, 1 << 16)
+        os.close(rfd)
+        listing = sorted(os.listdir(bottom))
+        os.unlink("g", dir_fd=bottom)
+        return got == data, listing, len(made)
+    finally:
+        _remove_chain(fds, made)
+
+
+def _remove_chain(fds: list[int], made: list[str]) -> None:
+    """Undo :func:`_deep`: ``made[i]`` is a directory in ``fds[i]``; bottom-up."""
+    if len(fds) == len(made) + 1 and made:
+        for leaf in ("f", "g"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leaf, dir_fd=fds[-1])
+    while made:
+        if len(fds) == len(made) + 1:
+            os.close(fds.pop())
+        os.rmdir(made.pop(), dir_fd=fds[-1])
+    os.close(fds[0])
+
+
 _CALLS: dict[str, Callable[[str, Op], object]] = {
     "create": _create, "write": _write, "overwrite": _overwrite, "read": _read,
     "truncate": _truncate, "fallocate": _fallocate,
@@ -266,6 +372,7 @@ _CALLS: dict[str, Callable[[str, Op], object]] = {
     "listxattr": _simple(os.listxattr, takes_args=False, nofollow=True),
     "mkfifo": _simple(os.mkfifo),
     "listdir": _simple(os.listdir, takes_args=False),
+    "mknod": _mknod, "direct_io": _direct_io, "open_removed": _open_removed, "deep": _deep,
 }
 
 

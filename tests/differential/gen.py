@@ -20,7 +20,8 @@ XATTR_CREATE = 1
 XATTR_REPLACE = 2
 
 NAMES = ("a", "b", "c", "n1", "n2", "sub")
-XATTR_NAMES = ("user.a", "user.b", "user.origin")
+# trusted.overlay.*: the overlay's own names, which a nested union stores escaped.
+XATTR_NAMES = ("user.a", "user.b", "user.origin", "trusted.overlay.nested")
 UIDS = (0, 1000, 1234)
 # Fixed timestamps, all long before any test runs: a time after the run's start is "now".
 FIXED_TIMES = (1_000_000_000_123_456_789, 1_300_000_000_000_000_000, 1_500_000_000_000_000_005)
@@ -53,7 +54,12 @@ WEIGHTS: dict[str, int] = {
     "rename": 12, "link": 4, "symlink": 4, "readlink": 1, "chmod": 4, "chown": 3,
     "utimens": 5, "setxattr": 5, "removexattr": 3, "getxattr": 2, "listxattr": 1,
     "mkfifo": 2, "stat": 3, "listdir": 4, "fallocate": 3,
+    "mknod": 3, "direct_io": 3, "open_removed": 3, "deep": 1,
 }
+# mknod: (type, major, minor); char 0/0 is the whiteout format, refused with EPERM.
+MKNOD_KINDS = (("fifo", 0, 0), ("char", 1, 3), ("char", 0, 0), ("block", 7, 0),
+               ("block", 0, 0), ("socket", 0, 0))
+DEEP_LEVELS = 22  # x 200-byte names: deeper than PATH_MAX below the mount
 # fallocate modes: allocate, keep size, punch a hole (needs keep size), zero a range.
 FALLOCATE_MODES = (0, 0x01, 0x02 | 0x01, 0x10)
 
@@ -209,6 +215,32 @@ def _op_mkfifo(rng: random.Random, g: Guess) -> Op:
     return Op("mkfifo", path, (0o644,))
 
 
+def _op_mknod(rng: random.Random, g: Guess) -> Op:
+    path = _new_path(rng, g)
+    g.add(path, False)
+    return Op("mknod", path, (*rng.choice(MKNOD_KINDS), rng.choice((0o644, 0o600))))
+
+
+def _op_direct_io(rng: random.Random, g: Guess) -> Op:
+    """O_DIRECT write of aligned blocks (or none), then an O_DIRECT read of one block."""
+    blocks = rng.choice((0, 1, 2))
+    return Op("direct_io", _file(rng, g), (rng.choice((0, 4096)), blocks,
+                                           rng.getrandbits(8)))
+
+
+def _op_open_removed(rng: random.Random, g: Guess) -> Op:
+    """A new directory or FIFO, opened, removed, then fstat, readdir, fchmod, fchown."""
+    return Op("open_removed", _new_path(rng, g), (rng.choice(("dir", "fifo")),
+                                                  rng.choice((0o700, 0o751)),
+                                                  rng.choice(UIDS)))
+
+
+def _op_deep(rng: random.Random, g: Guess) -> Op:
+    """A chain of directories deeper than PATH_MAX: made, a file written and read at the
+    bottom, renamed there, then all removed again (fd-relative, one component at a time)."""
+    return Op("deep", _dir(rng, g), (rng.choice(NAMES), _data(rng)))
+
+
 def _op_path_only(kind: str, pick: Pick) -> Maker:
     def make(rng: random.Random, g: Guess) -> Op:
         return Op(kind, pick(rng, g))
@@ -222,7 +254,8 @@ _MAKERS: dict[str, Maker] = {
     "rename": _op_rename, "link": _op_link, "symlink": _op_symlink, "chmod": _op_chmod,
     "chown": _op_chown, "utimens": _op_utimens, "setxattr": _op_setxattr,
     "removexattr": _op_xattr_name("removexattr"), "getxattr": _op_xattr_name("getxattr"),
-    "mkfifo": _op_mkfifo,
+    "mkfifo": _op_mkfifo, "mknod": _op_mknod, "direct_io": _op_direct_io,
+    "open_removed": _op_open_removed, "deep": _op_deep,
     "read": _op_path_only("read", _file), "unlink": _op_path_only("unlink", _file),
     "rmdir": _op_path_only("rmdir", _dir), "readlink": _op_path_only("readlink", _file),
     "listxattr": _op_path_only("listxattr", _any_path), "stat": _op_path_only("stat", _any_path),

@@ -81,10 +81,12 @@ def run_calls(label: str, ops: list[Op], kmnt: Path, umnt: Path, since_ns: int) 
     return history
 
 
-def mount_unionfs(mounts: Mounts, st: Stack) -> Path:
-    """Mount with the server's log in the stack's base dir (``UNIONFS_DIFF_LOG_LEVEL``)."""
+def mount_unionfs(mounts: Mounts, st: Stack, extra: tuple[str, ...] = ()) -> Path:
+    """Mount with the server's log in the stack's base dir (``UNIONFS_DIFF_LOG_LEVEL``);
+    ``extra``: more ``-o`` options."""
     level = os.environ.get("UNIONFS_DIFF_LOG_LEVEL", "warning")
-    return mounts.unionfs(st, log_level=level, log_file=st.base / "server.log")
+    return mounts.unionfs(st, log_level=level, log_file=st.base / "server.log",
+                          extra=list(extra))
 
 
 def kernel_on_unionfs_upper(st: Stack) -> Stack:
@@ -93,12 +95,18 @@ def kernel_on_unionfs_upper(st: Stack) -> Stack:
 
 
 def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts, *,
-                     kernel_opts: str = "") -> History:
+                     kernel_opts: str = "", unionfs_opts: tuple[str, ...] = ()) -> History:
     """Run the calls ``make_ops(files, dirs)`` (given the starting tree) on both, and check
     everything; ``label`` heads any failure report (say there how to replay).
-    ``kernel_opts`` are extra options of every kernel mount (``userxattr``)."""
+    ``kernel_opts`` are extra options of every kernel mount (``userxattr``),
+    ``unionfs_opts`` of every unionfs mount (``redirect_dir=off``).
+
+    Every kernel mount is ``nodev``, as every FUSE mount is (the kernel's FUSE mounts
+    nodev for fusermount3): device nodes are made and kept on both, and opening one is
+    EACCES on both."""
+    kernel_opts = ",".join(o for o in ("nodev", kernel_opts) if o)
     kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
-    umnt = mount_unionfs(mounts, twins.unionfs)
+    umnt = mount_unionfs(mounts, twins.unionfs, unionfs_opts)
     start_k = snapshot.take(str(kmnt))
     check_trees(start_k, snapshot.take(str(umnt)), None, ("kernel", "unionfs"),
                 f"{label}: the starting trees differ")
@@ -112,7 +120,7 @@ def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts
     for mnt in (kmnt, umnt):
         mounts.unmount(mnt)
     kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
-    umnt = mount_unionfs(mounts, twins.unionfs)
+    umnt = mount_unionfs(mounts, twins.unionfs, unionfs_opts)
     after_k, after_u = snapshot.take(str(kmnt)), snapshot.take(str(umnt))
     check_trees(before_k, after_k, None, ("kernel", "kernel remounted"), report)
     check_trees(before_u, after_u, None, ("unionfs", "unionfs remounted"), report)

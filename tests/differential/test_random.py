@@ -10,16 +10,16 @@ mounts unionfs's upper (with the same lowers and a fresh workdir).
 Run many seeds: ``UNIONFS_DIFF_SEEDS=200 .venv/bin/python -m pytest tests/differential -q``;
 replay one: ``UNIONFS_DIFF_SEED=17 ...``; longer runs: ``UNIONFS_DIFF_OPS=400``.
 
-Renaming a directory that lower layers contribute to: the kernel (``redirect_dir=off``, its
-default here) refuses with EXDEV and leaves it to ``mv`` to copy and delete; unionfs does the
-rename itself, copying the tree up and making it opaque. The kernel side then does what ``mv``
-does, by hand through the kernel mount (copy with owners, modes, xattrs and times, then
-remove; ``execute._move_by_hand``), and the results and trees must agree. We chose this over
-comparing with ``redirect_dir=on`` because that is what users of the kernel's default get,
-and because unionfs's result *is* a self-contained copy: with redirects the kernel's moved
-directory stays merged (nlink 1, lower files not copied), which would need more exclusions.
-The one refinement over plain ``cp -a``: a file in the moved tree that is also linked from
-outside it is linked, not copied, since a true rename keeps that link.
+Renaming a directory that lower layers contribute to: unionfs (trusted mode) does what the
+kernel does with ``redirect_dir=on``: the directory alone is copied up and gets an
+``overlay.redirect`` xattr naming where its lower content is. So the kernel side is mounted
+with ``redirect_dir=on``, and the kernel then also mounts unionfs's upper with it (reading
+unionfs's redirects). In the rootless run (``userxattr``) the kernel forbids redirects and
+refuses such a rename with EXDEV; unionfs copies the tree up and makes it opaque, and the
+kernel side does what ``mv`` does, by hand through the kernel mount (copy with owners,
+modes, xattrs and times, then remove; ``execute._move_by_hand``), and the results and trees
+must agree. The one refinement over plain ``cp -a``: a file in the moved tree that is also
+linked from outside it is linked, not copied, since a true rename keeps that link.
 
 ``truncate()`` to a file's current size: ext4 under the kernel's overlay stamps a new mtime;
 FUSE with the writeback cache (which unionfs uses) keeps mtime, as POSIX allows, and the kernel
@@ -59,6 +59,8 @@ from tests.differential.conftest import Twins, ops_per_seed, seeds
 from tests.differential.gen import generate
 from tests.differential.harness import run_differential
 
+KERNEL_OPTS = "redirect_dir=on"
+
 
 @pytest.mark.parametrize("seed", seeds())
 def test_random_calls(seed: int, twins: Twins, mounts: Mounts) -> None:
@@ -66,5 +68,5 @@ def test_random_calls(seed: int, twins: Twins, mounts: Mounts) -> None:
     label = (f"seed {seed} (replay: UNIONFS_DIFF_SEED={seed} UNIONFS_DIFF_OPS={count} "
              ".venv/bin/python -m pytest tests/differential/test_random.py -q)")
     history = run_differential(label, lambda files, dirs: generate(seed, count, files, dirs),
-                               twins, mounts)
+                               twins, mounts, kernel_opts=KERNEL_OPTS)
     assert len(history) == count

@@ -98,14 +98,15 @@ def test_enospc_during_copy_up(stack: StackFactory, mounts: Mounts,
 
 def test_enospc_during_directory_rename(stack: StackFactory, mounts: Mounts,
                                         tmpfs: Callable[..., Path]) -> None:
-    """A lower dir too big for the upper fails to move with ENOSPC; the union still shows it
-    whole at its old name, and nothing at the new one, also after a remount."""
+    """With the tree copy (-o redirect_dir=off; a redirect needs no room), a lower dir too
+    big for the upper fails to move with ENOSPC; the union still shows it whole at its old
+    name, and nothing at the new one, also after a remount."""
     files = {f"d/f{i}": "z" * (1 << 20) for i in range(6)}
     st = stack(files)
     small = tmpfs("up", "3m")
     st = dataclasses.replace(st, upper=small / "upper", work=small / "work")
     st.upper.mkdir()
-    mnt = mounts.unionfs(st)
+    mnt = mounts.unionfs(st, extra=["redirect_dir=off"])
     with pytest.raises(OSError) as exc:
         os.rename(mnt / "d", mnt / "e")
     assert exc.value.errno == errno.ENOSPC
@@ -115,7 +116,7 @@ def test_enospc_during_directory_rename(stack: StackFactory, mounts: Mounts,
         assert all(os.stat(mnt / p).st_size == 1 << 20 for p in files)
         assert os.listdir(work_tmp(st)) == []
         mounts.unmount(mnt)
-        mounts.unionfs(st)
+        mounts.unionfs(st, extra=["redirect_dir=off"])
 
 
 def test_enospc_on_write(stack: StackFactory, mounts: Mounts,

@@ -236,13 +236,18 @@ def test_xattr_on_dir_copies_dir_only(stack: StackFactory, mounts: Mounts) -> No
     assert exc.value.errno == errno.ENODATA
 
 
-def test_private_xattrs_cannot_be_set(stack: StackFactory, mounts: Mounts) -> None:
-    """The overlay's own xattr names are not settable through the union."""
-    st = stack({"d/": None})
+def test_overlay_xattrs_set_through_the_union_are_escaped(stack: StackFactory,
+                                                          mounts: Mounts) -> None:
+    """The overlay's own names set through the union are data, stored one level down (as
+    Linux >= 6.7 does): they never act as markers (d stays a merged dir after a remount)."""
+    st = stack({"d/a": "a"}, {"d/b": "b"})
     mnt = mounts.unionfs(st)
-    with pytest.raises(OSError):
-        os.setxattr(mnt / "d", "trusted.overlay.opaque", b"y")
-    assert os.listxattr(mnt / "d") == []
+    os.setxattr(mnt / "d", "trusted.overlay.opaque", b"y")
+    assert os.listxattr(mnt / "d") == ["trusted.overlay.opaque"]
+    assert os.getxattr(st.upper / "d", "trusted.overlay.overlay.opaque") == b"y"
+    mounts.unmount(st.mnt)
+    mnt = mounts.unionfs(st)
+    assert sorted(os.listdir(mnt / "d")) == ["a", "b"]
 
 
 def test_concurrent_writers_of_one_lower_file(stack: StackFactory, mounts: Mounts) -> None:

@@ -53,7 +53,8 @@ def mount_command(args: argparse.Namespace) -> int:
         entry_timeout=spec.entry_timeout, attr_timeout=spec.attr_timeout,
         userxattr=spec.userxattr, log_level=args.log_level, log_file=args.log_file,
         extra=[f"negative_timeout={spec.negative_timeout}", f"poll_us={spec.poll_us}"]
-        + (["volatile"] if spec.volatile else []) + watch_options(spec),
+        + (["volatile"] if spec.volatile else []) + watch_options(spec)
+        + ([] if spec.redirect_dir else ["redirect_dir=off"]),
     )
     handle = api.mount(spec.lowers, spec.mountpoint, spec.upper, options=options)
     print(f"mounted {spec.mountpoint} (server pid {handle.pid})")
@@ -79,6 +80,9 @@ def _looks_like_image(source: str) -> bool:
     return "/" not in source and not any(os.path.isdir(p) for p in parts if p)
 
 
+IMAGE_DEFAULTS = "redirect_dir=off"
+
+
 def _image_spec(args: argparse.Namespace, options: str | None) -> MountSpec:
     """``unionfs mount IMAGE MOUNTPOINT``: the image's layers and a fresh upper."""
     try:
@@ -91,8 +95,11 @@ def _image_spec(args: argparse.Namespace, options: str | None) -> MountSpec:
                                   image=image)
     lowers = ":".join(api.escape_layer(os.fspath(p)) for p in image.layer_dirs)
     extra = f"workdir={api.escape_option(os.fspath(work))}"
+    # An image's upper becomes an OCI layer at commit, which cannot hold a redirect: its
+    # renamed directories are copied up whole (unless the caller asks otherwise).
     return build_spec(lowers, os.fspath(upper), args.paths[0],
-                      f"{options},{extra}" if options else extra)
+                      f"{IMAGE_DEFAULTS},{options},{extra}" if options
+                      else f"{IMAGE_DEFAULTS},{extra}")
 
 
 def _serve(spec: MountSpec, args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ class LayerListing:
 
     entries: dict[bytes, Kind]
     opaque: bool = False
+    redirect: bytes | None = None  # overlay.redirect of the directory itself (trusted mode)
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ class XattrNamespace:
         self.opaque = prefix + b"opaque"
         self.whiteout = prefix + b"whiteout"
         self.origin = prefix + b"unionfs.origin"
+        self.redirect = prefix + b"redirect"
 
     @property
     def is_user(self) -> bool:
@@ -60,9 +61,51 @@ def is_whiteout_stat(st_mode: int, st_rdev: int) -> bool:
     return stat.S_ISCHR(st_mode) and st_rdev == 0
 
 
+# Nesting (Linux >= 6.7): an ``overlay.*`` xattr set through the union is stored one level
+# down, ``trusted.overlay.x`` as ``trusted.overlay.overlay.x``, so a union can hold the
+# layers of another union; stored escaped names show through unescaped.
+ESCAPE = b"overlay."
+_ESCAPED_PREFIXES = tuple(p + ESCAPE for p in PRIVATE_XATTR_PREFIXES)
+
+
 def is_private_xattr(name: bytes) -> bool:
-    """True for the overlay's own xattrs, which never show through the union."""
-    return name.startswith(PRIVATE_XATTR_PREFIXES)
+    """True for the overlay's own xattrs (not escaped ones), which never show through."""
+    return name.startswith(PRIVATE_XATTR_PREFIXES) and not name.startswith(_ESCAPED_PREFIXES)
+
+
+def escape_xattr(name: bytes) -> bytes:
+    """The name stored in a layer for xattr ``name`` as the union's caller gives it."""
+    for prefix in PRIVATE_XATTR_PREFIXES:
+        if name.startswith(prefix):
+            return prefix + ESCAPE + name[len(prefix):]
+    return name
+
+
+def unescape_xattr(stored: bytes) -> bytes | None:
+    """The name the caller sees for an xattr stored in a layer (None: the overlay's own)."""
+    for prefix in PRIVATE_XATTR_PREFIXES:
+        if stored.startswith(prefix):
+            if not stored.startswith(prefix + ESCAPE):
+                return None
+            return prefix + stored[len(prefix) + len(ESCAPE):]
+    return stored
+
+
+def redirect_target(value: bytes | None, lower_parent: bytes) -> bytes | None:
+    """Where a directory with ``overlay.redirect`` = ``value`` has its content in the layers
+    below (a layer-relative path), its parent being at ``lower_parent`` there; None when the
+    value is no redirect: absolute ``/a/b`` from the root, relative ``name`` (no slash)
+    beside it. Empty names, ``.`` and ``..`` are refused (never a way out of a layer)."""
+    if not value:
+        return None
+    if value.startswith(b"/"):
+        parts = value[1:].split(b"/")
+        if all(p not in (b"", b".", b"..") for p in parts):
+            return b"/".join(parts)
+        return None
+    if b"/" in value or value in (b".", b".."):
+        return None
+    return lower_parent + b"/" + value if lower_parent else value
 
 
 def is_opaque_value(value: bytes | None) -> bool:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def link_aliases(union: Union, node: Node, layer_index: int, ino: int) -> None:
     """Link the other visible names of lower inode ``ino`` to ``node``'s fresh upper copy."""
-    source = node.path()
+    source = union.path_in(node, layer_index)
     for rel in union.layers[layer_index].names_of(ino):
         target = _visible(union, rel, layer_index) if rel != source else None
         if target is not None:
@@ -44,6 +44,8 @@ def _visible(union: Union, rel: bytes, layer_index: int) -> tuple[Node, bytes] |
     entry = union.merged(parent).get(name)
     if entry is None or entry.is_dir or entry.layer != layer_index:
         return None
+    if union.has_redirects and union.dir_path(parent, layer_index) != b"/".join(dirs):
+        return None  # the union shows another file of that layer there (a redirect)
     return parent, name
 
 

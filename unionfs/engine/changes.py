@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, is_oci_marker, is_private_xattr
+from unionfs.core.whiteout import (
+    TRUSTED,
+    Kind,
+    escape_xattr,
+    is_oci_marker,
+    is_whiteout_stat,
+)
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
 from unionfs.layers.layer import keeping_times
@@ -81,6 +87,11 @@ class Changes:
 
     def mknod(self, parent: Node, name: bytes, mode: int, rdev: int,
               caller: Caller) -> tuple[Node, os.stat_result]:
+        if is_whiteout_stat(mode, rdev):
+            # A char device 0/0 is a whiteout on disk: it would vanish at the next lookup.
+            # The kernel's overlayfs refuses it the same way.
+            raise fail(errno.EPERM, name)
+
         def make(dir_fd: int, entry_name: bytes) -> None:
             os.mknod(entry_name, mode, rdev, dir_fd=dir_fd)
 
@@ -167,7 +178,7 @@ class Changes:
                 make(work.fd, tmp)
                 self._finish(work.fd, tmp, owner, mode, kind)
                 if kind is Kind.DIR:
-                    self._set_opaque(os.fsencode(work.tmp_path) + b"/" + tmp)
+                    self._set_opaque(proc_path(work.fd, tmp))
                     renameat2(work.fd, tmp, pfd, name, RENAME_EXCHANGE)
                     work.remove(tmp)  # now the whiteout
                 else:
@@ -238,6 +249,8 @@ class Changes:
         u.copy_up(parent)
         pfd = u.layers[0].dir_fd(parent.path())
         needs_whiteout = name in parent.covered
+        if child is not None and entry.layer == 0:
+            _keep_orphan(child, last_stat, pfd, name)
         if entry.layer != 0:
             copier.work.make_whiteout(pfd, name)
         elif needs_whiteout or entry.is_dir:
@@ -294,18 +307,26 @@ class Changes:
         dst = u.merged(new_parent).get(new)
         exchange = bool(flags & RENAME_EXCHANGE)
         src_node = u.view_of(old_parent, old)
-        self._prepare_move(src_node, src)
+        src_redirect = self._prepare_move(src_node, src)
         dst_node = u.view_of(new_parent, new) if dst is not None else None
         if dst_node is not None and not exchange:
             dst_node.last_stat = u.stat(dst_node)
+        dst_redirect = False
         if exchange and dst_node is not None and dst is not None:
-            self._prepare_move(dst_node, dst)
+            dst_redirect = self._prepare_move(dst_node, dst)
         u.copy_up(new_parent)
         if dst is not None and not exchange:
             self._clear_target(new_parent, new, dst)
-        self._mark_moved_dir(src_node, src, new_parent, new)
+        # Everything that can fail is done: the redirects are set last, just before the move.
+        if src_redirect:
+            self._set_redirect(src_node, old_parent, old, new_parent)
+        else:
+            self._mark_moved_dir(src_node, src, new_parent, new)
         if exchange and dst_node is not None and dst is not None:
-            self._mark_moved_dir(dst_node, dst, old_parent, old)
+            if dst_redirect:
+                self._set_redirect(dst_node, new_parent, new, old_parent)
+            else:
+                self._mark_moved_dir(dst_node, dst, old_parent, old)
         moves_dir = src.is_dir or (dst is not None and dst.is_dir)
         self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
@@ -315,6 +336,8 @@ class Changes:
         """The errors a rename fails with before it changes anything; False: nothing to do."""
         u = self.u
         u.require_upper()
+        if flags & RENAME_WHITEOUT:
+            raise fail(errno.EINVAL)  # as overlayfs: a whiteout is the union's own marker
         _check_storable(new)
         src = self._existing(old_parent, old)
         dst = u.merged(new_parent).get(new)
@@ -326,12 +349,41 @@ class Changes:
             raise fail(errno.ENOTEMPTY, new)
         return True
 
-    def _prepare_move(self, node: Node, entry: Entry) -> None:
-        """Everything that moves must live wholly in the upper."""
-        if entry.is_dir:
-            self.materialize(node)
-        else:
-            self.u.copy_up(node)
+    def _prepare_move(self, node: Node, entry: Entry) -> bool:
+        """What moves must be in the upper: a file copied up; a directory that lower layers
+        contribute to copied up alone, to get a redirect (True), or with its whole tree
+        (``userxattr`` or ``-o redirect_dir=off``)."""
+        u = self.u
+        if not entry.is_dir:
+            u.copy_up(node)
+            return False
+        if u.make_redirects:
+            u.merged(node)
+            if any(index != 0 for index in node.layers or ()):
+                u.copy_up(node)
+                return True
+        self.materialize(node)
+        return False
+
+    def _set_redirect(self, node: Node, old_parent: Node, old: bytes,
+                      new_parent: Node) -> None:
+        """Before ``node`` (a directory in the upper at ``old_parent/old``) moves to
+        ``new_parent``: record where its lower content is, as the kernel's overlayfs does
+        with redirect_dir=on. Within one directory a relative redirect (its lower name),
+        else an absolute one (its path in the layer below); an absolute one is kept, and so
+        is a relative one within the same directory."""
+        u = self.u
+        upper = u.layers[0]
+        path = node.path()
+        current = upper.getxattr(path, TRUSTED.redirect)
+        lower_paths = {index: u.dir_path(node, index) for index in range(1, len(u.layers))}
+        samedir = old_parent is new_parent
+        if current is None or not (samedir or current.startswith(b"/")):
+            value = old if samedir and current is None else b"/" + lower_paths[1]
+            os.setxattr(upper.xattr_path(path), TRUSTED.redirect, value,
+                        follow_symlinks=False)
+        node.lower_paths = lower_paths
+        u.has_redirects = True
 
     def materialize(self, node: Node) -> None:
         """Copy a directory and everything below it into the upper, and make it opaque.
@@ -454,6 +506,8 @@ class Changes:
         """Change attributes (copying up first); returns the new stat."""
         u = self.u
         node.sgid_gid = None  # a directory's set-gid bit or group may change
+        if node.parent is None and node.orphan_fd is not None and fd is None:
+            return _setattr_orphan(node.orphan_fd, size, mode, uid, gid, times)
         if node.parent is None and node is not u.root and fd is None:
             # Unlinked, and not open in the upper (closed, or open only in a lower layer, which
             # must never change): the kernel flushing its times is a no-op, the rest ENOENT.
@@ -521,10 +575,9 @@ class Changes:
 
     def setxattr(self, node: Node, name: bytes, value: bytes, fd: int | None = None) -> None:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
-        if is_private_xattr(name):
-            raise fail(errno.EOPNOTSUPP, name)
         if node.absent_xattrs:
             node.absent_xattrs.discard(name)
+        name = escape_xattr(name)
         if fd is not None:
             os.setxattr(fd, name, value)
             return
@@ -534,15 +587,45 @@ class Changes:
 
     def removexattr(self, node: Node, name: bytes, fd: int | None = None) -> None:
         """Remove an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
-        if is_private_xattr(name):
-            raise fail(errno.ENODATA, name)
         if self.u.getxattr(node, name) is None:
             raise fail(errno.ENODATA, name)
+        name = escape_xattr(name)
         if fd is not None:
             os.removexattr(fd, name)
             return
         self.u.copy_up(node)
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
+
+
+def _keep_orphan(node: Node, st: os.stat_result | None, dir_fd: int, name: bytes) -> None:
+    """Before an upper directory or special file is removed: keep an O_PATH fd of it, so
+    that what the kernel still holds open (a directory, a FIFO, which it opens without
+    asking us) keeps its attributes and can still be changed, as on the kernel's overlayfs.
+    Regular files need none: their open fds are the handles."""
+    if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        return
+    if node.orphan_fd is None and (node.lookups > 0 or node.handles):
+        node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def _setattr_orphan(fd: int, size: int | None, mode: int | None, uid: int | None,
+                    gid: int | None, times: tuple[int | None, int | None] | None,
+                    ) -> os.stat_result:
+    """setattr of a removed upper directory or special file, through its kept O_PATH fd
+    (the /proc path reaches the inode itself; O_PATH fds take no fchmod)."""
+    path = proc_path(fd)
+    if uid is not None or gid is not None:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    if mode is not None:
+        os.chmod(path, stat.S_IMODE(mode))
+    if size is not None:
+        os.truncate(path, size)
+    if times is not None:
+        st = os.fstat(fd)
+        atime = st.st_atime_ns if times[0] is None else times[0]
+        mtime = st.st_mtime_ns if times[1] is None else times[1]
+        os.utime(path, ns=(atime, mtime))
+    return os.fstat(fd)
 
 
 def _unbind(parent: Node, name: bytes, node: Node) -> None:

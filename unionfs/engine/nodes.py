@@ -24,8 +24,8 @@ class Node:
     """One inode of the union."""
 
     __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
-                 "is_dir", "last_stat", "layers", "lookups", "merged", "name", "parent",
-                 "sgid_gid", "whiteouts")
+                 "is_dir", "last_stat", "layers", "lookups", "lower_paths", "merged", "name",
+                 "orphan_fd", "parent", "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -36,6 +36,9 @@ class Node:
         self.generation = 0
         self.handles: list[int] = []
         self.last_stat: os.stat_result | None = None  # what an unlinked node last was
+        # An O_PATH fd kept of a removed upper directory or special file the kernel still
+        # holds (an open dir, a FIFO): fstat, fchmod and fchown of it reach it through this.
+        self.orphan_fd: int | None = None
         # xattr names the file was found not to have (the kernel asks for security.capability
         # at every write); only a setxattr through the union can add one.
         self.absent_xattrs: set[bytes] | None = None
@@ -45,6 +48,9 @@ class Node:
         self.covered: set[bytes] = set()  # names a lower layer has: removing them needs a whiteout
         self.whiteouts: set[bytes] = set()  # names whited out in the upper
         self.children: dict[bytes, Node] = {}  # child nodes the kernel knows
+        # Where a redirected directory's content is in lower layers (layer -> path), for
+        # the layers an ``overlay.redirect`` sends elsewhere; None: nowhere redirected.
+        self.lower_paths: dict[int, bytes] | None = None
         # The gid new entries inherit from this directory in the upper (-1: it is not
         # set-gid), None until needed; reset whenever its owner or mode may change.
         self.sgid_gid: int | None = None
@@ -78,6 +84,12 @@ class Node:
         if parent is not None and parent.children.get(self.name) is self:
             del parent.children[self.name]
         self.parent = None
+
+    def release_orphan(self) -> None:
+        """Close the fd kept of this node's removed file, if any."""
+        if self.orphan_fd is not None:
+            os.close(self.orphan_fd)
+            self.orphan_fd = None
 
     def __repr__(self) -> str:
         return f"Node({self.id:#x}, {self.path()!r})"
@@ -131,6 +143,7 @@ class NodeTable:
 
     def drop(self, node: Node) -> None:
         del self.nodes[node.id]
+        node.release_orphan()
         parent = node.parent
         if parent is not None and parent.children.get(node.name) is node:
             del parent.children[node.name]

@@ -112,11 +112,12 @@ class SlowWork:
         if source == 0 or entry.is_dir:
             return
         layer = union.layers[source]
-        st = layer.lstat(parent.path(), node.name)
+        where = union.dir_path(parent, source)  # elsewhere below a redirected directory
+        st = layer.lstat(where, node.name)
         if not stat.S_ISREG(st.st_mode) or (not copier.sync and st.st_size <= INLINE_COPY):
             return
         union.copy_up(parent)  # directories: quick
-        sfd, st = copier.open_source(layer, parent.path(), node.name)
+        sfd, st = copier.open_source(layer, where, node.name)
         tmp = copier.work.new_name()
         try:
             await self.run(copier.build_file, sfd, st, tmp, node.id, self.stopping.is_set,
@@ -166,12 +167,19 @@ class SlowWork:
             return
         path = node.path()
         candidates = union._candidate_layers(node)
-        listings = await self.run(union.read_listings, path, candidates)
+        if union.has_redirects:  # paths through redirects read other views: not in a thread
+            union.merged(node)
+            return
+        listings, lower_paths = await self.run(union.read_listings, node, candidates)
         # Back on the trio thread: a change through the union may have built the view
-        # meanwhile (it is newer), or moved the directory (the listing may be stale).
+        # meanwhile (it is newer), or moved the directory (the listing may be stale), or the
+        # listing met the first redirect (its paths must be found on this thread).
         if node.merged is None and node.path() == path and (
                 union._candidate_layers(node) == candidates):
-            union.install_view(node, listings)
+            if lower_paths or union.has_redirects:
+                union.merged(node)
+            else:
+                union.install_view(node, listings, lower_paths)
 
     async def stat_entries(self, node: Node) -> None:
         """Before a listing of directory ``node`` answers with every entry's attributes:

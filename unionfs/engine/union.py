@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 from unionfs.core.merge import Entry, LayerListing, merge
 from unionfs.core.paths import join
-from unionfs.core.whiteout import Kind, XattrNamespace, is_private_xattr
+from unionfs.core.whiteout import (
+    TRUSTED,
+    Kind,
+    XattrNamespace,
+    escape_xattr,
+    is_private_xattr,
+    redirect_target,
+    unescape_xattr,
+)
 from unionfs.engine.aliases import link_aliases
 from unionfs.engine.counters import EngineCounters
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
@@ -52,6 +60,9 @@ class StackConfig:
     workdir: str | None = None
     xattr_ns: XattrNamespace | None = None  # for writing markers; needed with an upper
     sync: bool = True  # fsync copied-up data before it becomes visible (off: -o volatile)
+    # Rename lower directories in O(1) with trusted.overlay.redirect, and follow redirects
+    # (trusted mode only; off: -o redirect_dir=off, rename copies the tree up).
+    redirect_dir: bool = True
 
 
 class Union:
@@ -65,6 +76,10 @@ class Union:
             self.layers.append(Layer(path, len(self.layers)))
         self.writable = config.upper is not None
         self.ns = config.xattr_ns
+        trusted = config.xattr_ns is None or not config.xattr_ns.is_user
+        self.follow_redirects = trusted  # the kernel follows them in trusted mode only
+        self.make_redirects = trusted and config.redirect_dir and config.upper is not None
+        self.has_redirects = False  # set once one is seen or made: paths may then differ
         self.work: WorkDir | None = None
         self.copier: CopyUp | None = None
         if self.writable:
@@ -95,6 +110,8 @@ class Union:
         """The merged entries of directory ``node``, computed on first use."""
         merged = node.merged
         if merged is None:
+            if node.parent is None and node is not self.root:
+                return {}  # removed while open: an empty directory, as on any filesystem
             merged = self._build_view(node)
         return merged
 
@@ -105,32 +122,84 @@ class Union:
         return entry.dir_layers
 
     def _build_view(self, node: Node) -> dict[bytes, Entry]:
-        listings = self.read_listings(node.path(), self._candidate_layers(node))
-        return self.install_view(node, listings)
+        listings, lower_paths = self.read_listings(node, self._candidate_layers(node))
+        return self.install_view(node, listings, lower_paths)
 
-    def read_listings(self, path: bytes,
-                      candidates: tuple[int, ...]) -> list[tuple[int, LayerListing]]:
-        """The listings of directory ``path`` in the ``candidates`` layers, down to the first
-        opaque one. Only reads the layers (a worker thread may call it)."""
+    def read_listings(self, node: Node, candidates: tuple[int, ...]
+                      ) -> tuple[list[tuple[int, LayerListing]], dict[int, bytes]]:
+        """The listings of directory ``node`` in the ``candidates`` layers, down to the first
+        opaque one, following redirects; and the layers' paths that a redirect chose. Only
+        reads the layers while no redirect is known (then a worker thread may call it)."""
         listings: list[tuple[int, LayerListing]] = []
-        for index in candidates:
+        layers = list(candidates)
+        redirect: tuple[bytes, int] | None = None  # (value, layer it was found in)
+        lower_paths: dict[int, bytes] = {}
+        pos = 0
+        while pos < len(layers):
+            index = layers[pos]
+            pos += 1
+            path = self._candidate_path(node, index, redirect)
+            if redirect is not None and path is not None:
+                lower_paths[index] = path
+            if path is None:
+                continue
             try:
-                listing = self.layers[index].listing(path)
+                listing = self.layers[index].listing(path, redirects=self.follow_redirects)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             listings.append((index, listing))
             if listing.opaque:
                 break
-        return listings
+            if listing.redirect is not None and node.parent is not None:
+                # Below this layer the content is where the redirect says, in any layer.
+                redirect = (listing.redirect, index)
+                self.has_redirects = True
+                layers[pos:] = range(index + 1, len(self.layers))
+        return listings, lower_paths
 
-    def install_view(self, node: Node,
-                     listings: list[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
+    def install_view(self, node: Node, listings: list[tuple[int, LayerListing]],
+                     lower_paths: dict[int, bytes]) -> dict[bytes, Entry]:
         """Make ``listings`` (from :meth:`read_listings`) the merged view of ``node``."""
+        node.lower_paths = lower_paths or None
         node.layers = tuple(index for index, _ in listings)
         self.counters.views_built += 1
         node.merged = merge(listings)
         node.covered, node.whiteouts = _covered_and_whiteouts(listings)
         return node.merged
+
+    def _candidate_path(self, node: Node, index: int,
+                        redirect: tuple[bytes, int] | None) -> bytes | None:
+        """``node``'s path in layer ``index`` while its view is built (None: nowhere)."""
+        parent = node.parent
+        if parent is None:
+            return node.path()
+        if redirect is None:
+            return self.dir_path(node, index, built=False)
+        return redirect_target(redirect[0], self.dir_path(parent, index))
+
+    def dir_path(self, node: Node, index: int, *, built: bool = True) -> bytes:
+        """Where directory ``node``'s content is in layer ``index``: its path in the union,
+        unless a redirect (of it or of a directory above it) sends that layer elsewhere."""
+        if not self.has_redirects or index == 0:
+            return node.path()
+        parent = node.parent
+        if parent is None:
+            return node.path()
+        if built and node.merged is None:
+            self._build_view(node)  # reads the node's own redirect, if any
+        paths = node.lower_paths
+        if paths is not None and index in paths:
+            return paths[index]
+        return join(self.dir_path(parent, index), node.name)
+
+    def path_in(self, node: Node, index: int) -> bytes:
+        """Where ``node`` (a file or a directory) is in layer ``index``."""
+        if node.is_dir:
+            return self.dir_path(node, index)
+        parent = node.parent
+        if parent is None or not self.has_redirects:
+            return node.path()
+        return join(self.dir_path(parent, index), node.name)
 
     def entry(self, node: Node) -> Entry:
         """``node``'s entry in its parent's merged view; ENOENT for an unlinked node."""
@@ -169,7 +238,7 @@ class Union:
 
     def _child(self, parent: Node, name: bytes, entry: Entry) -> tuple[Node, os.stat_result]:
         layer = self.layers[entry.layer]
-        st = layer.lstat(parent.path(), name)
+        st = layer.lstat(self.dir_path(parent, entry.layer), name)
         node = self._known_child(parent, name)
         if node is not None and node.parent is parent:
             return node, st
@@ -205,6 +274,7 @@ class Union:
             node = Node(node_id, parent, name, stat.S_ISDIR(st.st_mode))
         elif node.parent is None:
             node.generation += 1  # a number reused for another file: the kernel must know
+            node.release_orphan()
             node.is_dir = stat.S_ISDIR(st.st_mode)
             node.sgid_gid = None
             node.absent_xattrs = None
@@ -225,41 +295,55 @@ class Union:
         if node.parent is None and node is not self.root:
             if node.handles:
                 return os.fstat(node.handles[-1])
+            if node.orphan_fd is not None:
+                return os.fstat(node.orphan_fd)
             if node.last_stat is not None:
                 return node.last_stat
             raise fail(errno.ENOENT)
         parent = node.parent
         if parent is None:
             return self.top_layer(node).stat_path(b"")
-        layer = self.layers[self.entry(node).layer]
-        return layer.lstat(parent.path(), node.name)
+        index = self.entry(node).layer
+        return self.layers[index].lstat(self.dir_path(parent, index), node.name)
 
     def dir_nlink(self, node: Node, st: os.stat_result) -> int:
         """Link count of a directory: overlayfs's 1 ("unknown") when merged from layers."""
+        if node.parent is None and node is not self.root:
+            return 0  # removed while open
         layers = node.layers
         if layers is None:
             layers = self.root_layers() if node is self.root else self.entry(node).dir_layers
-            if len(layers) > 1:
+            if len(layers) > 1 or self._redirected(node, layers):
                 # dir_layers are not yet cut at an opaque layer: the view knows where to cut.
                 self.merged(node)
                 layers = node.layers or ()
         return 1 if len(layers) > 1 else st.st_nlink
+
+    def _redirected(self, node: Node, layers: tuple[int, ...]) -> bool:
+        """True when directory ``node``, found in one layer only, has a redirect there to
+        content in the layers below (its merged view then tells its layers)."""
+        if not self.follow_redirects or node.parent is None or len(layers) != 1:
+            return False
+        index = layers[0]
+        if index == len(self.layers) - 1:
+            return False
+        path = self.dir_path(node, index, built=False)
+        return self.layers[index].getxattr(path, TRUSTED.redirect) is not None
 
     def readlink(self, node: Node) -> bytes:
         parent = node.parent
         if parent is None:
             raise fail(errno.ENOENT)
         layer = self.top_layer(node)
-        return os.readlink(node.name, dir_fd=layer.dir_fd(parent.path()))
+        return os.readlink(node.name, dir_fd=layer.dir_fd(self.dir_path(parent, layer.index)))
 
     def getxattr(self, node: Node, name: bytes) -> bytes | None:
-        """An xattr of ``node`` as the union shows it (never the overlay's own)."""
-        if is_private_xattr(name):
-            return None
+        """An xattr of ``node`` as the union shows it (never the overlay's own; nested
+        ``overlay.*`` ones are stored escaped)."""
         absent = node.absent_xattrs
         if absent is not None and name in absent:
             return None
-        value = self._read_xattr(node, name)
+        value = self._read_xattr(node, escape_xattr(name))
         if value is None:
             if absent is None:
                 absent = node.absent_xattrs = set()
@@ -276,17 +360,19 @@ class Union:
                 if exc.errno in (errno.ENODATA, errno.ENOTSUP):
                     return None
                 raise
-        return self.top_layer(node).getxattr(node.path(), name)
+        layer = self.top_layer(node)
+        return layer.getxattr(self.path_in(node, layer.index), name)
 
     def listxattr(self, node: Node) -> list[bytes]:
         fd = self._unlinked_fd(node)
         if fd is not None:
             listed = os.listxattr(fd)
         else:
-            path = self.top_layer(node).xattr_path(node.path())
+            layer = self.top_layer(node)
+            path = layer.xattr_path(self.path_in(node, layer.index))
             listed = os.listxattr(path, follow_symlinks=False)
-        names = (os.fsencode(n) for n in listed)
-        return [n for n in names if not is_private_xattr(n)]
+        names = (unescape_xattr(os.fsencode(n)) for n in listed)
+        return [n for n in names if n is not None]
 
     def _unlinked_fd(self, node: Node) -> int | None:
         """An open fd of an unlinked ``node`` (it has no path any more), for reading."""
@@ -330,6 +416,7 @@ class Union:
             node.covered = set()
             node.whiteouts = set()
             node.sgid_gid = None
+            node.lower_paths = None  # re-read with the views (the layers moved down one)
         return frozen
 
     # ---- copy-up ------------------------------------------------------------------------
@@ -351,7 +438,8 @@ class Union:
         assert parent is not None
         self.copy_up(parent)
         source = entry.layer
-        st = copier.copy(self.layers[source], parent.path(), node.name, node.id)
+        st = copier.copy(self.layers[source], parent.path(), node.name, node.id,
+                         src_parent=self.dir_path(parent, source))
         self.copied_up(node, entry, source, st)
 
     def copied_up(self, node: Node, entry: Entry, source: int, st: os.stat_result) -> None:

@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 _FMODE_EXEC = 0o40  # the kernel marks opens for execve; openat2 rejects the bit
-_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC
+# O_DIRECT: the kernel already sends such a file's I/O straight to us, bypassing its page
+# cache, with the caller's sizes and offsets; our buffers are not aligned, so the layer file
+# is opened without it (as a buffered file), and O_DIRECT I/O of any alignment works.
+_OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC | os.O_DIRECT
 # Writes of a handle that has written this much are streaming: the kernel may throttle them
 # (dirty page limits), so its large writes go to a worker thread.
 STREAMING = 16 << 20
@@ -262,8 +265,10 @@ class UnionOperations(pyfuse3.Operations):
                 continue
             try:
                 found = union.lookup(parent, name)
-            except OSError:
+            except FileNotFoundError:
                 found = None
+            # Any other failure (an I/O error of a layer) reaches the caller: never a name
+            # silently missing from the listing.
             if found is None:  # removed since opendir
                 continue
             node, st = found
@@ -308,7 +313,7 @@ class UnionOperations(pyfuse3.Operations):
             await self.slow.copy_up(node)
             union.copy_up(node)
         layer = union.top_layer(node)
-        fd = layer.open(node.path(), self._fs_flags(flags))
+        fd = layer.open(union.path_in(node, layer.index), self._fs_flags(flags))
         return self._opened(fd, node, layer.index, flags)
 
     def _fs_flags(self, flags: int) -> int:
@@ -481,8 +486,8 @@ class UnionOperations(pyfuse3.Operations):
         node = union.view_of(parent, name)
         if not entry.is_dir:
             await self.slow.copy_up(node)
-        elif any(layer != 0 for layer in entry.dir_layers):
-            await self.slow.copy_up_tree(node)
+        elif not union.make_redirects and any(layer != 0 for layer in entry.dir_layers):
+            await self.slow.copy_up_tree(node)  # a redirect moves the directory alone
 
     # ---- attributes ----------------------------------------------------------------------
 

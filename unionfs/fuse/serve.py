@@ -61,6 +61,7 @@ def open_union(spec: MountSpec) -> Union:
         workdir=spec.workdir,
         xattr_ns=spec.xattr_ns,
         sync=not spec.volatile,
+        redirect_dir=spec.redirect_dir,
     )
     if spec.upper is not None and spec.read_only:
         config.lowers = [spec.upper, *spec.lowers]

@@ -11,7 +11,6 @@ import errno
 import fcntl
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from itertools import count
@@ -36,14 +35,23 @@ _NO_SHARING = (errno.EPERM, errno.EOPNOTSUPP)  # hard links to it refused: mknod
 
 
 class WorkDir:
-    """The scratch directory beside the upper, on the same filesystem."""
+    """The scratch directory beside the upper, on the same filesystem.
+
+    Everything inside it is reached through directory fds, never following a symlink: a
+    ``unionfs-tmp`` that someone replaced with a symlink is removed (the link, not its
+    target) and made again, and cleaning never leaves the work dir.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        tmp = os.path.join(path, TMP_SUBDIR)
-        os.makedirs(tmp, mode=0o700, exist_ok=True)
-        self.tmp_path = tmp
-        self.fd = os.open(tmp, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.tmp_path = os.path.join(path, TMP_SUBDIR)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)  # its parent must exist (checked by the mount request)
+        base = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.fd = _open_own_subdir(base, os.fsencode(TMP_SUBDIR))
+        finally:
+            os.close(base)
         self._names = count()
         self._pid = os.getpid()
         self._shared: bool | None = None  # the shared whiteout: made (True), refused (False)
@@ -53,17 +61,11 @@ class WorkDir:
 
     def clean(self) -> int:
         """Remove leftovers of interrupted copy-ups; returns how many there were."""
-        leftovers = os.listdir(self.tmp_path)
-        if os.fsdecode(SHARED_WHITEOUT) in leftovers:
-            os.unlink(os.path.join(self.tmp_path, os.fsdecode(SHARED_WHITEOUT)))
-            leftovers.remove(os.fsdecode(SHARED_WHITEOUT))
+        leftovers = [n for n in _list(self.fd) if n != SHARED_WHITEOUT]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SHARED_WHITEOUT, dir_fd=self.fd)
         for name in leftovers:
-            path = os.path.join(self.tmp_path, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            self.remove(name)
         return len(leftovers)
 
     def make_whiteout(self, dir_fd: int, name: bytes) -> None:
@@ -101,16 +103,63 @@ class WorkDir:
         self._shared = True
 
     def remove(self, name: bytes) -> None:
-        """Remove one work entry (a whole tree for a directory)."""
-        path = os.path.join(self.tmp_path, os.fsdecode(name))
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        """Remove one work entry (a whole tree for a directory), never following a link."""
+        remove_tree_at(self.fd, name)
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _open_own_subdir(base_fd: int, name: bytes) -> int:
+    """An O_PATH fd of directory ``name`` in ``base_fd``, made (0700) if missing; anything
+    else found there (a symlink, a file) is removed first, never followed."""
+    for _ in range(3):
+        try:
+            return os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           dir_fd=base_fd)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=base_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            log.warning("work dir entry %r is not a directory (a symlink?): removing it", name)
+            os.unlink(name, dir_fd=base_fd)
+    raise OSError(errno.EAGAIN, "work dir keeps changing", name)
+
+
+def _list(dir_fd: int) -> list[bytes]:
+    """The names in directory ``dir_fd`` (an O_PATH fd is fine)."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return [os.fsencode(n) for n in os.listdir(fd)]
+    finally:
+        os.close(fd)
+
+
+def remove_tree_at(dir_fd: int, name: bytes) -> None:
+    """Remove ``name`` in ``dir_fd`` and, for a directory, everything below it, reaching
+    each level through an fd opened with O_NOFOLLOW: a symlink is removed, never entered."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EISDIR, errno.EPERM):
+            raise
+    try:
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    try:
+        for child in os.listdir(sub):
+            remove_tree_at(sub, os.fsencode(child))
+    finally:
+        os.close(sub)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=dir_fd)
 
 
 class CopyUp:
@@ -125,14 +174,16 @@ class CopyUp:
         self._warned_chown = False
         self._no_clone: set[tuple[int, int]] = set()  # (src, dst) st_dev pairs: no reflink
 
-    def copy(self, src: Layer, parent: bytes, name: bytes, origin: int) -> os.stat_result:
-        """Copy ``parent/name`` of ``src`` to the same place in the upper; returns its stat.
-
-        The upper's ``parent`` must exist already. A directory is copied without its children.
-        """
-        st = src.lstat(parent, name)
+    def copy(self, src: Layer, parent: bytes, name: bytes, origin: int, *,
+             src_parent: bytes | None = None) -> os.stat_result:
+        """Copy ``src_parent/name`` of ``src`` to ``parent/name`` in the upper (the same
+        place unless a redirected directory keeps its lower content elsewhere); returns its
+        stat. The upper's ``parent`` must exist already. A directory is copied without its
+        children."""
+        where = parent if src_parent is None else src_parent
+        st = src.lstat(where, name)
         if stat.S_ISREG(st.st_mode):
-            sfd, st = self.open_source(src, parent, name)
+            sfd, st = self.open_source(src, where, name)
             try:
                 tmp = self.work.new_name()
                 self.build_file(sfd, st, tmp, origin)
@@ -144,8 +195,8 @@ class CopyUp:
         pfd = self.upper.dir_fd(parent)
         with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
             try:
-                self._make(src, parent, name, st, tmp)
-                self._copy_metadata(src, parent, name, st, tmp, origin)
+                self._make(src, where, name, st, tmp)
+                self._copy_metadata(src, where, name, st, tmp, origin)
                 renameat2(self.work.fd, tmp, pfd, name, RENAME_NOREPLACE)
             except BaseException:
                 self.work.remove(tmp)
@@ -157,8 +208,7 @@ class CopyUp:
 
     def open_source(self, src: Layer, parent: bytes, name: bytes) -> tuple[int, os.stat_result]:
         """Open regular file ``parent/name`` of ``src`` for copying: its fd and its stat."""
-        sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      dir_fd=src.dir_fd(parent))
+        sfd = src.open_in(parent, name, os.O_RDONLY)  # O_NOATIME where permitted
         return sfd, os.fstat(sfd)
 
     def build_file(self, sfd: int, st: os.stat_result, tmp: bytes, origin: int,

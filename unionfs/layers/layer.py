@@ -19,6 +19,7 @@ from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     NAMESPACES,
     OPAQUE_HAS_XATTR_WHITEOUTS,
+    TRUSTED,
     Kind,
     is_opaque_value,
     is_whiteout_stat,
@@ -98,7 +99,32 @@ class Layer:
 
     def open(self, rel: bytes, flags: int, mode: int = 0) -> int:
         """Open ``rel`` in this layer; the final component is never followed."""
-        return open_beneath(self.root_fd, rel, flags | os.O_NOFOLLOW, mode)
+        return self._open_reading(rel, flags | os.O_NOFOLLOW, mode)
+
+    def open_in(self, parent: bytes, name: bytes, flags: int) -> int:
+        """Open ``name`` in directory ``parent`` (one component, never followed)."""
+        dir_fd = self.dir_fd(parent)
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+        if self._noatime(flags):
+            try:
+                return os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
+            except PermissionError:
+                pass
+        return os.open(name, flags, dir_fd=dir_fd)
+
+    def _noatime(self, flags: int) -> bool:
+        """Reading a lower layer must not change even its atimes: O_NOATIME, as the kernel's
+        overlayfs opens its lower files, where this user may (owner, or CAP_FOWNER)."""
+        return not self.writable and flags & os.O_ACCMODE == os.O_RDONLY
+
+    def _open_reading(self, rel: bytes, flags: int, mode: int = 0) -> int:
+        """open_beneath, with O_NOATIME in a lower layer where the kernel allows it."""
+        if self._noatime(flags):
+            try:
+                return open_beneath(self.root_fd, rel, flags | os.O_NOATIME, mode)
+            except PermissionError:
+                pass  # not the owner: an ordinary open (the atime may then move)
+        return open_beneath(self.root_fd, rel, flags, mode)
 
     def getxattr(self, rel: bytes, name: bytes) -> bytes | None:
         """An xattr of ``rel`` (not following a final symlink), or None when it has none."""
@@ -132,7 +158,7 @@ class Layer:
         pending = [b""]
         while pending:
             rel = pending.pop()
-            fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+            fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 with os.scandir(fd) as it:
                     for e in it:
@@ -145,19 +171,22 @@ class Layer:
                 os.close(fd)
         return names
 
-    def listing(self, rel: bytes) -> LayerListing:
-        """The directory ``rel`` in union terms: kinds by name, and its opacity."""
-        fd = open_beneath(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+    def listing(self, rel: bytes, *, redirects: bool = False) -> LayerListing:
+        """The directory ``rel`` in union terms: kinds by name, and its opacity; with
+        ``redirects``, also its ``trusted.overlay.redirect`` (the kernel follows redirects
+        only in trusted mode: a user could forge a ``user.`` one)."""
+        fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
             entries = _scan(fd)
             opaque_values = [_fgetxattr(fd, ns.opaque) for ns in NAMESPACES]
             if OPAQUE_HAS_XATTR_WHITEOUTS in opaque_values:
                 _mark_xattr_whiteouts(fd, entries)
+            redirect = _fgetxattr(fd, TRUSTED.redirect) if redirects and rel else None
         finally:
             os.close(fd)
         entries, oci_opaque = translate_entries(entries)
         opaque = oci_opaque or any(is_opaque_value(v) for v in opaque_values)
-        return LayerListing(entries, opaque)
+        return LayerListing(entries, opaque, redirect)
 
 
 def _scan(fd: int) -> dict[bytes, Kind]:

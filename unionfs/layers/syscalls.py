@@ -46,6 +46,48 @@ def open_beneath(root_fd: int, path: bytes, flags: int, mode: int = 0) -> int:
     ``path`` is relative (b"" or b"." means the root itself). Raises OSError: ELOOP when a
     symlink is met, EXDEV when ``..`` would leave the root, as the kernel reports them.
     """
+    if len(path) >= PATH_CHUNK:
+        return _open_deep(root_fd, path, flags, mode)
+    return _open_short(root_fd, path, flags, mode)
+
+
+# A path longer than the kernel takes in one call (PATH_MAX, 4096 with its NUL) is walked in
+# pieces: each directory fd is opened beneath the previous one, so the whole walk stays as
+# confined as one openat2 (no symlink, no leaving the layer), at any depth.
+PATH_CHUNK = 4000
+
+
+def _open_deep(root_fd: int, path: bytes, flags: int, mode: int) -> int:
+    pieces = _pieces(path)
+    fd = root_fd
+    try:
+        for piece in pieces[:-1]:
+            nxt = _open_short(fd, piece, os.O_PATH | os.O_DIRECTORY, 0)
+            if fd != root_fd:
+                os.close(fd)
+            fd = nxt
+        return _open_short(fd, pieces[-1], flags, mode)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
+
+
+def _pieces(path: bytes) -> list[bytes]:
+    """``path`` cut at slashes into pieces shorter than PATH_CHUNK (a name is <= 255)."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for name in path.split(b"/"):
+        if current and size + len(name) + 1 >= PATH_CHUNK:
+            pieces.append(b"/".join(current))
+            current, size = [], 0
+        current.append(name)
+        size += len(name) + 1
+    pieces.append(b"/".join(current))
+    return pieces
+
+
+def _open_short(root_fd: int, path: bytes, flags: int, mode: int) -> int:
     global _have_openat2
     if not path:
         path = b"."

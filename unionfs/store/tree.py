@@ -21,6 +21,7 @@ from typing import Any
 
 from unionfs.core import whiteout as wh
 from unionfs.core.paths import join
+from unionfs.errors import UserError
 
 
 class NodeType(enum.Enum):
@@ -133,6 +134,11 @@ def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[by
     node = Node(path, NodeType.REG, stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns,
                 xattrs=public_xattrs(xattrs), private=bookkeeping_xattrs(xattrs))
     if stat.S_ISDIR(mode):
+        if wh.TRUSTED.redirect in xattrs:
+            # A layer archive cannot say "my content is elsewhere": refuse, never lose it.
+            raise UserError(f"{os.fsdecode(path)} is a renamed directory whose content stays "
+                            "in a lower layer (overlay.redirect); mount with "
+                            "-o redirect_dir=off to make uppers that can be committed")
         node.type, node.source = NodeType.DIR, full
         node.opaque, node.xattr_whiteouts = dir_opacity(xattrs)
     elif stat.S_ISREG(mode):
