@@ -9,6 +9,7 @@ the subprocess timeouts below only turn such a hang into a failure, they synchro
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -36,10 +37,17 @@ class Hold:
         os.mkfifo(self.held)
         os.mkfifo(self.release_fifo)
 
-    def wait_held(self) -> str:
-        """Block until a worker thread has reached the hold (it writes its kind)."""
-        with open(self.held) as fifo:
-            return fifo.readline().strip()
+    def wait_held(self, timeout: float = 60.0) -> str:
+        """Block until a worker thread has reached the hold (it writes its kind); a hold
+        that is never reached fails the test instead of hanging it."""
+        fd = os.open(self.held, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with select.epoll() as poll:
+                poll.register(fd, select.EPOLLIN)
+                assert poll.poll(timeout), f"{self.held.name}: the hold was never reached"
+            return os.read(fd, 64).decode().strip()
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         with open(self.release_fifo, "w") as fifo:
@@ -166,11 +174,12 @@ def test_requests_complete_while_an_fsync_is_held(stack: StackFactory, mounts: M
 
 def test_requests_complete_during_a_tree_copy_up(stack: StackFactory, mounts: Mounts,
                                                  tmp_path: Path) -> None:
-    """The first rename of a merged directory copies its files up in worker threads."""
+    """The first rename of a merged directory copies its files up in worker threads (where
+    it copies the tree: with redirect_dir=on it moves the directory alone)."""
     st = big_stack(stack)
     env = holding(tmp_path)
     hold = Hold(Path(env["UNIONFS_TEST_HOLD"]), "copy-up")
-    mnt = mounts.unionfs(st, env=env)
+    mnt = mounts.unionfs(st, env=env, extra=["redirect_dir=off"])
     others_answer(mnt)
     with started(["mv", str(mnt / "tree"), str(mnt / "tree2")]) as mover:
         for _ in range(2):  # tree/a and tree/sub/b, one after the other
