@@ -200,7 +200,7 @@ def finish(spec: Spec, argv: list[str], workdir: str | None = None) -> NoReturn:
     if user.uid != 0 or spec.user:
         env["HOME"] = user.home
     drop_privileges(user)
-    enter_workdir(workdir or spec.workdir)
+    enter_workdir(workdir or spec.workdir or "/")
     path = resolve_command(argv[0], env.get("PATH", ""))
     try:
         os.execve(path, argv, env)

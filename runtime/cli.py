@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime import lifecycle, state, supervisor
 from runtime.enter import exec_in
+from runtime.imageconfig import apply_image_config
 from runtime.spec import (
     Limits,
     Spec,
@@ -85,7 +86,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set (or pass on) an environment variable")
-    p.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file (K=V lines)")
+    p.add_argument("--entrypoint", default=None, metavar="CMD",
+                   help="replace the image's Entrypoint ('' clears it)")
+    p.add_argument("-w", "--workdir", default="", metavar="DIR",
+                   help="working directory (default: the image's, else /)")
     p.add_argument("-u", "--user", default="", metavar="UID[:GID]",
                    help="user (and group) to run as: numbers or names in the image")
     p.add_argument("-h", "--hostname", default="", metavar="NAME",
@@ -102,7 +108,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
-                   help="command and arguments (default /bin/sh)")
+                   help="command and arguments (default: the image's Cmd)")
     p.set_defaults(func=cmd_run)
 
 
@@ -144,6 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("the input device is not a TTY")
     store = open_store(args)
     image = store.image(spec.image)
+    spec = apply_image_config(spec, image.config, entrypoint=args.entrypoint,
+                              env_files=args.env_file)
     container = state.create(store, spec, image)
     try:
         if spec.detach:

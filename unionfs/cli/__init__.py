@@ -18,6 +18,7 @@ from unionfs.errors import UserError
 COMMAND_MODULES = (
     "unionfs.cli.mount_cmd",
     "unionfs.cli.store_cmd",
+    "unionfs.cli.build_cmd",
     "runtime.cli",
     "unionfs.cli.demo_cmd",
 )
