@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     p.add_argument("--target", metavar="STAGE", help="build up to this stage")
     p.add_argument("--network", default="host", choices=("host", "none"),
                    help="network of RUN steps (default: host)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]",
+                   help="bind-mount a host path into RUN steps (not part of the image, not "
+                   "part of the cache key)")
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")
     p.set_defaults(func=cmd_build)
 
@@ -51,6 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(context=Path(args.context), file=Path(args.file) if args.file else None,
                         tag=args.tag, build_args=parse_build_args(args.build_arg),
-                        no_cache=args.no_cache, target=args.target, network=args.network)
+                        no_cache=args.no_cache, target=args.target, network=args.network,
+                        volumes=list(args.volume))
     build(Store.open(args.store), opts, sys.stdout)
     return 0

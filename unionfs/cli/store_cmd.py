@@ -120,23 +120,25 @@ def _commit_config(store: Any, target: str | None, changes: list[str]) -> Any:
     from unionfs.store.imageconfig import ContainerConfig
 
     apply_changes(ContainerConfig(), changes)  # bad --change: refused before any work
-    spec = _container_spec(store, target) if target else None
-    if spec is None and not changes:
+    found = _container_spec(store, target) if target else None
+    if found is None and not changes:
         return None
 
     def make(base: dict[str, Any] | None) -> dict[str, Any]:
-        if spec is not None:
+        if found is not None:
             from runtime.imageconfig import container_config  # type: ignore[import-not-found]
 
-            cfg = container_config(spec, base)
+            spec, image = found  # the container's own image, not any with the same layers
+            cfg = container_config(spec, image.config if image is not None else base)
         else:
             cfg = ContainerConfig.from_image(base)
         return apply_changes(cfg, changes).to_oci()
     return make
 
 
-def _container_spec(store: Any, name: str) -> Any:
-    """The run spec of container ``name`` (None: no such container, or no runtime)."""
+def _container_spec(store: Any, name: str) -> tuple[Any, Any] | None:
+    """The run spec and image of container ``name`` (None: no such container, or no
+    runtime)."""
     if os.path.isdir(name):
         return None
     try:
@@ -144,7 +146,9 @@ def _container_spec(store: Any, name: str) -> Any:
     except ImportError:
         return None
     container = state.find(store, name)
-    return container.spec if container is not None else None
+    if container is None:
+        return None
+    return container.spec, store.find_image(container.config.get("image_id", ""))
 
 
 def _commit_upper(store: Any, upper: Path, tag: str, parent: str | None,
