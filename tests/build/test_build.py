@@ -310,6 +310,8 @@ def _store_snapshot(root: Path) -> tuple[object, ...]:
     ({}, 'FROM busybox\nCOPY --from=nowhere /a /b\n', "Containerfile:2", "no such stage"),
     ({}, "FROM busybox\nENV A=\"unterminated\n", "Containerfile:2", "unterminated quote"),
     ({}, "FROM busybox\nCOPY missing.txt /x\n", "Containerfile:2", "no such file"),
+    ({}, "FROM busybox\nRUN --network=bridge true\n", "Containerfile:2",
+     "use host or none"),
 ])
 def test_bad_input(cli: CLI, tmp_path: Path, store_root: Path, files: dict[str, str],
                    text: str, where: str, what: str) -> None:

@@ -92,6 +92,7 @@ class Builder:
     # -- the whole build -------------------------------------------------------------------
 
     def build(self) -> Image:
+        tag = refs.normalize_tag(self.opts.tag) if self.opts.tag else None  # before any work
         path = self._file()
         name = path.name if path.parent == self.context else str(path)
         try:
@@ -110,7 +111,6 @@ class Builder:
             self.results[str(stage.index)] = config
             if stage.name:
                 self.results[stage.name] = config
-        tag = refs.normalize_tag(self.opts.tag) if self.opts.tag else None
         image = self.store.publish_image(config, tag)
         self._say(f"COMMIT {tag or ''}".rstrip())
         if tag:
