@@ -199,23 +199,26 @@ def test_dockerignore(cli: CLI, tmp_path: Path) -> None:
 
 def test_build_args(cli: CLI, tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "ctx", {}, """\
+ARG GLOBAL=from-global
 FROM busybox
 ARG FLAVOUR=plain
 ARG UNSET
+ARG GLOBAL
 ENV SHOWN=${FLAVOUR}
-RUN echo "$FLAVOUR/${UNSET:-none}" > /flavour
+RUN echo "$FLAVOUR/${UNSET:-none}" > /flavour && echo $GLOBAL > /global
 CMD ["sh", "-c", "cat /flavour; echo $SHOWN; echo ${FLAVOUR:-gone}"]
 """)
     build(cli, ctx, "-t", "args:1")
     try:
         # ARGs are gone at run time
         assert cli.ok("run", "--rm", "args:1") == "plain/none\nplain\ngone\n"
+        assert cli.ok("run", "--rm", "args:1", "cat", "/global") == "from-global\n"
         out = build(cli, ctx, "--build-arg", "FLAVOUR=spicy", "--build-arg", "UNSET=set",
                     "-t", "args:2")
         assert "Using cache" not in out.split("RUN", 1)[1]  # a changed arg: RUN runs again
         assert cli.ok("run", "--rm", "args:2") == "spicy/set\nspicy\ngone\n"
         hist = cli.ok("history", "--no-trunc", "args:2")
-        assert "|2 FLAVOUR=spicy UNSET=set RUN" in hist
+        assert "|3 FLAVOUR=spicy GLOBAL=from-global UNSET=set RUN" in hist
         info = json.loads(cli.ok("inspect", "args:2"))[0]
         assert info["Config"]["Env"] == ["SHOWN=spicy"]  # ARGs are not kept in the image
     finally:

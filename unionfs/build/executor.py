@@ -190,11 +190,12 @@ class Builder:
         gvars = self._global_variables(global_args, escape)
         base = words.expand(stage.base, gvars, escape)
         state = self._from(base)
-        self._step(stage.start, lambda: (f"base {state.base_id}", None))
+        self._step(stage.start, lambda: None)
         for ins in stage.steps:
             if ins.keyword == "ARG":
-                self._step(ins, lambda ins=ins: ("", None))  # type: ignore[misc]
-                state.args.update(self._declare(ins, {**gvars, **state.variables()}, escape))
+                self._step(ins, lambda: None)
+                state.args.update(self._declare(ins, {**gvars, **state.variables()}, escape,
+                                                inherit=gvars))
                 continue
             self._cached_step(ins, state, escape)
         return state.config
@@ -210,8 +211,10 @@ class Builder:
         image = self.store.image(base)
         return State(dict(image.config), image.id)
 
-    def _declare(self, ins: Instruction, variables: dict[str, str], escape: str
-                 ) -> dict[str, str]:
+    def _declare(self, ins: Instruction, variables: dict[str, str], escape: str, *,
+                 inherit: dict[str, str] | None = None) -> dict[str, str]:
+        """The values of the ARGs ``ins`` declares: --build-arg, else its default, else (in a
+        stage) the global ARG's value."""
         out: dict[str, str] = {}
         for word in words.split(ins.args, variables, escape):
             name, sep, default = word.partition("=")
@@ -221,6 +224,8 @@ class Builder:
                 out[name] = self.opts.build_args[name]
             elif sep:
                 out[name] = default
+            elif inherit and name in inherit:
+                out[name] = inherit[name]
         return out
 
     def _cached_step(self, ins: Instruction, state: State, escape: str) -> None:
@@ -240,7 +245,7 @@ class Builder:
         if ins.keyword == "CMD":
             state.cmd_inherited = False
 
-    def _step(self, ins: Instruction, body: Callable[[], tuple[str, Any]]) -> None:
+    def _step(self, ins: Instruction, body: Callable[[], None]) -> None:
         self._say(f"STEP {self._next()}/{self.total}: {ins.text}")
         started = time.monotonic()
         body()
@@ -257,7 +262,7 @@ class Builder:
 
     # -- executing one instruction -----------------------------------------------------------
 
-    def _execute(self, ins: Instruction, state: State, escape: str) -> tuple[str, Any]:
+    def _execute(self, ins: Instruction, state: State, escape: str) -> None:
         if ins.keyword in instructions.CONFIG_ONLY:
             cc = instructions.apply_config(ins, state.cc, state.variables(), escape,
                                            cmd_inherited=state.cmd_inherited)
@@ -268,7 +273,6 @@ class Builder:
             self._run(ins, state)
         else:
             self._copy(ins, state, escape)
-        return "", None
 
     def _run(self, ins: Instruction, state: State) -> None:
         cc = state.cc
