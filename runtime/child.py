@@ -207,8 +207,10 @@ def finish(spec: Spec, argv: list[str], workdir: str | None = None) -> NoReturn:
     env = spec.environment()
     if user.uid != 0 or spec.user:
         env["HOME"] = user.home
-    drop_privileges(user)
-    enter_workdir(workdir or spec.workdir)
+    wd = workdir or spec.workdir or "/"
+    os.makedirs(wd, exist_ok=True)  # made while still root, as runc does (an image's user
+    drop_privileges(user)           # may not be allowed to create it)
+    enter_workdir(wd)
     path = resolve_command(argv[0], env.get("PATH", ""))
     try:
         os.execve(path, argv, env)

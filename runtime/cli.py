@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime import idmap, lifecycle, network, state, supervisor
 from runtime.enter import exec_in
+from runtime.imageconfig import apply_image_config
 from runtime.spec import (
     Limits,
     Spec,
@@ -86,7 +87,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set (or pass on) an environment variable")
-    p.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file (K=V lines)")
+    p.add_argument("--entrypoint", default=None, metavar="CMD",
+                   help="replace the image's Entrypoint ('' clears it)")
+    p.add_argument("-w", "--workdir", default="", metavar="DIR",
+                   help="working directory (default: the image's, else /)")
     p.add_argument("-u", "--user", default="", metavar="UID[:GID]",
                    help="user (and group) to run as: numbers or names in the image")
     p.add_argument("-h", "--hostname", default="", metavar="NAME",
@@ -112,7 +118,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
-                   help="command and arguments (default /bin/sh)")
+                   help="command and arguments (default: the image's Cmd)")
     p.set_defaults(func=cmd_run)
 
 
@@ -162,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from unionfs.store.registry import ensure_image  # pulls a missing host/name image
 
     image = ensure_image(store, spec.image)
+    spec = apply_image_config(spec, image.config, entrypoint=args.entrypoint,
+                              env_files=args.env_file)
     _prepare_network(spec, args, image)
     if os.geteuid() != 0 and not idmap.rootless_maps().full:
         print(idmap.one_id_warning(), file=sys.stderr)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from runtime import cgroups, network, state, supervisor
+from runtime.imageconfig import stop_signal
 from runtime.rootfs import cleanup_stale
 from unionfs.errors import UserError
 
@@ -17,12 +18,13 @@ SUPERVISOR_GRACE = 30.0
 
 
 def stop(container: state.Container, timeout: float = 10.0) -> None:
-    """SIGTERM to PID 1, SIGKILL after ``timeout``; returns once cleanup is done."""
+    """The image's StopSignal (SIGTERM) to PID 1, SIGKILL after ``timeout``; returns once
+    cleanup is done."""
     st = container.state()
     if container.running():
         pid, start = st["pid"], st.get("pid_start")
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, stop_signal(container.spec))
         if not state.wait_gone(pid, start, timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -70,10 +70,12 @@ class Spec:
     ports: list[Port] = field(default_factory=list)  # -p/-P (private network only)
     uidmap: list[IdMap] = field(default_factory=list)  # --uidmap: a user namespace's map
     gidmap: list[IdMap] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)  # the image's, or --entrypoint
+    stop_signal: str = ""  # the image's StopSignal (empty: SIGTERM)
 
     def argv(self) -> list[str]:
-        """The command to execute (the image default when none was given)."""
-        return list(self.command) or list(DEFAULT_COMMAND)
+        """Entrypoint + command (``/bin/sh`` when the image and the run line give none)."""
+        return [*self.entrypoint, *self.command] or list(DEFAULT_COMMAND)
 
     def environment(self) -> dict[str, str]:
         """The container's environment: defaults, then ``-e`` entries in order."""

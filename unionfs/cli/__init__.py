@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "unionfs.cli.store_cmd",
     "unionfs.cli.registry_cmd",
     "unionfs.cli.watch_cmd",
+    "unionfs.cli.build_cmd",
     "runtime.cli",
     "unionfs.cli.demo_cmd",
 )

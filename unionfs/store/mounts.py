@@ -15,7 +15,7 @@ from typing import Any
 
 from unionfs.errors import UserError
 from unionfs.store.fsutil import flock
-from unionfs.store.store import UPPER_RECORD, Image, Progress, Store
+from unionfs.store.store import UPPER_RECORD, ConfigArg, Image, Progress, Store
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
@@ -90,7 +90,7 @@ def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None =
 
 def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
                    created_by: str = "", author: str | None = None,
-                   progress: Progress | None = None) -> Image:
+                   progress: Progress | None = None, config: ConfigArg = None) -> Image:
     """Commit a live mount's upper as a new image; the mount goes on over a fresh upper.
 
     Commits on the same mount point are serialized by a lock file in the store.
@@ -107,7 +107,7 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
 
         old_upper = Path(switch_upper(mountpoint))
         image = store.commit_on_layers(old_upper, lower_ids, tag, message, created_by, author,
-                                       adopt=True, progress=progress)
+                                       adopt=True, progress=progress, config=config)
         store.record_committed(old_upper, image.layer_ids[-1])
         return image
 
