@@ -167,11 +167,15 @@ def cmd_ps(args: argparse.Namespace) -> int:
         running = st.get("status") == "running"
         if not (running or args.all):
             continue
+        if c.broken:
+            print(f"unionfs: warning: container {c.id[:12]} is broken ({c.broken}); "
+                  f"remove it with: unionfs rm -f {c.id[:12]}", file=sys.stderr)
         if args.quiet:
             print(c.id[:12])
             continue
-        rows.append((c.id[:12], c.config["image"], _short_cmd(c.spec.argv()),
-                     _ago(c.config["created"]), _status(st), c.name))
+        command = "" if c.broken else _short_cmd(c.spec.argv())
+        rows.append((c.id[:12], c.config["image"], command, _ago(c.config["created"]),
+                     _status(st), c.name))
     if not args.quiet:
         _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
     return 0
@@ -202,7 +206,8 @@ def _status(st: dict[str, Any]) -> str:
     if st.get("status") == "running":
         return f"Up {_duration(st.get('started_at'))}"
     if st.get("status") == "exited":
-        return f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
+        text = f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
+        return f"{text} (Error: {st['error']})" if st.get("error") else text
     return "Created"
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from runtime import cgroups, state, supervisor
-from runtime.rootfs import cleanup_stale
+from runtime.rootfs import cleanup_stale, end_server
 from unionfs.errors import UserError
 
 SUPERVISOR_GRACE = 30.0
@@ -31,18 +31,35 @@ def stop(container: state.Container, timeout: float = 10.0) -> None:
 
 
 def wait_supervisor(container: state.Container) -> None:
-    """Wait for the supervisor to finish its cleanup; clean up after it if it died."""
+    """Wait for the supervisor to finish its cleanup; clean up after it if it died.
+
+    After a killed supervisor: the container's processes (its cgroup, or PID 1), the unionfs
+    server (ended deliberately: its mount may live only in its own mount namespace), the
+    mount and the cgroup.
+    """
     st = container.state()
     state.wait_gone(st.get("supervisor"), st.get("supervisor_start"), SUPERVISOR_GRACE)
-    if container.dir.exists():
-        cleanup_stale(container.rootfs)
-        if st.get("cgroup"):
-            with contextlib.suppress(OSError):
-                cgroups.load(st["cgroup"]).remove()
+    if not container.dir.exists():
+        return
+    cg = cgroups.load(st["cgroup"]) if st.get("cgroup") else None
+    if cg is not None:
+        with contextlib.suppress(OSError):
+            cg.kill_all()
+    if state.pid_alive(st.get("pid"), st.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGKILL)
+        state.wait_gone(st["pid"], st.get("pid_start"), SUPERVISOR_GRACE)
+    end_server(st.get("server"), st.get("server_start"), container.rootfs)
+    cleanup_stale(container.rootfs)
+    if cg is not None:
+        with contextlib.suppress(OSError):
+            cg.remove()
 
 
 def start(container: state.Container) -> None:
     """Start a stopped container again, detached, on the same upper."""
+    if container.broken:
+        raise UserError(f"cannot start container {container.id[:12]}: {container.broken}")
     if container.running():
         return
     wait_supervisor(container)

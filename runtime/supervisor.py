@@ -14,14 +14,15 @@ import os
 import pty
 import shutil
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime import cgroups, child, init, linux, namespaces, relay, state
 from runtime.child import read_all, read_line
-from runtime.rootfs import RootMount, cleanup_stale, mount_root
+from runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
 from runtime.spec import Spec
 from unionfs.errors import UserError
 
@@ -32,6 +33,40 @@ class StartFailed(UserError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(" ".join(message.split("\n")))
         self.exit_code = code
+
+
+class Interrupted(StartFailed):
+    """A termination signal arrived before the container was running: nothing is kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} while starting the "
+                         "container", 128 + signum)
+
+
+STARTUP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Note termination signals instead of dying of them, so a start can be undone at a safe
+    point (:func:`check_signals`); the list holds the signals received."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, note) for s in STARTUP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def check_signals(received: list[int]) -> None:
+    """Raise :class:`Interrupted` when a termination signal came while starting."""
+    if received:
+        raise Interrupted(received[0])
 
 
 @dataclass
@@ -75,41 +110,89 @@ def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None
 
 def supervise(container: state.Container, *, attached: bool,
               notify: Callable[[], None] | None = None) -> int:
-    """Run the container once; its exit code. ``notify()`` is called once it started."""
+    """Run the container once; its exit code. ``notify()`` is called once it started.
+
+    A termination signal before the container runs undoes the start (mount, cgroup, and with
+    ``--rm`` the container); after that, signals are forwarded to the container.
+    """
     spec = container.spec
-    userns = namespaces.wants_userns(spec.userns)
-    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
-    write_etc_files(container, spec)
-    cleanup_stale(container.rootfs)
-    cg = make_cgroup(container, spec)
-    root: RootMount | None = None
-    started: Started | None = None
-    try:
-        root = mount_root(container.config["layer_dirs"], container.upper, container.work,
-                          container.rootfs, allow_other=os.geteuid() == 0,
-                          log_file=container.dir / "unionfs.log")
-        started = spawn(container, spec, cg, userns=userns, attached=attached)
-        me = os.getpid()
-        container.write_state(
-            status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
-            supervisor=me, supervisor_start=state.pid_start_time(me),
-            cgroup=cg.to_dict() if cg else None, started_at=state.now_iso(),
-            exit_code=None, oom_killed=False, finished_at=None,
-        )
-        if notify is not None:
-            notify()
-        status = wait_container(started, spec, container, attached=attached)
-        code = init.exit_code(status)
-        oom = cg.oom_killed() if cg else False
-        if oom and code != 0:
-            code = 137
-        container.write_state(status="exited", exit_code=code, oom_killed=oom,
-                              finished_at=state.now_iso())
-        return code
-    finally:
-        _cleanup(started, cg, root)
-        if spec.remove:
-            state.delete(container)
+    with deferred_signals() as received:
+        userns = namespaces.wants_userns(spec.userns)
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        write_etc_files(container, spec)
+        cleanup_stale(container.rootfs)
+        private = private_mounts()
+        cg = make_cgroup(container, spec)
+        root: RootMount | None = None
+        started: Started | None = None
+        try:
+            check_signals(received)
+            root = mount_root(container.config["layer_dirs"], container.upper, container.work,
+                              container.rootfs, allow_other=os.geteuid() == 0,
+                              log_file=container.dir / "unionfs.log")
+            check_signals(received)
+            started = spawn(container, spec, cg, userns=userns, attached=attached)
+            check_signals(received)
+            _record_running(container, started, cg, root, private)
+            if notify is not None:
+                notify()
+            watch_server(root, started.pid)
+            status = wait_container(started, spec, container, attached=attached,
+                                    pending=received)
+            _record_exit(container, status, cg, root)
+            return int(container.state()["exit_code"])
+        finally:
+            _cleanup(started, cg, root)
+            if spec.remove:
+                state.delete(container)
+
+
+def watch_server(root: RootMount, pid1: int) -> None:
+    """Kill the container when its filesystem server dies: without it nothing in the
+    container works (a thread waits for the server; a pidfd names PID 1 safely)."""
+    if root.handle is None:
+        return
+    process = root.handle.process
+    pidfd = os.pidfd_open(pid1)
+
+    def wait() -> None:
+        try:
+            process.wait()
+            if not root.released:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+
+    threading.Thread(target=wait, name="server-watch", daemon=True).start()
+
+
+def _record_running(container: state.Container, started: Started, cg: cgroups.Cgroup | None,
+                    root: RootMount, private: bool) -> None:
+    me = os.getpid()
+    server = root.handle.pid if root.handle is not None else None
+    container.write_state(
+        status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
+        supervisor=me, supervisor_start=state.pid_start_time(me),
+        server=server, server_start=state.pid_start_time(server) if server else None,
+        private_mounts=private, cgroup=cg.to_dict() if cg else None,
+        started_at=state.now_iso(), exit_code=None, oom_killed=False, finished_at=None,
+        error="",
+    )
+
+
+def _record_exit(container: state.Container, status: int, cg: cgroups.Cgroup | None,
+                 root: RootMount) -> None:
+    code = init.exit_code(status)
+    oom = cg.oom_killed() if cg else False
+    if oom and code != 0:
+        code = 137
+    error = ""
+    died = root.server_died
+    if died is not None:
+        error = f"the container's filesystem server died (status {died})"
+    container.write_state(status="exited", exit_code=code, oom_killed=oom,
+                          finished_at=state.now_iso(), error=error)
 
 
 def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, root: RootMount | None) -> None:
@@ -206,9 +289,16 @@ def _handshake(pid: int, cg: cgroups.Cgroup | None, userns: bool, down: int,
 
 
 def wait_container(started: Started, spec: Spec, container: state.Container, *,
-                   attached: bool) -> int:
-    """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status."""
+                   attached: bool, pending: list[int] | None = None) -> int:
+    """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status.
+
+    ``pending`` are signals that arrived since the container was recorded running: they are
+    forwarded first.
+    """
     with relay.forwarding(started.pid):
+        for signum in pending or ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.pid, signum)
         if started.master is None:
             return relay.wait(started.pid)
         if attached:
