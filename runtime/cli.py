@@ -100,10 +100,33 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--network", default="host", metavar="MODE", help="host (default) or none")
     p.add_argument("--userns", action="store_true", help="a user namespace even as root")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
+    _add_security(p)
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                    help="command and arguments (default /bin/sh)")
     p.set_defaults(func=cmd_run)
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--privileged", action="store_true",
+                   help="all capabilities, no seccomp filter, device nodes may be made")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability (e.g. NET_ADMIN, or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability (e.g. CHOWN, or ALL)")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined or seccomp=PROFILE.json (docker's format)")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR]",
+                   help="pass a host device node in")
+
+
+def _security_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from runtime import security
+
+    return {"cap_add": security.check_caps(args.cap_add),
+            "cap_drop": security.check_caps(args.cap_drop), "privileged": args.privileged,
+            "seccomp": security.parse_security_opts(args.security_opt),
+            "devices": [security.parse_device(d) for d in args.device]}
 
 
 def _add_exec(sub: Any) -> None:
@@ -134,11 +157,22 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         remove=args.rm, env=list(args.env), workdir=args.workdir, user=args.user,
         hostname=args.hostname, volumes=[parse_volume(v) for v in args.volume], limits=limits,
         read_only=args.read_only, network=check_network(args.network), userns=args.userns,
-        init=args.init,
+        init=args.init, **_security_fields(args),
     )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run``, with docker's exit codes: 125 when unionfs fails, 126 when the command cannot
+    be invoked, 127 when it is not found, otherwise the container's status."""
+    try:
+        return _run(args)
+    except UserError as exc:
+        if exc.exit_code not in (126, 127) and exc.exit_code < 128:
+            exc.exit_code = 125
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if spec.tty and not sys.stdin.isatty() and not spec.detach and spec.interactive:
         raise UserError("the input device is not a TTY")

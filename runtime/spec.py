@@ -31,6 +31,14 @@ class Volume:
 
 
 @dataclass
+class Device:
+    """A host device node passed in with ``--device HOST[:CTR]``."""
+
+    host: str
+    container: str
+
+
+@dataclass
 class Limits:
     """Cgroup limits; ``None`` means not set."""
 
@@ -65,6 +73,12 @@ class Spec:
     network: str = "host"
     userns: bool = False
     init: bool = False
+    # Security (see runtime.security): capabilities, seccomp, devices passed in.
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    seccomp: str | dict[str, Any] = "default"  # "default", "unconfined" or a docker profile
+    devices: list[Device] = field(default_factory=list)
 
     def argv(self) -> list[str]:
         """The command to execute (the image default when none was given)."""
@@ -93,6 +107,7 @@ class Spec:
         data = dict(data)
         data["volumes"] = [Volume(**v) for v in data.get("volumes", [])]
         data["limits"] = Limits(**data.get("limits", {}))
+        data["devices"] = [Device(**d) for d in data.get("devices", [])]
         return cls(**data)
 
 

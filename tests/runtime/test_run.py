@@ -212,12 +212,13 @@ def test_network_none_has_only_loopback(cli: CLI) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["nosuchimage", "true"], 2, "unknown image"),
-    (["--memory", "lots", "busybox", "true"], 2, "invalid size"),
+    (["nosuchimage", "true"], 125, "unknown image"),
+    (["--memory", "lots", "busybox", "true"], 125, "invalid size"),
     (["busybox", "nosuchcmd"], 127,
      'exec: "nosuchcmd": executable file not found in $PATH'),
-    (["-v", "/nonexistent/src:/x", "busybox", "true"], 2, "bind source path does not exist"),
-    (["--name", "taken", "busybox", "true"], 2, "already in use"),
+    (["-v", "/nonexistent/src:/x", "busybox", "true"], 125, "bind source path does not exist"),
+    (["--name", "taken", "busybox", "true"], 125, "already in use"),
+    (["busybox", "/etc/motd"], 126, 'exec: "/etc/motd": permission denied'),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(cli: CLI, store_root: Path,
                                                   args: list[str], code: int,
