@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime import cgroups, child, init, initlayer, linux, namespaces, relay, state
 from runtime.child import read_all, read_line
 from runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
 from runtime.spec import Spec
@@ -127,7 +127,9 @@ def supervise(container: state.Container, *, attached: bool,
         started: Started | None = None
         try:
             check_signals(received)
-            root = mount_root(container.config["layer_dirs"], container.upper, container.work,
+            lowers = container.config["layer_dirs"]
+            init_layer = initlayer.build(container.dir, lowers, spec)
+            root = mount_root([str(init_layer), *lowers], container.upper, container.work,
                               container.rootfs, allow_other=os.geteuid() == 0,
                               log_file=container.dir / "unionfs.log")
             check_signals(received)

@@ -170,3 +170,34 @@ def test_commit_of_a_running_container_is_live(cli: CLI, store: Store) -> None:
     finally:
         cli("rm", "-f", "livecommit")
         cli("rmi", "live:one")
+
+
+def test_stub_files_stay_out_of_diff_and_commit(cli: CLI, store: Store, tmp_path: Path) -> None:
+    cli.ok("run", "--name", "stubs", "-v", f"{tmp_path}:/data/vol", "-w", "/work/dir",
+           "busybox", "sh", "-c", "cat /etc/hostname; echo x > /root/x")
+    try:
+        assert cli.ok("diff", "stubs").splitlines() == ["C /root", "A /root/x"]
+        cli.ok("commit", "stubs", "stubs:img")
+        image = store.image("stubs:img")
+        top = image.layer_dirs[0]
+        assert (top / "root/x").exists()
+        assert not (top / "etc").exists() and not (top / "data").exists()
+        assert not (top / "work").exists()
+        cli.ok("run", "-d", "--name", "stubs-live", "stubs:img", "sleep", "1000")
+        cli.ok("commit", "stubs-live", "stubs:live")
+        live_top = store.image("stubs:live").layer_dirs[0]
+        assert not (live_top / "etc/hostname").exists()
+        assert len(store.image("stubs:live").layer_ids) == len(image.layer_ids) + 1
+    finally:
+        cli("rm", "-f", "stubs", "stubs-live")
+        cli("rmi", "stubs:live")
+        cli("rmi", "stubs:img")
+
+
+def test_read_only_root_has_mount_points_and_etc_files(cli: CLI, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("host\n")
+    out = cli.ok("run", "--rm", "--read-only", "-h", "ro-box", "-v", f"{tmp_path}:/new/mnt",
+                 "-w", "/some/where", "busybox", "sh", "-c",
+                 "pwd; cat /new/mnt/f; cat /etc/hostname; grep -c localhost /etc/hosts; "
+                 "test -f /etc/resolv.conf && echo resolv; touch /x 2>/dev/null || echo ro")
+    assert out.split() == ["/some/where", "host", "ro-box", "2", "resolv", "ro"]

@@ -60,7 +60,8 @@ def test_files_written_inside_land_in_the_upper(cli: CLI, store: Store) -> None:
         assert not (lower / "root/new").exists()
         assert (lower / "bin/vi").is_symlink()
         # The /etc files bound in from the state dir are not in the upper.
-        assert not (upper / "etc/hostname").exists() or (upper / "etc/hostname").stat().st_size == 0
+        for stub in ("hostname", "hosts", "resolv.conf"):
+            assert not (upper / "etc" / stub).exists()
         info = state.container_info(store, "writer")
         assert info is not None and info["State"]["Status"] == "exited"
         assert info["State"]["ExitCode"] == 0 and info["Upper"] == str(upper)
@@ -202,8 +203,10 @@ def test_read_only_root(cli: CLI, tmp_path: Path) -> None:
     assert res.stdout.split()[0] == "rootro"
     assert "Read-only file system" in res.stderr
     assert (tmp_path / "ok").read_text() == "ok\n"
-    res = cli("run", "--rm", "--read-only", "-v", f"{tmp_path}:/data", "busybox", "true")
-    assert res.returncode != 0 and "/data" in res.stderr and res.stderr.count("\n") == 1
+    # A mount point the image lacks comes from the init layer, not from the read-only root.
+    out = cli.ok("run", "--rm", "--read-only", "-v", f"{tmp_path}:/data", "busybox", "cat",
+                 "/data/ok")
+    assert out == "ok\n"
 
 
 def test_network_none_has_only_loopback(cli: CLI) -> None:
