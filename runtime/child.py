@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from runtime import capabilities, init, linux, mounts, namespaces, security
+from runtime import capabilities, console, init, linux, mounts, namespaces, security
 from runtime.seccomp import Filter
 from runtime.spec import Spec
 
@@ -52,6 +52,7 @@ class ChildConfig:
     sync_r: int
     sync_w: int
     err_w: int
+    console: int | None = None  # with -t: the socket PID 1 sends its pty master on
 
 
 @dataclass
@@ -123,7 +124,7 @@ def intermediate(cfg: ChildConfig) -> NoReturn:
     """Enter the namespaces and fork PID 1; report its pid as ``P<pid>``."""
     stdio = cfg.stdio
     close_other_fds({stdio.stdin, stdio.stdout, stdio.stderr, stdio.tty or 0, cfg.sync_r,
-                     cfg.sync_w, cfg.err_w})
+                     cfg.sync_w, cfg.err_w, cfg.console or 0})
 
     def body() -> None:
         _expect(cfg.sync_r, b"G")  # placed in the cgroup
@@ -147,12 +148,18 @@ def container_main(cfg: ChildConfig) -> NoReturn:
     linux.prctl(linux.PR_SET_PDEATHSIG, 9)
     os.close(cfg.sync_r)
     spec = cfg.spec
-    attach_stdio(cfg.stdio)
+    if cfg.console is None:
+        attach_stdio(cfg.stdio)
     if spec.network == "none":
         namespaces.loopback_up()
     linux.sethostname(spec.hostname)
     steps = mounts.plan(spec, cfg.root, cfg.state_dir, userns=cfg.userns)
     mounts.execute(steps)
+    if cfg.console is not None:
+        master, slave, number = console.open_in_container(cfg.root)
+        console.bind_console(cfg.root, number)
+        console.send_master(cfg.console, master)
+        attach_stdio(Stdio(slave, slave, slave, tty=slave))
     seccomp_filter = security.prepare_filter(spec)  # while the host's libseccomp is reachable
     mounts.pivot(cfg.root)
     if spec.init:

@@ -57,13 +57,32 @@ def register(sub: Any) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
     _add_exec(sub)
-    for name, help_, func in (("top", "list a container's processes", cmd_top),
-                              ("stats", "memory, cpu and pids of a container", cmd_stats)):
-        p = _parser(sub, name, help_)
-        p.add_argument("container", metavar="CONTAINER")
-        p.set_defaults(func=func)
-    p = _parser(sub, "logs", "print a detached container's output")
+    p = _parser(sub, "kill", "send a signal to containers (default SIGKILL)")
+    p.add_argument("-s", "--signal", default="KILL", metavar="SIG")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_kill)
+    p = _parser(sub, "wait", "wait for containers to stop; print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_wait)
+    p = _parser(sub, "rename", "rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+    p = _parser(sub, "top", "list a container's processes")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_top)
+    p = _parser(sub, "stats", "cpu, memory and pids of running containers (streams)")
+    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER",
+                   help="default: every running container")
+    p.set_defaults(func=cmd_stats)
+    p = _parser(sub, "logs", "print a container's output (stdout and stderr apart)")
     p.add_argument("-f", "--follow", action="store_true", help="keep following")
+    p.add_argument("-n", "--tail", metavar="N", default="all",
+                   help="only the last N lines (default all)")
+    p.add_argument("--since", metavar="WHEN", help="only lines since a time or a duration "
+                   "(2026-12-01T10:00:00Z, 10m, 30s)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
 
@@ -283,6 +302,24 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return _each(args, lambda c: lifecycle.remove(c, args.force))
 
 
+def cmd_kill(args: argparse.Namespace) -> int:
+    signum = lifecycle.parse_signal(args.signal)
+    return _each(args, lambda c: lifecycle.kill(c, signum))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    for ref in args.containers:
+        print(lifecycle.wait(state.get(store, ref)), flush=True)
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    lifecycle.rename(store, state.get(store, args.container), args.new_name)
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise UserError("exec needs a command to run")
@@ -299,13 +336,20 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    container = state.get(open_store(args), args.container)
-    s = lifecycle.stats(container)
-    limit = _size(s.memory_limit) if s.memory_limit is not None else "unlimited"
-    pids_limit = str(s.pids_limit) if s.pids_limit is not None else "unlimited"
-    _table(("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS / LIMIT"),
-           [(container.id[:12], container.name, f"{s.cpu_usec / 1e6:.2f}s",
-             f"{_size(s.memory_bytes)} / {limit}", f"{s.pids} / {pids_limit}")])
+    from runtime import statsview
+
+    store = open_store(args)
+    named = [state.get(store, ref) for ref in args.containers]
+    for c in named:
+        lifecycle.stats(c)  # a one-line error now for a stopped or cgroup-less container
+
+    def pick() -> list[state.Container]:
+        return named or [c for c in state.all_containers(store) if c.running()]
+
+    try:
+        statsview.show(pick, _table, _size, stream=not args.no_stream)
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
@@ -319,5 +363,9 @@ def _size(n: int) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    lifecycle.logs(state.get(open_store(args), args.container), args.follow)
+    if args.tail != "all" and not args.tail.isdigit():
+        raise UserError(f"invalid value for --tail: {args.tail!r} (a number or all)")
+    lifecycle.logs(state.get(open_store(args), args.container), follow=args.follow,
+                   tail=None if args.tail == "all" else int(args.tail), since=args.since,
+                   timestamps=args.timestamps)
     return 0

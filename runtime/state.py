@@ -187,7 +187,7 @@ def get(store: Any, ref: str) -> Container:
 
 
 @contextlib.contextmanager
-def _store_lock(store: Any) -> Iterator[None]:
+def store_lock(store: Any) -> Iterator[None]:
     with open(containers_dir(store) / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -196,7 +196,7 @@ def _store_lock(store: Any) -> Iterator[None]:
 def create(store: Any, spec: Spec, image: Any) -> Container:
     """Record a new container (name checked unique under the lock) and make its upper."""
     cid = secrets.token_hex(32)
-    with _store_lock(store):
+    with store_lock(store):
         names = {c.name for c in all_containers(store)}
         if spec.name and spec.name in names:
             raise UserError(f'Conflict. The container name "/{spec.name}" is already in use')

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
 import shutil
 import signal
 import threading
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, child, init, initlayer, linux, namespaces, relay, state
+from runtime import cgroups, child, console, init, initlayer, linux, logs, namespaces, relay, state
 from runtime.child import read_all, read_line
 from runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
 from runtime.spec import Spec
@@ -125,6 +124,7 @@ def supervise(container: state.Container, *, attached: bool,
         cg = make_cgroup(container, spec)
         root: RootMount | None = None
         started: Started | None = None
+        logger = logs.Logger(container.log_path)
         try:
             check_signals(received)
             lowers = container.config["layer_dirs"]
@@ -133,18 +133,20 @@ def supervise(container: state.Container, *, attached: bool,
                               container.rootfs, allow_other=os.geteuid() == 0,
                               log_file=container.dir / "unionfs.log")
             check_signals(received)
-            started = spawn(container, spec, cg, userns=userns, attached=attached)
+            started = spawn(container, spec, cg, userns=userns, attached=attached,
+                            logger=logger)
             check_signals(received)
             _record_running(container, started, cg, root, private)
             if notify is not None:
                 notify()
             watch_server(root, started.pid)
-            status = wait_container(started, spec, container, attached=attached,
+            status = wait_container(started, spec, logger, attached=attached,
                                     pending=received)
             _record_exit(container, status, cg, root)
             return int(container.state()["exit_code"])
         finally:
             _cleanup(started, cg, root)
+            logger.close()
             if spec.remove:
                 state.delete(container)
 
@@ -211,29 +213,31 @@ def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, root: RootMount
         root.release()
 
 
-def _stdio(log_path: Path, spec: Spec, attached: bool,
+def _stdio(logger: logs.Logger, spec: Spec, attached: bool,
            ) -> tuple[child.Stdio, list[int], int | None]:
-    """The container's streams, the fds to close after the fork, and the pty master."""
+    """The container's streams, the fds to close after the fork, and the pty master.
+
+    Without ``-t``, stdout and stderr are pipes to the logger (which copies them to ours
+    when attached); with it, PID 1 makes the pty itself (runtime.console).
+    """
     if spec.tty:
-        master, slave = pty.openpty()
-        return child.Stdio(slave, slave, slave, tty=slave), [slave], master
-    if attached:
-        stdin = 0 if spec.interactive else os.open(os.devnull, os.O_RDONLY)
-        return child.Stdio(stdin, 1, 2), [stdin] if stdin != 0 else [], None
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    null = os.open(os.devnull, os.O_RDONLY)
-    return child.Stdio(null, log, log), [null, log], None
+        return child.Stdio(-1, -1, -1), [], None
+    stdin = 0 if attached and spec.interactive else os.open(os.devnull, os.O_RDONLY)
+    out = logger.stream("stdout", echo=1 if attached else None)
+    err = logger.stream("stderr", echo=2 if attached else None)
+    return child.Stdio(stdin, out, err), [fd for fd in (stdin, out, err) if fd != 0], None
 
 
 def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
-          userns: bool, attached: bool) -> Started:
+          userns: bool, attached: bool, logger: logs.Logger) -> Started:
     """Fork the container and wait for its exec; :class:`StartFailed` when it cannot start."""
-    stdio, to_close, master = _stdio(container.log_path, spec, attached)
+    stdio, to_close, master = _stdio(logger, spec, attached)
     down_r, down_w = os.pipe2(os.O_CLOEXEC)
     up_r, up_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    console_sock, console_fd = console.socket_pair() if spec.tty else (None, None)
     cfg = child.ChildConfig(spec, str(container.rootfs), str(container.dir), userns, stdio,
-                            down_r, up_w, err_w)
+                            down_r, up_w, err_w, console_fd)
     pid = os.fork()
     if pid == 0:
         os.close(down_w)
@@ -244,6 +248,8 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
         child.intermediate(cfg)
     for fd in (down_r, up_w, err_w, *to_close):
         os.close(fd)
+    if console_fd is not None:
+        os.close(console_fd)
     try:
         pid1 = _handshake(pid, cg, userns, down_w, up_r)
     finally:
@@ -257,7 +263,9 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
         os.close(up_r)
     message = read_all(err_r)
     os.close(err_r)
-    if message or pid1 is None:
+    if console_sock is not None:
+        master = console.receive_master(console_sock)
+    if message or pid1 is None or (spec.tty and master is None):
         code, _, text = message.partition(" ")
         if pid1 is not None:
             with contextlib.suppress(ChildProcessError):
@@ -290,7 +298,7 @@ def _handshake(pid: int, cg: cgroups.Cgroup | None, userns: bool, down: int,
     return int(line[1:]) if line.startswith("P") else None
 
 
-def wait_container(started: Started, spec: Spec, container: state.Container, *,
+def wait_container(started: Started, spec: Spec, logger: logs.Logger, *,
                    attached: bool, pending: list[int] | None = None) -> int:
     """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status.
 
@@ -303,14 +311,12 @@ def wait_container(started: Started, spec: Spec, container: state.Container, *,
                 os.kill(started.pid, signum)
         if started.master is None:
             return relay.wait(started.pid)
-        if attached:
-            stdin = 0 if spec.interactive else None
-            return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=1)
-        log = os.open(container.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        out = logger.stream("stdout", echo=1 if attached else None)
+        stdin = 0 if attached and spec.interactive else None
         try:
-            return relay.pty_session(started.pid, started.master, stdin=None, stdout=log)
+            return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=out)
         finally:
-            os.close(log)
+            os.close(out)
 
 
 # -- foreground and detached ------------------------------------------------------------

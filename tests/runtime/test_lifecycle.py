@@ -201,3 +201,64 @@ def test_read_only_root_has_mount_points_and_etc_files(cli: CLI, tmp_path: Path)
                  "pwd; cat /new/mnt/f; cat /etc/hostname; grep -c localhost /etc/hosts; "
                  "test -f /etc/resolv.conf && echo resolv; touch /x 2>/dev/null || echo ro")
     assert out.split() == ["/some/where", "host", "ro-box", "2", "resolv", "ro"]
+
+
+def test_logs_keep_streams_apart_and_attached_runs_are_logged(cli: CLI) -> None:
+    res = cli("run", "--name", "talk", "busybox", "sh", "-c",
+              "echo one; echo err1 >&2; echo two; echo err2 >&2")
+    try:
+        assert res.stdout == "one\ntwo\n" and res.stderr == "err1\nerr2\n"  # attached, echoed
+        logs = cli("logs", "talk")
+        assert logs.stdout == "one\ntwo\n" and logs.stderr == "err1\nerr2\n"
+        tail = cli("logs", "--tail", "1", "talk")
+        assert tail.stdout + tail.stderr in ("two\n", "err2\n")
+        assert cli("logs", "--tail", "0", "talk").stdout == ""
+        stamped = cli.ok("logs", "-t", "talk").splitlines()
+        assert [line.split(" ", 1)[1] for line in stamped] == ["one", "two"]
+        assert stamped[0].split(" ", 1)[0].endswith("Z")
+        assert cli.ok("logs", "--since", "10m", "talk") == "one\ntwo\n"
+        assert cli.ok("logs", "--since", "2999-01-01T00:00:00Z", "talk") == ""
+        bad = cli("logs", "--since", "yesterday-ish", "talk")
+        assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+    finally:
+        cli("rm", "-f", "talk")
+
+
+def test_stats_without_names_lists_every_running_container(cli: CLI) -> None:
+    cli.ok("run", "-d", "--name", "st1", "busybox", "sleep", "1000")
+    cli.ok("run", "-d", "--name", "st2", "--memory", "32m", "busybox", "sh", "-c",
+           "while :; do :; done")
+    try:
+        lines = cli.ok("stats", "--no-stream").splitlines()
+        assert lines[0].split() == ["CONTAINER", "ID", "NAME", "CPU", "%", "MEM", "USAGE", "/",
+                                    "LIMIT", "MEM", "%", "PIDS", "/", "LIMIT"]
+        rows = {line.split()[1]: line.split() for line in lines[1:]}
+        assert set(rows) == {"st1", "st2"}
+        busy = float(rows["st2"][2].rstrip("%"))
+        assert busy > 20  # a busy loop uses a good part of a cpu
+        assert rows["st2"][5] == "32.0MiB"
+        assert 0 < float(rows["st2"][6].rstrip("%")) < 100
+    finally:
+        cli("rm", "-f", "st1", "st2")
+
+
+def test_kill_wait_rename(cli: CLI, store: Store) -> None:
+    cli.ok("run", "-d", "--name", "victim", "busybox", "sh", "-c",
+           "trap 'exit 42' USR1; while :; do sleep 0.1; done")
+    try:
+        cli.ok("rename", "victim", "renamed")
+        assert state.find(store, "victim") is None
+        assert running(store, "renamed")
+        res = cli("rename", "renamed", "bad/name")
+        assert res.returncode != 0 and res.stderr.count("\n") == 1
+        waiter = subprocess.Popen(cli.argv("wait", "renamed"), env=cli.env,
+                                  stdout=subprocess.PIPE, text=True)
+        cli.ok("kill", "-s", "USR1", "renamed")
+        out, _ = waiter.communicate(timeout=20)
+        assert out == "42\n"
+        assert "Exited (42)" in cli.ok("ps", "-a")
+        res = cli("kill", "renamed")
+        assert res.returncode != 0 and "not running" in res.stderr
+        assert cli("kill", "-s", "NOPE", "renamed").returncode != 0
+    finally:
+        cli("rm", "-f", "victim", "renamed")
