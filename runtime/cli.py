@@ -20,6 +20,7 @@ from runtime.spec import (
     Spec,
     check_name,
     check_network,
+    make_missing_sources,
     parse_cpu_shares,
     parse_cpus,
     parse_memory,
@@ -197,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("the input device is not a TTY")
     store = open_store(args)
     image = store.image(spec.image)
+    make_missing_sources(spec.volumes)
     container = state.create(store, spec, image)
     try:
         if spec.detach:

@@ -148,16 +148,18 @@ def parse_cpu_shares(value: int) -> int:
 
 
 def parse_volume(text: str) -> Volume:
-    """``HOST:CTR[:ro|rw]``; the host path must exist."""
+    """``HOST:CTR[:ro|rw]``; a missing host path is made later, as a directory, by
+    :func:`make_missing_sources` (docker's ``-v``); a bare name would be a named volume."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UserError(f"invalid volume specification: '{text}'")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise UserError(f"invalid mode: {mode} in volume '{text}'")
+    if "/" not in parts[0] and parts[0] not in (".", ".."):
+        raise UserError(f"named volumes are not supported: '{parts[0]}' (give a host path, "
+                        "e.g. ./" + parts[0] + ")")
     host = os.path.abspath(parts[0])
-    if not os.path.exists(host):
-        raise UserError(f"invalid mount config: bind source path does not exist: {host}")
     if not parts[1].startswith("/"):
         raise UserError(f"invalid mount config: mount path must be absolute: {parts[1]}")
     return Volume(host, os.path.normpath(parts[1]), mode == "ro")
@@ -176,3 +178,14 @@ def check_network(mode: str) -> str:
     if mode not in ("none", "host"):
         raise UserError(f"network {mode} not found (supported: none, host)")
     return mode
+
+
+def make_missing_sources(volumes: list[Volume]) -> None:
+    """Create the host directories of ``-v`` sources that do not exist (as docker's ``-v``
+    does); called once every option has been checked."""
+    for vol in volumes:
+        if not os.path.lexists(vol.host):
+            try:
+                os.makedirs(vol.host, mode=0o755)
+            except OSError as exc:
+                raise UserError(f"cannot create bind source {vol.host}: {exc.strerror}") from None

@@ -211,6 +211,12 @@ def test_volumes_env_workdir(cli: CLI, tmp_path: Path) -> None:
     assert not (ro / "y").exists()
 
 
+def test_a_missing_volume_source_is_created(cli: CLI, tmp_path: Path) -> None:
+    source = tmp_path / "made" / "here"
+    cli.ok("run", "--rm", "-v", f"{source}:/data", "busybox", "sh", "-c", "echo x > /data/f")
+    assert (source / "f").read_text() == "x\n"
+
+
 def test_read_only_root(cli: CLI, tmp_path: Path) -> None:
     res = cli("run", "--rm", "--read-only", "-v", f"{tmp_path}:/tmp", "busybox", "sh", "-c",
               "touch /root/x || echo rootro; echo ok > /tmp/ok; hostname")
@@ -234,7 +240,7 @@ def test_network_none_has_only_loopback(cli: CLI) -> None:
     (["--memory", "lots", "busybox", "true"], 125, "invalid size"),
     (["busybox", "nosuchcmd"], 127,
      'exec: "nosuchcmd": executable file not found in $PATH'),
-    (["-v", "/nonexistent/src:/x", "busybox", "true"], 125, "bind source path does not exist"),
+    (["-v", "named:/x", "busybox", "true"], 125, "named volumes are not supported"),
     (["--name", "taken", "busybox", "true"], 125, "already in use"),
     (["busybox", "/etc/motd"], 126, 'exec: "/etc/motd": permission denied'),
 ])
