@@ -190,6 +190,8 @@ def _commit_target(store: Any, target: str, tag: str, parent: str | None,
     if upper is None:
         raise UserError(f"{target} is neither a mount point nor a container")
     info = _container(store, target, "container_info") or {}
+    # A running container's root may be mounted only in a mount namespace of its own.
+    _container(store, target, "enter_container_mounts")
     rootfs = info.get("RootFs")
     if rootfs and os.path.isdir(rootfs) and is_mounted(rootfs) and mount_info(store, rootfs):
         # A running container on a unionfs root: commit it live, like a mount point.

@@ -78,9 +78,15 @@ def _container_user(store: Store, image: Image) -> str | None:
 
 def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None = None
                     ) -> list[str]:
-    """Layer ids for a mount's lowers (top first); lowers not in the store are imported."""
+    """Layer ids for a mount's lowers (top first); lowers not in the store are imported.
+
+    A lower with a sibling ``<dir>.runtime-only`` file is the container runtime's own (its
+    init layer of mount points and /etc stubs) and is left out.
+    """
     out = []
     for lower in lowers:
+        if os.path.exists(f"{lower.rstrip('/')}.runtime-only"):
+            continue
         layer_id = store.layer_of_dir(Path(lower))
         if layer_id is None:
             layer_id = store.add_layer_dir(Path(lower), f"lower {lower}", progress=progress).id

@@ -155,6 +155,7 @@ class Store:
         try:
             for sub in ("layers/sha256", "images/sha256", "uppers", "tmp", "locks"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
+            _private_dirs(root)
         except OSError as exc:
             raise UserError(f"cannot use store {root}: {exc.strerror}") from None
         store = cls(root)
@@ -650,3 +651,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _private_dirs(root: Path) -> None:
+    """Layers, uppers and staging reachable only by the store's owner (0700, as docker's
+    /var/lib/docker): a setuid file made in a container must not be runnable by other users
+    of the host, nor a container's files readable by them."""
+    for sub in ("layers", "uppers", "tmp"):
+        path = root / sub
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700)
