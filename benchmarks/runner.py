@@ -150,7 +150,10 @@ class Runner:
         if workload.prepare:
             workload.prepare(ctx)
         drop_caches()
-        return [self._timed(ctx, workload, phase, rnd) for phase in workload.phases()]
+        samples = [self._timed(ctx, workload, phase, rnd) for phase in workload.phases()]
+        if not any(s.error for s in samples):
+            self._verify(ctx, workload, samples)
+        return samples
 
     def _measure_mounted(self, target: Target, workload: Workload, rnd: int, mounted: Mounted,
                          private: Path) -> list[Sample]:

@@ -196,6 +196,24 @@ def _commit(ctx: Context) -> Command:
     return Command(argv, ctx.scratch, env=env)
 
 
+def _build_command(ctx: Context) -> Command:
+    from benchmarks import buildbench  # it imports this module
+
+    return buildbench.command(ctx)
+
+
+def _build_prepare(ctx: Context) -> None:
+    from benchmarks import buildbench
+
+    buildbench.prepare(ctx)
+
+
+def _build_verify(ctx: Context) -> str | None:
+    from benchmarks import buildbench
+
+    return buildbench.verify(ctx)
+
+
 def _files_under(root: Path) -> list[str]:
     return [name for _, _, names in os.walk(root) for name in names]
 
@@ -354,6 +372,9 @@ WORKLOADS: list[Workload] = [
              "files (others: tar -cf)", ("empty",), _commit, upper_seed="commit_upper",
              needs_mount=False),
     *_concurrent_workloads(),
+    Workload("build", lambda s: "build of 3 RUN + 2 COPY steps on busybox (others: buildah "
+             "bud --layers)", ("empty",), _build_command, warm=True, needs_mount=False,
+             prepare=_build_prepare, verify=_build_verify),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

@@ -17,26 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from runtime import init, linux, mounts, namespaces
+from runtime import capabilities, console, init, linux, mounts, namespaces, security
+from runtime.seccomp import Filter
 from runtime.spec import Spec
-
-# Docker's default capability set.
-DEFAULT_CAPS = (
-    0,  # CHOWN
-    1,  # DAC_OVERRIDE
-    3,  # FOWNER
-    4,  # FSETID
-    5,  # KILL
-    6,  # SETGID
-    7,  # SETUID
-    8,  # SETPCAP
-    10,  # NET_BIND_SERVICE
-    13,  # NET_RAW
-    18,  # SYS_CHROOT
-    27,  # MKNOD
-    29,  # AUDIT_WRITE
-    31,  # SETFCAP
-)
 
 
 class ExecError(Exception):
@@ -70,6 +53,7 @@ class ChildConfig:
     sync_w: int
     err_w: int
     server_ns: bool = False  # the unionfs server is started in our user+mount namespace
+    console: int | None = None  # with -t: the socket PID 1 sends its pty master on
 
 
 @dataclass
@@ -141,7 +125,7 @@ def intermediate(cfg: ChildConfig) -> NoReturn:
     """Enter the namespaces and fork PID 1; report its pid as ``P<pid>``."""
     stdio = cfg.stdio
     close_other_fds({stdio.stdin, stdio.stdout, stdio.stderr, stdio.tty or 0, cfg.sync_r,
-                     cfg.sync_w, cfg.err_w})
+                     cfg.sync_w, cfg.err_w, cfg.console or 0})
 
     def body() -> None:
         _expect(cfg.sync_r, b"G")  # placed in the cgroup
@@ -172,17 +156,25 @@ def container_main(cfg: ChildConfig) -> NoReturn:
     linux.prctl(linux.PR_SET_PDEATHSIG, 9)
     os.close(cfg.sync_r)
     spec = cfg.spec
-    attach_stdio(cfg.stdio)
+    if cfg.console is None:
+        attach_stdio(cfg.stdio)
     if spec.network != "host":
         namespaces.loopback_up()
     linux.sethostname(spec.hostname)
     steps = mounts.plan(spec, cfg.root, cfg.state_dir, userns=cfg.userns)
     mounts.execute(steps)
+    if cfg.console is not None:
+        master, slave, number = console.open_in_container(cfg.root)
+        console.bind_console(cfg.root, number)
+        console.send_master(cfg.console, master)
+        attach_stdio(Stdio(slave, slave, slave, tty=slave))
+    seccomp_filter = security.prepare_filter(spec)  # while the host's libseccomp is reachable
     mounts.pivot(cfg.root)
     if spec.init:
-        init.run(lambda: guarded(cfg.err_w, lambda: finish(spec, spec.argv())),
+        init.run(lambda: guarded(cfg.err_w, lambda: finish(spec, spec.argv(),
+                                                           seccomp_filter=seccomp_filter)),
                  tty_fd=0 if spec.tty else None, close_in_parent=(cfg.err_w,))
-    finish(spec, spec.argv())
+    finish(spec, spec.argv(), seccomp_filter=seccomp_filter)
 
 
 def attach_stdio(stdio: Stdio) -> None:
@@ -201,15 +193,20 @@ def attach_stdio(stdio: Stdio) -> None:
             os.close(fd)
 
 
-def finish(spec: Spec, argv: list[str], workdir: str | None = None) -> NoReturn:
-    """Switch user, drop capabilities, set no_new_privs, chdir and exec ``argv``."""
+def finish(spec: Spec, argv: list[str], workdir: str | None = None, *,
+           seccomp_filter: Filter | None = None) -> NoReturn:
+    """Switch user, drop capabilities, set no_new_privs, chdir, seccomp and exec ``argv``."""
     user = resolve_user(spec.user)
     env = spec.environment()
     if user.uid != 0 or spec.user:
         env["HOME"] = user.home
-    drop_privileges(user)
-    enter_workdir(workdir or spec.workdir)
+    wd = workdir or spec.workdir or "/"
+    os.makedirs(wd, exist_ok=True)  # made while still root, as runc does (an image's user
+    drop_privileges(user, capabilities.mask(security.kept_caps(spec)))  # may not create it)
+    enter_workdir(wd)
     path = resolve_command(argv[0], env.get("PATH", ""))
+    if seccomp_filter is not None:
+        seccomp_filter.load()
     try:
         os.execve(path, argv, env)
     except PermissionError:
@@ -271,12 +268,9 @@ def _table(path: str) -> list[list[str]]:
         return []
 
 
-def drop_privileges(user: User) -> None:
-    """no_new_privs, the bounding set cut to the default, then the uid/gid switch and capset."""
+def drop_privileges(user: User, keep: int) -> None:
+    """no_new_privs, the bounding set cut to ``keep``, then the uid/gid switch and capset."""
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    keep = 0
-    for cap in DEFAULT_CAPS:
-        keep |= 1 << cap
     for cap in range(linux.last_cap() + 1):
         if not keep & (1 << cap):
             with contextlib.suppress(OSError):

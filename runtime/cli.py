@@ -16,11 +16,13 @@ from typing import Any
 
 from runtime import idmap, lifecycle, network, state, supervisor
 from runtime.enter import exec_in
+from runtime.imageconfig import apply_image_config
 from runtime.spec import (
     Limits,
     Spec,
     check_name,
     check_network,
+    make_missing_sources,
     parse_cpu_shares,
     parse_cpus,
     parse_memory,
@@ -58,13 +60,32 @@ def register(sub: Any) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
     _add_exec(sub)
-    for name, help_, func in (("top", "list a container's processes", cmd_top),
-                              ("stats", "memory, cpu and pids of a container", cmd_stats)):
-        p = _parser(sub, name, help_)
-        p.add_argument("container", metavar="CONTAINER")
-        p.set_defaults(func=func)
-    p = _parser(sub, "logs", "print a detached container's output")
+    p = _parser(sub, "kill", "send a signal to containers (default SIGKILL)")
+    p.add_argument("-s", "--signal", default="KILL", metavar="SIG")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_kill)
+    p = _parser(sub, "wait", "wait for containers to stop; print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_wait)
+    p = _parser(sub, "rename", "rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+    p = _parser(sub, "top", "list a container's processes")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_top)
+    p = _parser(sub, "stats", "cpu, memory and pids of running containers (streams)")
+    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER",
+                   help="default: every running container")
+    p.set_defaults(func=cmd_stats)
+    p = _parser(sub, "logs", "print a container's output (stdout and stderr apart)")
     p.add_argument("-f", "--follow", action="store_true", help="keep following")
+    p.add_argument("-n", "--tail", metavar="N", default="all",
+                   help="only the last N lines (default all)")
+    p.add_argument("--since", metavar="WHEN", help="only lines since a time or a duration "
+                   "(2026-12-01T10:00:00Z, 10m, 30s)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
 
@@ -86,7 +107,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set (or pass on) an environment variable")
-    p.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file (K=V lines)")
+    p.add_argument("--entrypoint", default=None, metavar="CMD",
+                   help="replace the image's Entrypoint ('' clears it)")
+    p.add_argument("-w", "--workdir", default="", metavar="DIR",
+                   help="working directory (default: the image's, else /)")
     p.add_argument("-u", "--user", default="", metavar="UID[:GID]",
                    help="user (and group) to run as: numbers or names in the image")
     p.add_argument("-h", "--hostname", default="", metavar="NAME",
@@ -110,10 +136,33 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--gidmap", action="append", default=[], metavar="CTR:HOST:COUNT",
                    help="gid map of the container's own user namespace (implies --userns)")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
+    _add_security(p)
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
-                   help="command and arguments (default /bin/sh)")
+                   help="command and arguments (default: the image's Cmd)")
     p.set_defaults(func=cmd_run)
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--privileged", action="store_true",
+                   help="all capabilities, no seccomp filter, device nodes may be made")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability (e.g. NET_ADMIN, or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability (e.g. CHOWN, or ALL)")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined or seccomp=PROFILE.json (docker's format)")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CTR]",
+                   help="pass a host device node in")
+
+
+def _security_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from runtime import security
+
+    return {"cap_add": security.check_caps(args.cap_add),
+            "cap_drop": security.check_caps(args.cap_drop), "privileged": args.privileged,
+            "seccomp": security.parse_security_opts(args.security_opt),
+            "devices": [security.parse_device(d) for d in args.device]}
 
 
 def _add_exec(sub: Any) -> None:
@@ -148,6 +197,7 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         hostname=args.hostname, volumes=[parse_volume(v) for v in args.volume], limits=limits,
         read_only=args.read_only, network=check_network(args.network),
         userns=args.userns or bool(args.uidmap or args.gidmap), init=args.init,
+        **_security_fields(args),
         ports=[network.parse_port(p) for p in args.publish],
         uidmap=[m for t in args.uidmap for m in idmap.parse_map(t, "--uidmap")],
         gidmap=[m for t in args.gidmap for m in idmap.parse_map(t, "--gidmap")],
@@ -155,6 +205,17 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run``, with docker's exit codes: 125 when unionfs fails, 126 when the command cannot
+    be invoked, 127 when it is not found, otherwise the container's status."""
+    try:
+        return _run(args)
+    except UserError as exc:
+        if exc.exit_code not in (126, 127) and exc.exit_code < 128:
+            exc.exit_code = 125
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if spec.tty and not sys.stdin.isatty() and not spec.detach and spec.interactive:
         raise UserError("the input device is not a TTY")
@@ -162,9 +223,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from unionfs.store.registry import ensure_image  # pulls a missing host/name image
 
     image = ensure_image(store, spec.image)
+    spec = apply_image_config(spec, image.config, entrypoint=args.entrypoint,
+                              env_files=args.env_file)
     _prepare_network(spec, args, image)
     if os.geteuid() != 0 and not idmap.rootless_maps().full:
         print(idmap.one_id_warning(), file=sys.stderr)
+    make_missing_sources(spec.volumes)
     container = state.create(store, spec, image)
     try:
         if spec.detach:
@@ -198,12 +262,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
         running = st.get("status") == "running"
         if not (running or args.all):
             continue
+        if c.broken:
+            print(f"unionfs: warning: container {c.id[:12]} is broken ({c.broken}); "
+                  f"remove it with: unionfs rm -f {c.id[:12]}", file=sys.stderr)
         if args.quiet:
             print(c.id[:12])
             continue
-        rows.append((c.id[:12], c.config["image"], _short_cmd(c.spec.argv()),
-                     _ago(c.config["created"]), _status(st),
-                     ", ".join(p.show() for p in c.spec.ports), c.name))
+        command = "" if c.broken else _short_cmd(c.spec.argv())
+        ports = "" if c.broken else ", ".join(p.show() for p in c.spec.ports)
+        rows.append((c.id[:12], c.config["image"], command, _ago(c.config["created"]),
+                     _status(st), ports, c.name))
     if not args.quiet:
         _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"),
                rows)
@@ -235,7 +303,8 @@ def _status(st: dict[str, Any]) -> str:
     if st.get("status") == "running":
         return f"Up {_duration(st.get('started_at'))}"
     if st.get("status") == "exited":
-        return f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
+        text = f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
+        return f"{text} (Error: {st['error']})" if st.get("error") else text
     return "Created"
 
 
@@ -277,6 +346,24 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return _each(args, lambda c: lifecycle.remove(c, args.force))
 
 
+def cmd_kill(args: argparse.Namespace) -> int:
+    signum = lifecycle.parse_signal(args.signal)
+    return _each(args, lambda c: lifecycle.kill(c, signum))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    for ref in args.containers:
+        print(lifecycle.wait(state.get(store, ref)), flush=True)
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    lifecycle.rename(store, state.get(store, args.container), args.new_name)
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise UserError("exec needs a command to run")
@@ -293,13 +380,20 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    container = state.get(open_store(args), args.container)
-    s = lifecycle.stats(container)
-    limit = _size(s.memory_limit) if s.memory_limit is not None else "unlimited"
-    pids_limit = str(s.pids_limit) if s.pids_limit is not None else "unlimited"
-    _table(("CONTAINER ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS / LIMIT"),
-           [(container.id[:12], container.name, f"{s.cpu_usec / 1e6:.2f}s",
-             f"{_size(s.memory_bytes)} / {limit}", f"{s.pids} / {pids_limit}")])
+    from runtime import statsview
+
+    store = open_store(args)
+    named = [state.get(store, ref) for ref in args.containers]
+    for c in named:
+        lifecycle.stats(c)  # a one-line error now for a stopped or cgroup-less container
+
+    def pick() -> list[state.Container]:
+        return named or [c for c in state.all_containers(store) if c.running()]
+
+    try:
+        statsview.show(pick, _table, _size, stream=not args.no_stream)
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
@@ -313,5 +407,9 @@ def _size(n: int) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    lifecycle.logs(state.get(open_store(args), args.container), args.follow)
+    if args.tail != "all" and not args.tail.isdigit():
+        raise UserError(f"invalid value for --tail: {args.tail!r} (a number or all)")
+    lifecycle.logs(state.get(open_store(args), args.container), follow=args.follow,
+                   tail=None if args.tail == "all" else int(args.tail), since=args.since,
+                   timestamps=args.timestamps)
     return 0

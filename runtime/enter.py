@@ -12,7 +12,7 @@ import os
 import pty
 from dataclasses import replace
 
-from runtime import cgroups, child, init, linux, namespaces, relay, state
+from runtime import cgroups, child, init, linux, namespaces, relay, security, state
 from runtime.child import read_all, read_line
 from runtime.supervisor import StartFailed
 from unionfs.errors import UserError
@@ -74,12 +74,14 @@ def _join_and_fork(cg: cgroups.Cgroup | None, opened: list[tuple[int, int]],
                    up_w: int, err_w: int) -> None:
     if cg is not None:
         cg.add(os.getpid())
+    seccomp_filter = security.prepare_filter(spec)  # type: ignore[arg-type]
     namespaces.join(opened)
     pid = os.fork()
     if pid == 0:
         def body() -> None:
             child.attach_stdio(stdio)
-            child.finish(spec, argv, workdir)  # type: ignore[arg-type]
+            child.finish(spec, argv, workdir,  # type: ignore[arg-type]
+                         seccomp_filter=seccomp_filter)
         child.guarded(err_w, body)
     os.write(up_w, f"P{pid}\n".encode())
 

@@ -259,8 +259,9 @@ def running_server(store_root: str, container: str) -> int | None:
         return None
     if c is None or not c.running():
         return None
-    server = c.state().get("server")
-    return int(server[0]) if server and state.pid_alive(server[0], server[1]) else None
+    st = c.state()
+    server = st.get("server")
+    return int(server) if server and state.pid_alive(server, st.get("server_start")) else None
 
 
 def remove_tree(path: str) -> None:

@@ -5,24 +5,24 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
-import time
 from dataclasses import dataclass
 
 from runtime import cgroups, network, state, supervisor
-from runtime.rootfs import cleanup_stale
+from runtime.imageconfig import stop_signal
+from runtime.rootfs import cleanup_stale, end_server
 from unionfs.errors import UserError
 
 SUPERVISOR_GRACE = 30.0
 
 
 def stop(container: state.Container, timeout: float = 10.0) -> None:
-    """SIGTERM to PID 1, SIGKILL after ``timeout``; returns once cleanup is done."""
+    """The image's StopSignal (SIGTERM) to PID 1, SIGKILL after ``timeout``; returns once
+    cleanup is done."""
     st = container.state()
     if container.running():
         pid, start = st["pid"], st.get("pid_start")
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, stop_signal(container.spec))
         if not state.wait_gone(pid, start, timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -31,16 +31,30 @@ def stop(container: state.Container, timeout: float = 10.0) -> None:
 
 
 def wait_supervisor(container: state.Container) -> None:
-    """Wait for the supervisor to finish its cleanup; clean up after it if it died."""
+    """Wait for the supervisor to finish its cleanup; clean up after it if it died.
+
+    After a killed supervisor: the container's processes (its cgroup, or PID 1), the unionfs
+    server (ended deliberately: its mount may live only in its own mount namespace), the
+    mount and the cgroup.
+    """
     st = container.state()
     state.wait_gone(st.get("supervisor"), st.get("supervisor_start"), SUPERVISOR_GRACE)
-    if container.dir.exists():
-        cleanup_stale(container.rootfs)
-        _stop_leftover(st.get("server"))  # a rootless server in the container's namespaces
-        _stop_leftover(st.get("pasta"))
-        if st.get("cgroup"):
-            with contextlib.suppress(OSError):
-                cgroups.load(st["cgroup"]).remove()
+    if not container.dir.exists():
+        return
+    cg = cgroups.load(st["cgroup"]) if st.get("cgroup") else None
+    if cg is not None:
+        with contextlib.suppress(OSError):
+            cg.kill_all()
+    if state.pid_alive(st.get("pid"), st.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGKILL)
+        state.wait_gone(st["pid"], st.get("pid_start"), SUPERVISOR_GRACE)
+    end_server(st.get("server"), st.get("server_start"), container.rootfs)
+    _stop_leftover(st.get("pasta"))
+    cleanup_stale(container.rootfs)
+    if cg is not None:
+        with contextlib.suppress(OSError):
+            cg.remove()
 
 
 def _stop_leftover(recorded: list[int | None] | None) -> None:
@@ -51,6 +65,8 @@ def _stop_leftover(recorded: list[int | None] | None) -> None:
 
 def start(container: state.Container) -> None:
     """Start a stopped container again, detached, on the same upper."""
+    if container.broken:
+        raise UserError(f"cannot start container {container.id[:12]}: {container.broken}")
     if container.running():
         return
     wait_supervisor(container)
@@ -121,20 +137,57 @@ def stats(container: state.Container) -> cgroups.Stats:
     return cgroups.load(st["cgroup"]).stats()
 
 
-def logs(container: state.Container, follow: bool = False) -> None:
-    """Copy the container's log to stdout; with ``follow``, until it stops."""
-    out = sys.stdout.buffer
-    try:
-        f = open(container.log_path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return
-    with f:
-        while True:
-            data = f.read(65536)
-            if data:
-                out.write(data)
-                out.flush()
-                continue
-            if not follow or not container.running():
-                return
-            time.sleep(0.1)
+def logs(container: state.Container, *, follow: bool = False, tail: int | None = None,
+         since: str | None = None, timestamps: bool = False) -> None:
+    """Write the container's logged output back to stdout and stderr (see runtime.logs)."""
+    from runtime import logs as logfile
+
+    when = logfile.parse_since(since) if since else None
+    logfile.show(container.log_path, tail=tail, since=when, timestamps=timestamps,
+                 follow=follow, running=container.running)
+
+
+def parse_signal(text: str) -> int:
+    """``KILL``, ``SIGKILL`` or ``9`` as a signal number."""
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+        with contextlib.suppress(AttributeError):
+            return int(getattr(signal.Signals, name))
+    raise UserError(f"invalid signal: {text}")
+
+
+def kill(container: state.Container, signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` to the container's PID 1."""
+    if not container.running():
+        raise UserError(f"cannot kill container {container.name}: it is not running")
+    st = container.state()
+    if state.pid_alive(st["pid"], st.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signum)
+
+
+def wait(container: state.Container) -> int:
+    """Block until the container has stopped (and been cleaned up); its exit code."""
+    st = container.state()
+    while container.running():
+        state.wait_gone(st.get("pid"), st.get("pid_start"), 3600)
+    state.wait_gone(st.get("supervisor"), st.get("supervisor_start"), SUPERVISOR_GRACE)
+    code = container.state().get("exit_code")
+    return int(code) if code is not None else 0
+
+
+def rename(store: object, container: state.Container, new_name: str) -> None:
+    """Give the container another (unused) name."""
+    from runtime.spec import check_name
+
+    check_name(new_name)
+    with state.store_lock(store):
+        if any(c.name == new_name for c in state.all_containers(store)):
+            raise UserError(f'Conflict. The container name "/{new_name}" is already in use')
+        container.config["name"] = new_name
+        container.config["spec"]["name"] = new_name
+        state.write_config(container)

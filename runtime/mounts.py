@@ -97,6 +97,8 @@ def plan(spec: Spec, root: str, state_dir: str, *, userns: bool) -> list[Step]:
         MountStep("proc", in_root(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     steps += _dev_steps(root)
+    steps += [MountStep(d.host, in_root(root, d.container), None, MS_BIND, create="file")
+              for d in spec.devices]
     steps += _sys_steps(root, own_netns=spec.network != "host", userns=userns)
     for vol in spec.volumes:
         kind = "dir" if os.path.isdir(vol.host) else "file"

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unionfs.api import MountHandle, MountOptions, is_mounted, mount
-from unionfs.errors import OperationFailed
+from runtime import linux
+from unionfs.api import MountHandle, MountOptions, is_mounted, mount, syncfs, unmount
+from unionfs.errors import OperationFailed, UserError
 
 BACKEND_ENV = "UNIONFS_ROOTFS"
 
@@ -28,17 +29,76 @@ class RootMount:
     path: Path
     handle: MountHandle | None = None
     in_namespace: bool = False  # served in another mount namespace: only the server can end it
+    released: bool = False
+
+    @property
+    def server_died(self) -> int | None:
+        """The exit status of a unionfs server that ended on its own (None: still serving)."""
+        return self.handle.process.poll() if self.handle is not None else None
 
     def release(self) -> None:
-        """Unmount (idempotent)."""
-        if self.handle is not None and self.in_namespace:
-            stop_server(self.handle.process)
+        """Flush, end the server deliberately, and detach the mount (idempotent).
+
+        The server is told to stop (SIGTERM: it unmounts and exits) rather than left to see
+        the last unmount, which never comes while a copy of the mount lives in another mount
+        namespace.
+        """
+        self.released = True
+        if self.handle is not None:
+            proc = self.handle.process
+            if proc.poll() is None:
+                if not self.in_namespace:  # there the server flushes as it unmounts
+                    with contextlib.suppress(OSError):
+                        syncfs(self.path)  # the kernel's dirty pages, before the server goes
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(SERVER_GRACE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             self.handle = None
-        elif self.handle is not None:
-            self.handle.unmount()
-            self.handle = None
+            with contextlib.suppress(OperationFailed, UserError):
+                unmount(self.path, lazy=True, missing_ok=True)
         elif is_mounted(self.path):
             subprocess.run(["umount", "-l", os.fspath(self.path)], check=False)
+
+
+SERVER_GRACE = 10.0
+
+
+def private_mounts() -> bool:
+    """As root: move into a mount namespace of our own before mounting the container's root.
+
+    The union is then mounted only there (and in the container's namespace, copied from it),
+    never in the host's: namespaces the host makes later (``unshare -m``, a service's
+    PrivateTmp) get no copy that would outlive the container. Host mounts still reach us
+    (slave propagation). An unprivileged user cannot do this without a user namespace, and
+    keeps the mount in the host's namespace. True when done.
+    """
+    if os.geteuid() != 0:
+        return False
+    try:
+        linux.unshare(linux.CLONE_NEWNS)
+    except PermissionError:
+        return False  # root without CAP_SYS_ADMIN (itself in a container): as before
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    return True
+
+
+def end_server(pid: int | None, start: int | None, mountpoint: Path) -> None:
+    """Stop the unionfs server of a root whose supervisor died: flush, SIGTERM, SIGKILL."""
+    from runtime.state import pid_alive, wait_gone
+
+    if not pid or not pid_alive(pid, start):
+        return
+    with contextlib.suppress(OSError):
+        syncfs(f"/proc/{pid}/root{mountpoint}")  # through the server's own mount namespace
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not wait_gone(pid, start, SERVER_GRACE):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, start, SERVER_GRACE)
 
 
 def mount_root(lowers: list[str], upper: Path | None, work: Path | None, mountpoint: Path, *,
@@ -58,17 +118,6 @@ def mount_root(lowers: list[str], upper: Path | None, work: Path | None, mountpo
                            log_file=log_file, extra=["redirect_dir=off"])
     handle = mount(lowers, mountpoint, upper, options=options, wrapper=wrapper)
     return RootMount(mountpoint, handle, in_namespace=bool(wrapper))
-
-
-def stop_server(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM a server (it unmounts and exits), SIGKILL if it does not."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _mount_overlay(lowers: list[str], upper: Path | None, work: Path | None,

@@ -33,6 +33,14 @@ class Volume:
 
 
 @dataclass
+class Device:
+    """A host device node passed in with ``--device HOST[:CTR]``."""
+
+    host: str
+    container: str
+
+
+@dataclass
 class Limits:
     """Cgroup limits; ``None`` means not set."""
 
@@ -70,10 +78,18 @@ class Spec:
     ports: list[Port] = field(default_factory=list)  # -p/-P (private network only)
     uidmap: list[IdMap] = field(default_factory=list)  # --uidmap: a user namespace's map
     gidmap: list[IdMap] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)  # the image's, or --entrypoint
+    stop_signal: str = ""  # the image's StopSignal (empty: SIGTERM)
+    # Security (see runtime.security): capabilities, seccomp, devices passed in.
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    seccomp: str | dict[str, Any] = "default"  # "default", "unconfined" or a docker profile
+    devices: list[Device] = field(default_factory=list)
 
     def argv(self) -> list[str]:
-        """The command to execute (the image default when none was given)."""
-        return list(self.command) or list(DEFAULT_COMMAND)
+        """Entrypoint + command (``/bin/sh`` when the image and the run line give none)."""
+        return [*self.entrypoint, *self.command] or list(DEFAULT_COMMAND)
 
     def environment(self) -> dict[str, str]:
         """The container's environment: defaults, then ``-e`` entries in order."""
@@ -101,6 +117,7 @@ class Spec:
         data["ports"] = [Port(**p) for p in data.get("ports", [])]
         data["uidmap"] = [IdMap(**m) for m in data.get("uidmap", [])]
         data["gidmap"] = [IdMap(**m) for m in data.get("gidmap", [])]
+        data["devices"] = [Device(**d) for d in data.get("devices", [])]
         return cls(**data)
 
 
@@ -141,16 +158,18 @@ def parse_cpu_shares(value: int) -> int:
 
 
 def parse_volume(text: str) -> Volume:
-    """``HOST:CTR[:ro|rw]``; the host path must exist."""
+    """``HOST:CTR[:ro|rw]``; a missing host path is made later, as a directory, by
+    :func:`make_missing_sources` (docker's ``-v``); a bare name would be a named volume."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UserError(f"invalid volume specification: '{text}'")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise UserError(f"invalid mode: {mode} in volume '{text}'")
+    if "/" not in parts[0] and parts[0] not in (".", ".."):
+        raise UserError(f"named volumes are not supported: '{parts[0]}' (give a host path, "
+                        "e.g. ./" + parts[0] + ")")
     host = os.path.abspath(parts[0])
-    if not os.path.exists(host):
-        raise UserError(f"invalid mount config: bind source path does not exist: {host}")
     if not parts[1].startswith("/"):
         raise UserError(f"invalid mount config: mount path must be absolute: {parts[1]}")
     return Volume(host, os.path.normpath(parts[1]), mode == "ro")
@@ -167,3 +186,14 @@ def check_name(name: str) -> str:
 def check_network(mode: str) -> str:
     """``private`` (own namespace through pasta), ``none`` (loopback only) or ``host``."""
     return check_mode(mode)
+
+
+def make_missing_sources(volumes: list[Volume]) -> None:
+    """Create the host directories of ``-v`` sources that do not exist (as docker's ``-v``
+    does); called once every option has been checked."""
+    for vol in volumes:
+        if not os.path.lexists(vol.host):
+            try:
+                os.makedirs(vol.host, mode=0o755)
+            except OSError as exc:
+                raise UserError(f"cannot create bind source {vol.host}: {exc.strerror}") from None

@@ -37,10 +37,15 @@ def now_iso() -> str:
 
 @dataclass
 class Container:
-    """One container's directory and its two JSON files."""
+    """One container's directory and its two JSON files.
+
+    ``broken`` says why ``config.json`` could not be read (None for a healthy container): a
+    broken entry is still listed and can be removed, its processes and mount ended.
+    """
 
     dir: Path
     config: dict[str, Any]
+    broken: str | None = None
 
     @property
     def id(self) -> str:
@@ -71,29 +76,36 @@ class Container:
         return self.dir / "container.log"
 
     def state(self) -> dict[str, Any]:
-        """The saved state, with a dead supervisor's "running" corrected to "exited"."""
-        try:
-            data: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            data = {"status": "created"}
+        """The saved state; a "running" container whose supervisor is gone is recorded, the
+        first time it is seen, as exited with status 255 and an error."""
+        data = self._read_state()
         if data.get("status") == "running" and not pid_alive(data.get("supervisor"),
                                                              data.get("supervisor_start")):
-            data["status"] = "exited"  # its supervisor was killed: the container died with it
-            if data.get("exit_code") is None:
-                data["exit_code"] = 255
+            # Its supervisor was killed: PID 1 died with it (its parent-death signal).
+            ended = {"status": "exited", "finished_at": now_iso(),
+                     "exit_code": data.get("exit_code") or 255,
+                     "error": "the container's supervisor was killed"}
+            try:
+                data = self.write_state(**ended)
+            except OSError:  # removed meanwhile, or not ours to write
+                data.update(ended)
+        return data
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
+        except FileNotFoundError:
+            data = {"status": "created"}
+        except (OSError, json.JSONDecodeError):
+            data = {"status": "created", "error": "state.json is unreadable"}
         return data
 
     def write_state(self, **changes: Any) -> dict[str, Any]:
         """Update state.json atomically with ``changes``."""
         with self.locked():
-            try:
-                data = json.loads((self.dir / "state.json").read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                data = {"status": "created"}
+            data = self._read_state()
             data.update(changes)
-            tmp = self.dir / "state.json.tmp"
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, self.dir / "state.json")
+            write_json(self.dir / "state.json", data)
         return data
 
     def running(self) -> bool:
@@ -109,22 +121,49 @@ class Container:
             yield
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` by ``data`` atomically: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def containers_dir(store: Any) -> Path:
-    """Where containers live in a store."""
+    """Where containers live in a store (reachable only by the store's owner)."""
     path = Path(store.root) / "containers"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
 def all_containers(store: Any) -> list[Container]:
-    """Every container, oldest first."""
+    """Every container, oldest first; broken entries (unreadable config) are included."""
     found = []
     for d in containers_dir(store).iterdir():
+        if d.name.startswith(".") or not d.is_dir():
+            continue  # the store lock, a container being created
         try:
             found.append(Container(d, json.loads((d / "config.json").read_text())))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-            continue
+        except (OSError, json.JSONDecodeError) as exc:
+            found.append(_broken(d, exc))
     return sorted(found, key=lambda c: str(c.config.get("created", "")))
+
+
+def _broken(d: Path, exc: Exception) -> Container:
+    """A container whose config.json is missing or damaged: its id, and what it ran if known."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    created = datetime.fromtimestamp(d.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    config: dict[str, Any] = {
+        "id": d.name, "name": d.name[:12], "created": created, "image": "<unknown>",
+        "image_id": "", "layer_dirs": [], "spec": {"image": "<unknown>"}, "upper": None,
+        "work": None,
+    }
+    upper_root = d.parent.parent / "uppers" / "container" / d.name
+    if upper_root.is_dir():
+        config["upper"] = str(upper_root / "upper")
+    return Container(d, config, broken=f"config.json: {why}")
 
 
 def find(store: Any, ref: str) -> Container | None:
@@ -148,7 +187,7 @@ def get(store: Any, ref: str) -> Container:
 
 
 @contextlib.contextmanager
-def _store_lock(store: Any) -> Iterator[None]:
+def store_lock(store: Any) -> Iterator[None]:
     with open(containers_dir(store) / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -157,7 +196,7 @@ def _store_lock(store: Any) -> Iterator[None]:
 def create(store: Any, spec: Spec, image: Any) -> Container:
     """Record a new container (name checked unique under the lock) and make its upper."""
     cid = secrets.token_hex(32)
-    with _store_lock(store):
+    with store_lock(store):
         names = {c.name for c in all_containers(store)}
         if spec.name and spec.name in names:
             raise UserError(f'Conflict. The container name "/{spec.name}" is already in use')
@@ -173,12 +212,19 @@ def create(store: Any, spec: Spec, image: Any) -> Container:
             "layer_dirs": [str(p) for p in image.layer_dirs],
             "upper": str(upper) if upper else None, "work": str(work) if work else None,
         }
+        # Made complete under a hidden name, then renamed: never seen half-written.
+        staging = containers_dir(store) / f".new-{cid}"
+        staging.mkdir(mode=0o700)
+        write_json(staging / "config.json", config)
+        write_json(staging / "state.json", {"status": "created"})
         d = containers_dir(store) / cid
-        d.mkdir()
-        (d / "config.json").write_text(json.dumps(config, indent=1))
-    container = Container(d, config)
-    container.write_state(status="created")
-    return container
+        staging.rename(d)
+    return Container(d, config)
+
+
+def write_config(container: Container) -> None:
+    """Save a changed ``container.config`` (e.g. a new name) atomically."""
+    write_json(container.dir / "config.json", container.config)
 
 
 def _random_name(taken: set[str]) -> str:
@@ -267,7 +313,7 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
             "Status": st.get("status"), "Running": running,
             "Pid": st.get("pid") if running else 0, "ExitCode": st.get("exit_code", 0),
             "OOMKilled": bool(st.get("oom_killed")), "StartedAt": st.get("started_at"),
-            "FinishedAt": st.get("finished_at"),
+            "FinishedAt": st.get("finished_at"), "Error": st.get("error") or c.broken or "",
         },
         "Cgroup": st.get("cgroup") if running else None,
         "NetworkSettings": _network_settings(c.spec.network, c.spec.ports,
@@ -287,6 +333,29 @@ def _network_settings(mode: str, ports: list[Any], net: dict[str, Any] | None
     net = net or {}
     return {"Mode": mode, "IPAddress": net.get("address", ""),
             "Gateway": net.get("gateway", ""), "Ports": published}
+
+
+def enter_container_mounts(store: Any, name: str) -> None:
+    """Join the mount namespace that holds running container ``name``'s root mount.
+
+    A root-run container's union is mounted in a namespace of its own, never in the host's
+    (so it is not copied into namespaces made later); ``commit`` of a running container joins
+    it to reach the live mount. Nothing happens when there is no such namespace.
+    """
+    from runtime import linux
+
+    c = find(store, name)
+    if c is None or not c.running():
+        return
+    st = c.state()
+    server = st.get("server")
+    if not st.get("private_mounts") or not pid_alive(server, st.get("server_start")):
+        return
+    fd = os.open(f"/proc/{server}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(fd, linux.CLONE_NEWNS)
+    finally:
+        os.close(fd)
 
 
 def container_lowers(store: Any, name: str) -> list[str] | None:

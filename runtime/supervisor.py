@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
 import shutil
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, child, idmap, init, linux, namespaces, network, relay, state
+from runtime import (
+    cgroups,
+    child,
+    console,
+    idmap,
+    init,
+    initlayer,
+    linux,
+    logs,
+    namespaces,
+    network,
+    relay,
+    state,
+)
 from runtime.child import read_all, read_line
-from runtime.rootfs import RootMount, cleanup_stale, mount_root
+from runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
 from runtime.spec import Spec
 from unionfs.errors import UserError
 
@@ -32,6 +45,40 @@ class StartFailed(UserError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(" ".join(message.split("\n")))
         self.exit_code = code
+
+
+class Interrupted(StartFailed):
+    """A termination signal arrived before the container was running: nothing is kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} while starting the "
+                         "container", 128 + signum)
+
+
+STARTUP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Note termination signals instead of dying of them, so a start can be undone at a safe
+    point (:func:`check_signals`); the list holds the signals received."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, note) for s in STARTUP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def check_signals(received: list[int]) -> None:
+    """Raise :class:`Interrupted` when a termination signal came while starting."""
+    if received:
+        raise Interrupted(received[0])
 
 
 @dataclass
@@ -80,12 +127,16 @@ def container_maps(spec: Spec) -> idmap.Maps | None:
     return idmap.Maps(uid_map, gid_map, full=False)
 
 
-def mount_container_root(container: state.Container, in_ns_of: int | None = None) -> RootMount:
-    """The container's root; with ``in_ns_of``, served from that process's user and mount
-    namespaces (a rootless container's, where the server may create files of any owner)."""
+def mount_container_root(container: state.Container, spec: Spec,
+                         in_ns_of: int | None = None) -> RootMount:
+    """The container's root: its init layer (mount points, runtime.initlayer) over the
+    image's layers; with ``in_ns_of``, served from that process's user and mount namespaces
+    (a rootless container's, where the server may create files of any owner)."""
     wrapper = ([] if in_ns_of is None else
                ["nsenter", f"--target={in_ns_of}", "--user", "--mount", "--"])
-    return mount_root(container.config["layer_dirs"], container.upper, container.work,
+    lowers = container.config["layer_dirs"]
+    init_layer = initlayer.build(container.dir, lowers, spec)
+    return mount_root([str(init_layer), *lowers], container.upper, container.work,
                       container.rootfs, allow_other=os.geteuid() == 0 or bool(wrapper),
                       log_file=container.dir / "unionfs.log", wrapper=wrapper)
 
@@ -108,55 +159,105 @@ def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None
 
 def supervise(container: state.Container, *, attached: bool,
               notify: Callable[[], None] | None = None) -> int:
-    """Run the container once; its exit code. ``notify()`` is called once it started."""
+    """Run the container once; its exit code. ``notify()`` is called once it started.
+
+    A termination signal before the container runs undoes the start (mount, cgroup, and with
+    ``--rm`` the container); after that, signals are forwarded to the container.
+    """
     spec = container.spec
-    maps = container_maps(spec)
-    # A rootless container with the whole range: its server runs in its namespaces.
-    server_ns = maps is not None and maps.full and os.geteuid() != 0
-    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
-    write_etc_files(container, spec)
-    cleanup_stale(container.rootfs)
-    cg = make_cgroup(container, spec)
-    res = Resources()
-    started: Started | None = None
+    with deferred_signals() as received:
+        maps = container_maps(spec)
+        # A rootless container with the whole range: its server runs in its namespaces.
+        server_ns = maps is not None and maps.full and os.geteuid() != 0
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        write_etc_files(container, spec)
+        cleanup_stale(container.rootfs)
+        private = private_mounts()
+        cg = make_cgroup(container, spec)
+        res = Resources()
+        started: Started | None = None
+        logger = logs.Logger(container.log_path)
 
-    def in_ns(pid: int) -> None:
-        res.root = mount_container_root(container, pid)
+        def in_ns(pid: int) -> None:
+            res.root = mount_container_root(container, spec, pid)
 
-    def connect(pid1: int) -> None:
-        if spec.network == "private":
-            res.net = network.start(pid1, spec.ports, container.dir,
-                                    join_userns=maps is not None)
+        def connect(pid1: int) -> None:
+            if spec.network == "private":
+                res.net = network.start(pid1, spec.ports, container.dir,
+                                        join_userns=maps is not None)
 
-    try:
-        if not server_ns:
-            res.root = mount_container_root(container)
-        started = spawn(container, spec, cg, maps=maps, attached=attached,
-                        on_ns=in_ns if server_ns else None, on_pid1=connect)
-        me = os.getpid()
-        container.write_state(
-            status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
-            supervisor=me, supervisor_start=state.pid_start_time(me),
-            cgroup=cg.to_dict() if cg else None, started_at=state.now_iso(),
-            exit_code=None, oom_killed=False, finished_at=None,
-            server=_pid_and_start(res.root.handle.pid if res.root and res.root.handle else None),
-            network=res.net.to_dict() if res.net else None,
-            pasta=_pid_and_start(res.net.pid if res.net else None),
-        )
-        if notify is not None:
-            notify()
-        status = wait_container(started, spec, container, attached=attached)
-        code = init.exit_code(status)
-        oom = cg.oom_killed() if cg else False
-        if oom and code != 0:
-            code = 137
-        container.write_state(status="exited", exit_code=code, oom_killed=oom,
-                              finished_at=state.now_iso())
-        return code
-    finally:
-        _cleanup(started, cg, res)
-        if spec.remove:
-            state.delete(container)
+        try:
+            check_signals(received)
+            if not server_ns:
+                res.root = mount_container_root(container, spec)
+            check_signals(received)
+            started = spawn(container, spec, cg, maps=maps, attached=attached, logger=logger,
+                            on_ns=in_ns if server_ns else None, on_pid1=connect)
+            check_signals(received)
+            assert res.root is not None
+            _record_running(container, started, cg, res, private)
+            if notify is not None:
+                notify()
+            watch_server(res.root, started.pid)
+            status = wait_container(started, spec, logger, attached=attached,
+                                    pending=received)
+            _record_exit(container, status, cg, res.root)
+            return int(container.state()["exit_code"])
+        finally:
+            _cleanup(started, cg, res)
+            logger.close()
+            if spec.remove:
+                state.delete(container)
+
+
+def watch_server(root: RootMount, pid1: int) -> None:
+    """Kill the container when its filesystem server dies: without it nothing in the
+    container works (a thread waits for the server; a pidfd names PID 1 safely)."""
+    if root.handle is None:
+        return
+    process = root.handle.process
+    pidfd = os.pidfd_open(pid1)
+
+    def wait() -> None:
+        try:
+            process.wait()
+            if not root.released:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+
+    threading.Thread(target=wait, name="server-watch", daemon=True).start()
+
+
+def _record_running(container: state.Container, started: Started, cg: cgroups.Cgroup | None,
+                    res: Resources, private: bool) -> None:
+    me = os.getpid()
+    root = res.root
+    server = root.handle.pid if root is not None and root.handle is not None else None
+    container.write_state(
+        status="running", pid=started.pid, pid_start=state.pid_start_time(started.pid),
+        supervisor=me, supervisor_start=state.pid_start_time(me),
+        server=server, server_start=state.pid_start_time(server) if server else None,
+        private_mounts=private, cgroup=cg.to_dict() if cg else None,
+        started_at=state.now_iso(), exit_code=None, oom_killed=False, finished_at=None,
+        error="", network=res.net.to_dict() if res.net else None,
+        pasta=_pid_and_start(res.net.pid if res.net else None),
+    )
+
+
+def _record_exit(container: state.Container, status: int, cg: cgroups.Cgroup | None,
+                 root: RootMount) -> None:
+    code = init.exit_code(status)
+    oom = cg.oom_killed() if cg else False
+    if oom and code != 0:
+        code = 137
+    error = ""
+    died = root.server_died
+    if died is not None:
+        error = f"the container's filesystem server died (status {died})"
+    container.write_state(status="exited", exit_code=code, oom_killed=oom,
+                          finished_at=state.now_iso(), error=error)
 
 
 def _pid_and_start(pid: int | None) -> list[int | None] | None:
@@ -180,22 +281,23 @@ def _cleanup(started: Started | None, cg: cgroups.Cgroup | None, res: Resources)
         res.root.release()
 
 
-def _stdio(log_path: Path, spec: Spec, attached: bool,
+def _stdio(logger: logs.Logger, spec: Spec, attached: bool,
            ) -> tuple[child.Stdio, list[int], int | None]:
-    """The container's streams, the fds to close after the fork, and the pty master."""
+    """The container's streams, the fds to close after the fork, and the pty master.
+
+    Without ``-t``, stdout and stderr are pipes to the logger (which copies them to ours
+    when attached); with it, PID 1 makes the pty itself (runtime.console).
+    """
     if spec.tty:
-        master, slave = pty.openpty()
-        return child.Stdio(slave, slave, slave, tty=slave), [slave], master
-    if attached:
-        stdin = 0 if spec.interactive else os.open(os.devnull, os.O_RDONLY)
-        return child.Stdio(stdin, 1, 2), [stdin] if stdin != 0 else [], None
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    null = os.open(os.devnull, os.O_RDONLY)
-    return child.Stdio(null, log, log), [null, log], None
+        return child.Stdio(-1, -1, -1), [], None
+    stdin = 0 if attached and spec.interactive else os.open(os.devnull, os.O_RDONLY)
+    out = logger.stream("stdout", echo=1 if attached else None)
+    err = logger.stream("stderr", echo=2 if attached else None)
+    return child.Stdio(stdin, out, err), [fd for fd in (stdin, out, err) if fd != 0], None
 
 
 def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
-          maps: idmap.Maps | None, attached: bool,
+          maps: idmap.Maps | None, attached: bool, logger: logs.Logger,
           on_ns: Callable[[int], None] | None = None,
           on_pid1: Callable[[int], None] | None = None) -> Started:
     """Fork the container and wait for its exec; :class:`StartFailed` when it cannot start.
@@ -203,12 +305,14 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
     ``on_ns(pid)`` runs once the intermediate has its user and first mount namespace (the
     unionfs server is started there); ``on_pid1(pid)`` before PID 1 may go on (network).
     """
-    stdio, to_close, master = _stdio(container.log_path, spec, attached)
+    stdio, to_close, master = _stdio(logger, spec, attached)
     down_r, down_w = os.pipe2(os.O_CLOEXEC)
     up_r, up_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    console_sock, console_fd = console.socket_pair() if spec.tty else (None, None)
     cfg = child.ChildConfig(spec, str(container.rootfs), str(container.dir), maps is not None,
-                            stdio, down_r, up_w, err_w, server_ns=on_ns is not None)
+                            stdio, down_r, up_w, err_w, server_ns=on_ns is not None,
+                            console=console_fd)
     pid = os.fork()
     if pid == 0:
         os.close(down_w)
@@ -219,6 +323,8 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
         child.intermediate(cfg)
     for fd in (down_r, up_w, err_w, *to_close):
         os.close(fd)
+    if console_fd is not None:
+        os.close(console_fd)
     pid1: int | None = None
     try:
         pid1 = _handshake(pid, cg, maps, down_w, up_r, on_ns)
@@ -244,7 +350,9 @@ def spawn(container: state.Container, spec: Spec, cg: cgroups.Cgroup | None, *,
         os.close(up_r)
     message = read_all(err_r)
     os.close(err_r)
-    if message or pid1 is None:
+    if console_sock is not None:
+        master = console.receive_master(console_sock)
+    if message or pid1 is None or (spec.tty and master is None):
         code, _, text = message.partition(" ")
         if pid1 is not None:
             with contextlib.suppress(ChildProcessError):
@@ -282,20 +390,25 @@ def _handshake(pid: int, cg: cgroups.Cgroup | None, maps: idmap.Maps | None, dow
     return int(line[1:]) if line.startswith("P") else None
 
 
-def wait_container(started: Started, spec: Spec, container: state.Container, *,
-                   attached: bool) -> int:
-    """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status."""
+def wait_container(started: Started, spec: Spec, logger: logs.Logger, *,
+                   attached: bool, pending: list[int] | None = None) -> int:
+    """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status.
+
+    ``pending`` are signals that arrived since the container was recorded running: they are
+    forwarded first.
+    """
     with relay.forwarding(started.pid):
+        for signum in pending or ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.pid, signum)
         if started.master is None:
             return relay.wait(started.pid)
-        if attached:
-            stdin = 0 if spec.interactive else None
-            return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=1)
-        log = os.open(container.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        out = logger.stream("stdout", echo=1 if attached else None)
+        stdin = 0 if attached and spec.interactive else None
         try:
-            return relay.pty_session(started.pid, started.master, stdin=None, stdout=log)
+            return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=out)
         finally:
-            os.close(log)
+            os.close(out)
 
 
 # -- foreground and detached ------------------------------------------------------------

@@ -303,6 +303,27 @@ def test_root_published_port_conflict_and_cleanup(cli: CLI) -> None:
     assert set(pasta_processes()) <= before
 
 
+def test_publish_all_uses_the_images_exposed_ports(
+        ranged: Rootless, cli: CLI, tmp_path: Path) -> None:
+    from unionfs.store import Store
+
+    root = CLI(tmp_path / "store", dict(cli.env, UNIONFS_STORE=str(tmp_path / "store")))
+    root.ok("import", str(ranged.base / "owners.tar"), "-t", "plain")
+    store = Store.open(tmp_path / "store")
+    config = json.loads(json.dumps(store.image("plain").config))
+    config.setdefault("config", {})["ExposedPorts"] = {"80/tcp": {}}
+    store.publish_image(config, "exposed:latest")
+    root.ok("run", "-d", "--name", "ex", "-P", "exposed", "sh", "-c",
+            "mkdir -p /www && echo exposed > /www/index.html && exec httpd -f -p 80 -h /www")
+    try:
+        ports = json.loads(root.ok("inspect", "ex"))[0]["NetworkSettings"]["Ports"]
+        host_port = ports["80/tcp"][0]["HostPort"]
+        assert f"0.0.0.0:{host_port}->80/tcp" in root.ok("ps")
+        assert fetch(f"http://127.0.0.1:{host_port}/") == "exposed\n"
+    finally:
+        root.ok("rm", "-f", "ex")
+
+
 def test_network_none_and_host_stay(cli: CLI) -> None:
     none = cli.ok("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net")
     assert none.split() == ["lo"]

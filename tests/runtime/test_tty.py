@@ -11,6 +11,7 @@ import struct
 import sys
 import termios
 import time
+from pathlib import Path
 
 from .conftest import CLI
 
@@ -45,6 +46,14 @@ class Terminal:
         assert text.encode() in self.seen, self.seen[-500:]
         self.seen = self.seen[self.seen.index(text.encode()) + len(text):]
 
+    def saw(self, text: str, timeout: float) -> bool:
+        """Like :meth:`expect`, but False when ``text`` has not come within ``timeout``."""
+        try:
+            self.expect(text, timeout)
+        except AssertionError:
+            return False
+        return True
+
     def wait(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -58,6 +67,30 @@ class Terminal:
         raise AssertionError("unionfs run did not exit")
 
 
+def wait_for_process(cmdline: bytes, timeout: float = 15) -> int:
+    """The pid of a process whose command line is ``cmdline`` (waits until there is one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes() == cmdline:
+                    return int(entry)
+        time.sleep(0.02)
+    raise AssertionError(f"no process {cmdline!r}")
+
+
+def test_tty_is_the_containers_own(cli: CLI) -> None:
+    term = Terminal([sys.executable, "-m", "unionfs", "run", "-it", "--rm", "busybox", "sh"],
+                    cli.env)
+    term.expect("# ")
+    term.send("tty; stat -c '%F' /dev/console; ls /dev/pts; echo DONE-$((1+2))\r")
+    term.expect("/dev/pts/0")
+    term.expect("character special file")
+    term.expect("DONE-3")
+    term.send("exit\r")
+    assert term.wait() == 0
+
+
 def test_tty_resize_ctrl_c_and_exit_code(cli: CLI) -> None:
     term = Terminal([sys.executable, "-m", "unionfs", "run", "-it", "--rm", "busybox", "sh"],
                     cli.env)
@@ -67,12 +100,13 @@ def test_tty_resize_ctrl_c_and_exit_code(cli: CLI) -> None:
     term.expect("xterm")
     term.expect("30 100")
     term.resize(40, 120)
-    time.sleep(0.3)
-    term.send("stty size\r")
-    term.expect("40 120")
+    resized = False
+    while not resized:  # the size reaches the pty once the relay has seen SIGWINCH
+        term.send("stty size\r")
+        resized = term.saw("40 120", timeout=2)
     start = time.monotonic()
     term.send("sleep 30\r")
-    time.sleep(0.5)
+    wait_for_process(b"sleep\x0030\x00")
     term.send("\x03")
     term.send("echo AFTER-$((1+1))\r")
     term.expect("AFTER-2")

@@ -8,6 +8,7 @@ Modules are imported lazily per family so ``unionfs mount`` does not pay for the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -21,6 +22,7 @@ COMMAND_MODULES = (
     "unionfs.cli.store_cmd",
     "unionfs.cli.registry_cmd",
     "unionfs.cli.watch_cmd",
+    "unionfs.cli.build_cmd",
     "runtime.cli",
     "unionfs.cli.demo_cmd",
 )
@@ -59,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code = _in_user_namespace(sys.argv[1:] if argv is None else argv, args)
-        if code is not None:
-            return code
-        return int(args.func(args) or 0)
+        if code is None:
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except UserError as exc:
         print(f"unionfs: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -93,5 +98,16 @@ def _in_user_namespace(argv: list[str], args: argparse.Namespace) -> int | None:
 
 
 def _describe_oserror(exc: OSError) -> str:
-    where = f": {exc.filename}" if exc.filename else ""
+    """``strerror: path`` with paths as text (a bytes path is decoded, never shown as b'')."""
+    names = [os.fsdecode(n) for n in (exc.filename, exc.filename2) if n]
+    where = "".join(f": {n}" for n in names)
     return f"{exc.strerror or exc}{where}"
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``unionfs images | head``): end quietly, as a
+    program killed by SIGPIPE would, without a message or a second error at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141

@@ -112,6 +112,8 @@ def cmd_commit(args: argparse.Namespace) -> int:
     store = _store(args)
     created_by = args.created_by or "unionfs commit " + shlex.join(sys.argv[2:])
     opts = {"message": args.message, "created_by": created_by, "author": args.author}
+    target = args.targets[0] if not args.upper and args.targets else None
+    opts["config"] = _commit_config(store, target, args.change)
     if args.upper:
         if len(args.targets) != 1:
             raise UserError("with --upper give only the new image name")
@@ -122,6 +124,44 @@ def cmd_commit(args: argparse.Namespace) -> int:
         image = _commit_target(store, args.targets[0], args.targets[1], args.parent, opts)
     print(image.id)
     return 0
+
+
+def _commit_config(store: Any, target: str | None, changes: list[str]) -> Any:
+    """What the new image's config is made from: a container's command, env, working dir and
+    user, then the ``--change`` lines; a function of the parent's config (None: inherit)."""
+    from unionfs.build.instructions import apply_changes
+    from unionfs.store.imageconfig import ContainerConfig
+
+    apply_changes(ContainerConfig(), changes)  # bad --change: refused before any work
+    found = _container_spec(store, target) if target else None
+    if found is None and not changes:
+        return None
+
+    def make(base: dict[str, Any] | None) -> dict[str, Any]:
+        if found is not None:
+            from runtime.imageconfig import container_config  # type: ignore[import-not-found]
+
+            spec, image = found  # the container's own image, not any with the same layers
+            cfg = container_config(spec, image.config if image is not None else base)
+        else:
+            cfg = ContainerConfig.from_image(base)
+        return apply_changes(cfg, changes).to_oci()
+    return make
+
+
+def _container_spec(store: Any, name: str) -> tuple[Any, Any] | None:
+    """The run spec and image of container ``name`` (None: no such container, or no
+    runtime)."""
+    if os.path.isdir(name):
+        return None
+    try:
+        from runtime import state  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    container = state.find(store, name)
+    if container is None:
+        return None
+    return container.spec, store.find_image(container.config.get("image_id", ""))
 
 
 def _commit_upper(store: Any, upper: Path, tag: str, parent: str | None,
@@ -150,6 +190,8 @@ def _commit_target(store: Any, target: str, tag: str, parent: str | None,
     if upper is None:
         raise UserError(f"{target} is neither a mount point nor a container")
     info = _container(store, target, "container_info") or {}
+    # A running container's root may be mounted only in a mount namespace of its own.
+    _container(store, target, "enter_container_mounts")
     rootfs = info.get("RootFs")
     if rootfs and os.path.isdir(rootfs) and is_mounted(rootfs) and mount_info(store, rootfs):
         # A running container on a unionfs root: commit it live, like a mount point.
@@ -236,6 +278,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             continue
         info = _container(store, ref, "container_info")
         out.append(info if info is not None else inspect_layer(store.layer(ref)))
+    if args.format is not None:
+        from unionfs.cli.template import render
+
+        for item in out:
+            print(render(args.format, item))
+        return 0
     _print_json(out)
     return 0
 
@@ -397,6 +445,9 @@ def _register_build(sub: Any) -> None:
     p.add_argument("--message", "-m", default="", help="commit message")
     p.add_argument("--author", "-a", default=None)
     p.add_argument("--created-by", default="", help="command recorded as creating the layer")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="apply a Containerfile instruction to the config: CMD, ENTRYPOINT, "
+                   "ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL (repeatable)")
     p = _parser(sub, "squash", cmd_squash, "Merge an image's layers into one layer "
                 "(whiteouts applied, opaque directories resolved).")
     p.add_argument("image")
@@ -419,6 +470,8 @@ def _register_query(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="full ids and texts")
     p = _parser(sub, "inspect", cmd_inspect, "Show an image, layer or container as JSON.")
     p.add_argument("refs", nargs="+", metavar="IMAGE|LAYER")
+    p.add_argument("-f", "--format", default=None, metavar="TEMPLATE",
+                   help="print one field per item, e.g. '{{.Config.Cmd}}' or '{{json .Config}}'")
     p = _parser(sub, "diff", cmd_diff, "List changes (A added, C changed, D deleted) of a "
                 "mount's upper, a container, an image's top layer, or --upper DIR.", fmt=True)
     p.add_argument("target", nargs="?", metavar="MOUNTPOINT|IMAGE|CONTAINER")

@@ -15,7 +15,7 @@ from typing import Any
 
 from unionfs.errors import UserError
 from unionfs.store.fsutil import flock
-from unionfs.store.store import UPPER_RECORD, Image, Progress, Store
+from unionfs.store.store import UPPER_RECORD, ConfigArg, Image, Progress, Store
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
@@ -78,9 +78,15 @@ def _container_user(store: Store, image: Image) -> str | None:
 
 def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None = None
                     ) -> list[str]:
-    """Layer ids for a mount's lowers (top first); lowers not in the store are imported."""
+    """Layer ids for a mount's lowers (top first); lowers not in the store are imported.
+
+    A lower with a sibling ``<dir>.runtime-only`` file is the container runtime's own (its
+    init layer of mount points and /etc stubs) and is left out.
+    """
     out = []
     for lower in lowers:
+        if os.path.exists(f"{lower.rstrip('/')}.runtime-only"):
+            continue
         layer_id = store.layer_of_dir(Path(lower))
         if layer_id is None:
             layer_id = store.add_layer_dir(Path(lower), f"lower {lower}", progress=progress).id
@@ -90,7 +96,7 @@ def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None =
 
 def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
                    created_by: str = "", author: str | None = None,
-                   progress: Progress | None = None) -> Image:
+                   progress: Progress | None = None, config: ConfigArg = None) -> Image:
     """Commit a live mount's upper as a new image; the mount goes on over a fresh upper.
 
     Commits on the same mount point are serialized by a lock file in the store.
@@ -107,7 +113,7 @@ def commit_mounted(store: Store, mountpoint: Path, tag: str, message: str = "",
 
         old_upper = Path(switch_upper(mountpoint))
         image = store.commit_on_layers(old_upper, lower_ids, tag, message, created_by, author,
-                                       adopt=True, progress=progress)
+                                       adopt=True, progress=progress, config=config)
         store.record_committed(old_upper, image.layer_ids[-1])
         return image
 

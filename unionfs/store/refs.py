@@ -65,9 +65,13 @@ def oci_arch() -> str:
 
 
 def new_config(
-    parent: dict[str, Any] | None, layer: str, history: dict[str, Any]
+    parent: dict[str, Any] | None, layer: str, history: dict[str, Any],
+    container: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The config of an image made by adding ``layer`` (a diff_id) on top of ``parent``."""
+    """The config of an image made by adding ``layer`` (a diff_id) on top of ``parent``.
+
+    ``container`` (an OCI ``config`` object: Cmd, Env, ...) replaces the parent's.
+    """
     base = parent or {"architecture": oci_arch(), "os": "linux", "config": {},
                       "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
     config = {k: v for k, v in base.items() if k not in ("rootfs", "history", "created",
@@ -77,6 +81,8 @@ def new_config(
         config["author"] = history["author"]
     config["rootfs"] = {"type": "layers", "diff_ids": [*base["rootfs"]["diff_ids"], layer]}
     config["history"] = [*base.get("history", []), history]
+    if container is not None:
+        config["config"] = container
     return config
 
 

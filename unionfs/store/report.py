@@ -10,33 +10,57 @@ from unionfs.store.store import Image, Layer, Store
 
 
 def history_rows(image: Image) -> list[dict[str, Any]]:
-    """One row per layer, top first: layer, created, size, comment, created_by."""
+    """One row per history record, top first: layer, created, size, comment, created_by.
+
+    Records of config-only steps (``empty_layer``, e.g. a build's CMD) have no layer and
+    size 0, as ``docker history`` shows them.
+    """
     rows = []
     records = layer_history(image.config)
     for layer_id, rec in zip(image.layer_ids, records, strict=True):
         rec = rec or {}
-        rows.append({
-            "layer": layer_id,
-            "created": rec.get("created", ""),
-            "size": Layer(image.store, layer_id).size,
-            "comment": rec.get("comment", ""),
-            "created_by": rec.get("created_by", ""),
-            "author": rec.get("author", ""),
-        })
+        for empty in _empty_before(image.config, rec):
+            rows.append(_history_row("", 0, empty))
+        rows.append(_history_row(layer_id, Layer(image.store, layer_id).size, rec))
+    for empty in _empty_before(image.config, None):
+        rows.append(_history_row("", 0, empty))
     return rows[::-1]
 
 
+def _history_row(layer_id: str, size: int, rec: dict[str, Any]) -> dict[str, Any]:
+    return {"layer": layer_id, "created": rec.get("created", ""), "size": size,
+            "comment": rec.get("comment", ""), "created_by": rec.get("created_by", ""),
+            "author": rec.get("author", "")}
+
+
+def _empty_before(config: dict[str, Any], record: dict[str, Any] | None
+                  ) -> list[dict[str, Any]]:
+    """The empty-layer records just before ``record`` (None: those after the last layer)."""
+    history = [h for h in config.get("history", []) if isinstance(h, dict)]
+    end = next((i for i, h in enumerate(history) if h is record), len(history))
+    start = end
+    while start > 0 and history[start - 1].get("empty_layer"):
+        start -= 1
+    return history[start:end]
+
+
 def inspect_image(image: Image) -> dict[str, Any]:
-    """An image as JSON data: id, tags, config, layers (top first) with their directories."""
+    """An image as docker's ``image inspect`` shows it (``Config.Cmd``, ``Config.Env``...,
+    ``RootFS.Layers``), plus our layers (top first) with their directories."""
+    config = image.config.get("config") or {}
     return {
         "Id": image.id,
         "RepoTags": image.tags,
         "Created": image.config.get("created", ""),
         "Author": image.config.get("author", ""),
+        "Architecture": image.config.get("architecture", ""),
+        "Os": image.config.get("os", ""),
         "Size": image.size,
+        "Config": config,
+        "RootFS": {"Type": "layers", "Layers": image.layer_ids},
+        "History": image.config.get("history", []),
         "Layers": [{"Id": layer.id, "Size": layer.size, "Dir": str(layer.dir)}
                    for layer in image.layers],
-        "Config": image.config,
     }
 
 

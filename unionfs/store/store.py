@@ -46,6 +46,9 @@ from unionfs.store.tree import Node, readahead, scan
 
 Progress = Callable[[int], None]
 UPPER_RECORD = "image.json"  # next to an upper made for an image: what it sits on
+# A commit's container config: an OCI ``config`` object, a function of the parent image's
+# config giving one, or None (inherit the parent's).
+ConfigArg = dict[str, Any] | Callable[[dict[str, Any] | None], dict[str, Any]] | None
 
 
 def default_root() -> Path:
@@ -152,6 +155,7 @@ class Store:
         try:
             for sub in ("layers/sha256", "images/sha256", "uppers", "tmp", "locks"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
+            _private_dirs(root)
         except OSError as exc:
             raise UserError(f"cannot use store {root}: {exc.strerror}") from None
         store = cls(root)
@@ -474,10 +478,12 @@ class Store:
 
     def commit(self, upper: Path, parent: str | None, tag: str, message: str = "",
                created_by: str = "", author: str | None = None, *, adopt: bool = False,
-               progress: Progress | None = None) -> Image:
+               progress: Progress | None = None, config: ConfigArg = None) -> Image:
         """Make ``upper`` a new layer on top of image ``parent`` and tag the result.
 
         ``upper`` is copied; with ``adopt`` (an upper nothing writes anymore) it is moved.
+        ``config`` (an OCI ``config`` object, or a function of the parent's image config
+        that returns one) replaces the parent's Cmd, Env...
         """
         base = self.image(parent) if parent else None
         tag = refs.normalize_tag(tag)
@@ -486,12 +492,15 @@ class Store:
         else:
             layer = self.add_layer_dir(Path(upper), f"commit of {upper}", progress=progress)
         history = refs.history_entry(now_iso(), created_by, message, author)
-        config = refs.new_config(base.config if base else None, layer.id, history)
-        return self.publish_image(config, tag)
+        parent_config = base.config if base else None
+        container = config(parent_config) if callable(config) else config
+        image_config = refs.new_config(parent_config, layer.id, history, container)
+        return self.publish_image(image_config, tag)
 
     def commit_on_layers(self, upper: Path, lower_ids: list[str], tag: str, message: str = "",
                          created_by: str = "", author: str | None = None, *,
-                         adopt: bool = False, progress: Progress | None = None) -> Image:
+                         adopt: bool = False, progress: Progress | None = None,
+                         config: ConfigArg = None) -> Image:
         """Commit ``upper`` over the layers ``lower_ids`` (top first) of no named image.
 
         The parent is the stored image with exactly those layers when there is one;
@@ -501,14 +510,14 @@ class Store:
         parent = next((im for im in self.images() if im.layer_ids == bottom_first), None)
         if parent is not None or not bottom_first:
             return self.commit(upper, parent.id if parent else None, tag, message, created_by,
-                               author, adopt=adopt, progress=progress)
-        config: dict[str, Any] | None = None
+                               author, adopt=adopt, progress=progress, config=config)
+        lowers: dict[str, Any] | None = None
         for layer_id in bottom_first:
-            config = refs.new_config(config, layer_id, refs.history_entry(
+            lowers = refs.new_config(lowers, layer_id, refs.history_entry(
                 now_iso(), "unionfs mount (lower layer)"))
-        image = self.publish_image(config, None)  # type: ignore[arg-type]
+        image = self.publish_image(lowers, None)  # type: ignore[arg-type]
         return self.commit(upper, image.id, tag, message, created_by, author, adopt=adopt,
-                           progress=progress)
+                           progress=progress, config=config)
 
     def import_rootfs(self, src: Path, tag: str, message: str = "",
                       progress: Progress | None = None,
@@ -642,3 +651,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _private_dirs(root: Path) -> None:
+    """Layers, uppers and staging reachable only by the store's owner (0700, as docker's
+    /var/lib/docker): a setuid file made in a container must not be runnable by other users
+    of the host, nor a container's files readable by them."""
+    for sub in ("layers", "uppers", "tmp"):
+        path = root / sub
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700)
