@@ -1,7 +1,7 @@
-"""``python -m benchmarks`` (``./dev bench``): run the benchmark suite."""
+"""``python -m unionfs.benchmarks`` (``./dev bench``): run the benchmark suite."""
 
 import sys
 
-from benchmarks.cli import main
+from unionfs.benchmarks.cli import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.workloads import Command, Context, NotAvailable
+from unionfs.benchmarks.commands import Command, Context, NotAvailable
 
 CONTAINERFILE = """\
 ARG BASE

@@ -17,15 +17,14 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-
-from benchmarks import report
-from benchmarks.data import ensure_data
-from benchmarks.machine import machine_info
-from benchmarks.profiles import FULL, PROFILES, QUICK, TINY, Sizes
-from benchmarks.runner import Observer, RunConfig, Runner, Sample
-from benchmarks.system import BenchError, remove_tree, unmount_all_under
-from benchmarks.targets import BUILTIN, DEFAULT_TARGETS, make_targets
-from benchmarks.workloads import BY_NAME, WORKLOADS, Workload
+from unionfs.benchmarks import report
+from unionfs.benchmarks.data import ensure_data
+from unionfs.benchmarks.machine import machine_info
+from unionfs.benchmarks.profiles import FULL, PROFILES, QUICK, TINY, Sizes
+from unionfs.benchmarks.runner import Observer, RunConfig, Runner, Sample
+from unionfs.benchmarks.system import BenchError, remove_tree, unmount_all_under
+from unionfs.benchmarks.targets import BUILTIN, DEFAULT_TARGETS, make_targets
+from unionfs.benchmarks.workloads import BY_NAME, WORKLOADS, Workload
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DEFAULT_WORKDIR = Path("/var/tmp/unionfs-bench")
@@ -33,7 +32,7 @@ DEFAULT_WORKDIR = Path("/var/tmp/unionfs-bench")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog="python -m unionfs.benchmarks",
         description="Compare unionfs with a native directory, kernel overlayfs, "
         "fuse-overlayfs and unionfs-fuse on the same layer data.")
     size = parser.add_mutually_exclusive_group()

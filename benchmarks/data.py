@@ -26,8 +26,8 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.profiles import MIB, Sizes
-from benchmarks.system import run
+from unionfs.benchmarks.profiles import MIB, Sizes
+from unionfs.benchmarks.system import run
 
 DATA_VERSION = 1
 MARKER = ".complete"

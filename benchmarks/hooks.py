@@ -1,7 +1,7 @@
 """What watching requests costs: with the hook compiled out, present but idle, and in use
 (``-o metrics``, ``-o trace``, ``-o fail`` with a rule that never fires).
 
-``python -m benchmarks.hooks`` measures two things, each variant interleaved with the others
+``python -m unionfs.benchmarks.hooks`` measures two things, each variant interleaved with the others
 in the same run so machine noise falls on all of them alike:
 
 * **wrapper**: what the request wrapper itself costs: a handler that does nothing, wrapped by
@@ -61,7 +61,7 @@ def ops_without_hook(name: str = "unionfs.fuse.ops") -> types.ModuleType:
     start = next(i for i, line in enumerate(lines) if "if ops.watch is not None" in line)
     cut = lines[start:start + HOOK_LINES]
     if "ops.watch.around" not in cut[-1]:
-        raise SystemExit(f"benchmarks.hooks: the hook in {path} changed; update HOOK_LINES")
+        raise SystemExit(f"unionfs.benchmarks.hooks: the hook in {path} changed; update HOOK_LINES")
     source = "".join(lines[:start] + lines[start + HOOK_LINES:])
     module = types.ModuleType(name)
     module.__file__ = str(path)
@@ -71,7 +71,7 @@ def ops_without_hook(name: str = "unionfs.fuse.ops") -> types.ModuleType:
 
 
 def serve(variant: str, argv: list[str]) -> int:
-    """The server of one variant (run as ``python -m benchmarks.hooks serve VARIANT ...``)."""
+    """The server of one variant (``python -m unionfs.benchmarks.hooks serve VARIANT ...``)."""
     if variant == "compiled-out":
         ops_without_hook()
     from unionfs.cli import main
@@ -88,14 +88,14 @@ def mount(variant: str, base: Path) -> tuple[subprocess.Popen[bytes], Path]:
     opts += {"metrics": ",metrics", "trace": f",trace={base}/trace.log",
              "fail": ",fail=rename:EIO:path=never-such-a-name"}.get(variant, "")
     read_fd, write_fd = os.pipe()
-    argv = [sys.executable, "-m", "benchmarks.hooks", "serve", variant, "--ready-fd",
+    argv = [sys.executable, "-m", "unionfs.benchmarks.hooks", "serve", variant, "--ready-fd",
             str(write_fd), "-o", opts, str(lower), str(upper), str(mnt)]
     proc = subprocess.Popen(argv, pass_fds=(write_fd,), stderr=subprocess.DEVNULL,
                             start_new_session=True)
     os.close(write_fd)
     try:
         if os.read(read_fd, 1) != b"1":
-            raise SystemExit(f"benchmarks.hooks: the {variant} server did not mount")
+            raise SystemExit(f"unionfs.benchmarks.hooks: the {variant} server did not mount")
     finally:
         os.close(read_fd)
     return proc, mnt
@@ -136,11 +136,12 @@ def wrapper(batches: int, batch: int = 20000) -> dict[str, list[float]]:
     from unionfs.fuse import ops as real
     from unionfs.fuse import watch
 
-    bare = ops_without_hook("benchmarks._ops_without_hook")
+    bare = ops_without_hook("unionfs.benchmarks._ops_without_hook")
     with tempfile.TemporaryDirectory(prefix="unionfs-hooks-") as tmp:
         union = Union(StackConfig(lowers=[tmp]))
         handlers = {"compiled-out": _with_nop(bare)(union),
-                    "compiled-out again": _with_nop(ops_without_hook("benchmarks._again"))(union)}
+                    "compiled-out again":
+                        _with_nop(ops_without_hook("unionfs.benchmarks._again"))(union)}
         for variant in VARIANTS[1:]:
             handlers[variant] = ops = _with_nop(real)(union)
             watch.install(ops, metrics=variant == "metrics",
@@ -195,7 +196,7 @@ def report(title: str, results: dict[str, list[float]]) -> str:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         return serve(argv[1], argv[2:])
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hooks")
+    parser = argparse.ArgumentParser(prog="python -m unionfs.benchmarks.hooks")
     parser.add_argument("--batches", type=int, default=30, help="batches per variant")
     parser.add_argument("--only", choices=("wrapper", "round-trip"))
     parser.add_argument("--json", action="store_true", help="print every batch as JSON too")

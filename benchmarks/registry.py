@@ -1,6 +1,6 @@
 """Push and pull of a large image through a registry on loopback, beside ``skopeo copy``.
 
-    .venv/bin/python -m benchmarks.registry [--size-mb 300] [--rounds 3] [--out DIR]
+    .venv/bin/python -m unionfs.benchmarks.registry [--size-mb 300] [--rounds 3] [--out DIR]
 
 A generated image (``--size-mb`` of files shaped like a distribution's: text that compresses
 about 4x, binaries that hardly compress, many small files, in three layers) is imported into
@@ -166,7 +166,7 @@ def steps(work: Path, store: Path, archive: Path) -> dict[str, Step]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.registry", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m unionfs.benchmarks.registry", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mb", type=int, default=300)
     p.add_argument("--rounds", type=int, default=3)

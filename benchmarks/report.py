@@ -10,11 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-from benchmarks.profiles import Sizes
-from benchmarks.runner import Sample
-from benchmarks.targets import Target
-from benchmarks.workloads import Workload
+from unionfs.benchmarks.profiles import Sizes
+from unionfs.benchmarks.runner import Sample
+from unionfs.benchmarks.targets import Target
+from unionfs.benchmarks.workloads import Workload
 
 COLORS = {"overlayfs": "C0", "fuse-overlayfs": "C1", "unionfs-fuse": "C2", "unionfs": "C3"}
 

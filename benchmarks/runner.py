@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.profiles import Sizes
-from benchmarks.system import (
+from unionfs.benchmarks.profiles import Sizes
+from unionfs.benchmarks.system import (
     BenchError,
     copy_tree_into,
     drop_caches,
@@ -27,8 +27,8 @@ from benchmarks.system import (
     remove_tree,
     unmount_all_under,
 )
-from benchmarks.targets import Layout, Mounted, Target
-from benchmarks.workloads import Command, Context, NotAvailable, Workload
+from unionfs.benchmarks.targets import Layout, Mounted, Target
+from unionfs.benchmarks.workloads import Command, Context, NotAvailable, Workload
 
 
 @dataclass

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.system import (
+from unionfs.benchmarks.system import (
     BenchError,
     merge_trees,
     one_line,

@@ -17,24 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.data import tree_files
-from benchmarks.profiles import MIB, Sizes
+from unionfs.benchmarks.commands import Command, Context, NotAvailable
+from unionfs.benchmarks.data import tree_files
+from unionfs.benchmarks.profiles import MIB, Sizes
 
 OPS_SCRIPT = str(Path(__file__).with_name("ops.py"))
-
-
-class NotAvailable(Exception):
-    """The workload has no meaning or no implementation on this target (yet)."""
-
-
-@dataclass(frozen=True)
-class Command:
-    """A timed child process; ``parse`` reads the time from its output instead of the clock."""
-
-    argv: list[str]
-    cwd: Path
-    env: dict[str, str] | None = None
-    parse: Callable[[str], float] | None = None
 
 
 def ops_seconds(stdout: str) -> float:
@@ -52,18 +39,6 @@ def fio_seconds(stdout: str) -> float:
     if read["total_ios"] and read["lat_ns"]["mean"]:
         return float(read["total_ios"]) * float(read["lat_ns"]["mean"]) / 1e9
     return float(read["runtime"]) / 1000.0
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a workload's command is built from."""
-
-    sizes: Sizes
-    data: Path  # the layer data cache
-    path: Path  # the mount (or native directory) to work in
-    upper: Path  # the upper layer (for native: the directory itself)
-    scratch: Path  # a private directory outside the mount, deleted afterwards
-    target: str  # the target's name
 
 
 @dataclass(frozen=True)
@@ -197,19 +172,19 @@ def _commit(ctx: Context) -> Command:
 
 
 def _build_command(ctx: Context) -> Command:
-    from benchmarks import buildbench  # it imports this module
+    from unionfs.benchmarks import buildbench  # it imports this module
 
     return buildbench.command(ctx)
 
 
 def _build_prepare(ctx: Context) -> None:
-    from benchmarks import buildbench
+    from unionfs.benchmarks import buildbench
 
     buildbench.prepare(ctx)
 
 
 def _build_verify(ctx: Context) -> str | None:
-    from benchmarks import buildbench
+    from unionfs.benchmarks import buildbench
 
     return buildbench.verify(ctx)
 

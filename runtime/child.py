@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from runtime import capabilities, console, init, linux, mounts, namespaces, security
-from runtime.seccomp import Filter
-from runtime.spec import Spec
+from unionfs.runtime import capabilities, console, init, linux, mounts, namespaces, security
+from unionfs.runtime.seccomp import Filter
+from unionfs.runtime.spec import Spec
 
 
 class ExecError(Exception):

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from runtime import idmap, lifecycle, network, state, supervisor
-from runtime.enter import exec_in
-from runtime.imageconfig import apply_image_config
-from runtime.spec import (
+from unionfs.runtime import idmap, lifecycle, network, state, supervisor
+from unionfs.runtime.enter import exec_in
+from unionfs.runtime.imageconfig import apply_image_config
+from unionfs.runtime.spec import (
     Limits,
     Spec,
     check_name,
@@ -28,6 +28,7 @@ from runtime.spec import (
     parse_memory,
     parse_volume,
 )
+
 from unionfs.errors import UserError
 
 
@@ -157,7 +158,7 @@ def _add_security(p: argparse.ArgumentParser) -> None:
 
 
 def _security_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from runtime import security
+    from unionfs.runtime import security
 
     return {"cap_add": security.check_caps(args.cap_add),
             "cap_drop": security.check_caps(args.cap_drop), "privileged": args.privileged,
@@ -380,7 +381,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from runtime import statsview
+    from unionfs.runtime import statsview
 
     store = open_store(args)
     named = [state.get(store, ref) for ref in args.containers]

@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 
-from runtime import linux
+from unionfs.runtime import linux
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431

@@ -12,9 +12,10 @@ import os
 import pty
 from dataclasses import replace
 
-from runtime import cgroups, child, init, linux, namespaces, relay, security, state
-from runtime.child import read_all, read_line
-from runtime.supervisor import StartFailed
+from unionfs.runtime import cgroups, child, init, linux, namespaces, relay, security, state
+from unionfs.runtime.child import read_all, read_line
+from unionfs.runtime.supervisor import StartFailed
+
 from unionfs.errors import UserError
 
 

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from runtime import linux
-from runtime.namespaces import IdMap
 from unionfs.errors import UserError
+from unionfs.runtime import linux
+from unionfs.runtime.namespaces import IdMap
 
 SUBUID = "/etc/subuid"
 SUBGID = "/etc/subgid"
@@ -244,24 +244,6 @@ def reexec_in_userns(command: str | None, argv: list[str],
         joined = ["nsenter", f"--target={server}", "--user", "--mount", "--", *exe]
         return subprocess.run(joined, env=env, check=False).returncode
     return in_userns(lambda: os.execve(sys.executable, exe, env))
-
-
-def running_server(store_root: str, container: str) -> int | None:
-    """The unionfs server pid of running rootless container ``container``, if any."""
-    from runtime import state
-
-    class _Store:
-        root = store_root
-
-    try:
-        c = state.find(_Store(), container)
-    except UserError:
-        return None
-    if c is None or not c.running():
-        return None
-    st = c.state()
-    server = st.get("server")
-    return int(server) if server and state.pid_alive(server, st.get("server_start")) else None
 
 
 def remove_tree(path: str) -> None:

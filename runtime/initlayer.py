@@ -20,7 +20,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from runtime.spec import Spec
+from unionfs.runtime.spec import Spec
 
 MARKER_SUFFIX = ".runtime-only"
 ETC_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")

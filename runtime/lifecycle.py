@@ -7,9 +7,10 @@ import os
 import signal
 from dataclasses import dataclass
 
-from runtime import cgroups, network, state, supervisor
-from runtime.imageconfig import stop_signal
-from runtime.rootfs import cleanup_stale, end_server
+from unionfs.runtime import cgroups, network, state, supervisor
+from unionfs.runtime.imageconfig import stop_signal
+from unionfs.runtime.rootfs import cleanup_stale, end_server
+
 from unionfs.errors import UserError
 
 SUPERVISOR_GRACE = 30.0
@@ -140,7 +141,7 @@ def stats(container: state.Container) -> cgroups.Stats:
 def logs(container: state.Container, *, follow: bool = False, tail: int | None = None,
          since: str | None = None, timestamps: bool = False) -> None:
     """Write the container's logged output back to stdout and stderr (see runtime.logs)."""
-    from runtime import logs as logfile
+    from unionfs.runtime import logs as logfile
 
     when = logfile.parse_since(since) if since else None
     logfile.show(container.log_path, tail=tail, since=when, timestamps=timestamps,
@@ -182,7 +183,7 @@ def wait(container: state.Container) -> int:
 
 def rename(store: object, container: state.Container, new_name: str) -> None:
     """Give the container another (unused) name."""
-    from runtime.spec import check_name
+    from unionfs.runtime.spec import check_name
 
     check_name(new_name)
     with state.store_lock(store):

@@ -12,8 +12,8 @@ import errno
 import os
 from dataclasses import dataclass
 
-from runtime import linux
-from runtime.linux import (
+from unionfs.runtime import linux
+from unionfs.runtime.linux import (
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -24,7 +24,7 @@ from runtime.linux import (
     MS_REMOUNT,
     MS_STRICTATIME,
 )
-from runtime.spec import Spec
+from unionfs.runtime.spec import Spec
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_SYMLINKS = (

@@ -6,8 +6,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from runtime import linux
-from runtime.linux import (
+from unionfs.runtime import linux
+from unionfs.runtime.linux import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import linux
+from unionfs.runtime import linux
+
 from unionfs.api import MountHandle, MountOptions, is_mounted, mount, syncfs, unmount
 from unionfs.errors import OperationFailed, UserError
 
@@ -87,7 +88,7 @@ def private_mounts() -> bool:
 
 def end_server(pid: int | None, start: int | None, mountpoint: Path) -> None:
     """Stop the unionfs server of a root whose supervisor died: flush, SIGTERM, SIGKILL."""
-    from runtime.state import pid_alive, wait_gone
+    from unionfs.runtime.state import pid_alive, wait_gone
 
     if not pid or not pid_alive(pid, start):
         return

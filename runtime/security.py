@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import capabilities, linux, seccomp
-from runtime.spec import Device, Spec
+from unionfs.runtime import capabilities, linux, seccomp
+from unionfs.runtime.spec import Device, Spec
+
 from unionfs.errors import UserError
 
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runtime.spec import Spec
 from unionfs.errors import UserError
+from unionfs.runtime.spec import Spec
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
                "merry", "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
@@ -239,7 +239,7 @@ def _random_name(taken: set[str]) -> str:
 
 def delete(container: Container) -> None:
     """Remove the container's directory and its upper (the container must have ended)."""
-    from runtime.idmap import remove_tree
+    from unionfs.runtime.idmap import remove_tree
 
     upper_root = container.upper.parent if container.upper else None
     shutil.rmtree(container.dir, ignore_errors=True)
@@ -342,7 +342,7 @@ def enter_container_mounts(store: Any, name: str) -> None:
     (so it is not copied into namespaces made later); ``commit`` of a running container joins
     it to reach the live mount. Nothing happens when there is no such namespace.
     """
-    from runtime import linux
+    from unionfs.runtime import linux
 
     c = find(store, name)
     if c is None or not c.running():
@@ -370,3 +370,19 @@ def image_user(store: Any, image: Any) -> str | None:
         if c.config.get("image_id") == image.id:
             return f"container {c.name} ({c.id[:12]})"
     return None
+
+
+def running_server(store_root: str, container: str) -> int | None:
+    """The unionfs server pid of running rootless container ``container``, if any."""
+    class _Store:
+        root = store_root
+
+    try:
+        c = find(_Store(), container)
+    except UserError:
+        return None
+    if c is None or not c.running():
+        return None
+    st = c.state()
+    server = st.get("server")
+    return int(server) if server and pid_alive(server, st.get("server_start")) else None

@@ -8,7 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from runtime import cgroups, lifecycle, state
+from unionfs.runtime import cgroups, lifecycle, state
+
 from unionfs.errors import UserError
 
 INTERVAL = 1.0

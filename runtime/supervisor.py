@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import (
+from unionfs.runtime import (
     cgroups,
     child,
     console,
@@ -33,9 +33,10 @@ from runtime import (
     relay,
     state,
 )
-from runtime.child import read_all, read_line
-from runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
-from runtime.spec import Spec
+from unionfs.runtime.child import read_all, read_line
+from unionfs.runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
+from unionfs.runtime.spec import Spec
+
 from unionfs.errors import UserError
 
 

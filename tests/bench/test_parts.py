@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from benchmarks import report
-from benchmarks.cli import parse_templates
-from benchmarks.profiles import TINY
-from benchmarks.runner import Sample, rotated
-from benchmarks.system import BenchError, merge_trees
-from benchmarks.targets import BUILTIN
-from benchmarks.workloads import BY_NAME
+from unionfs.benchmarks import report
+from unionfs.benchmarks.cli import parse_templates
+from unionfs.benchmarks.profiles import TINY
+from unionfs.benchmarks.runner import Sample, rotated
+from unionfs.benchmarks.system import BenchError, merge_trees
+from unionfs.benchmarks.targets import BUILTIN
+from unionfs.benchmarks.workloads import BY_NAME
 
 
 def test_rounds_rotate_the_target_order() -> None:
@@ -72,7 +71,7 @@ def test_merge_trees_upper_names_win(tmp_path: Path) -> None:
 
 
 def test_verification_catches_skipped_work(tmp_path: Path) -> None:
-    from benchmarks.workloads import Context
+    from unionfs.benchmarks.workloads import Context
 
     ctx = Context(sizes=TINY, data=tmp_path, path=tmp_path, upper=tmp_path, scratch=tmp_path,
                   target="x")

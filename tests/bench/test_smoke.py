@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from benchmarks.system import mount_entries
-from benchmarks.workloads import WORKLOADS
+from unionfs.benchmarks.system import mount_entries
+from unionfs.benchmarks.workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_TARGETS = ["native", "overlayfs", "fuse-overlayfs", "unionfs"]
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts overlayfs and 
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "benchmarks", "--tiny", "--out", str(tmp_path / "out"),
+    argv = [sys.executable, "-m", "unionfs.benchmarks", "--tiny", "--out", str(tmp_path / "out"),
             "--workdir", str(tmp_path / "work"), *args]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
@@ -71,8 +70,8 @@ def test_user_template_target(tmp_path: Path) -> None:
 
 
 def test_registry_benchmark_runs_on_a_tiny_image(tmp_path: Path) -> None:
-    """``python -m benchmarks.registry`` end to end on a 2 MiB image (so it cannot rot)."""
-    from benchmarks import registry
+    """``python -m unionfs.benchmarks.registry`` end to end on a 2 MiB image (so it cannot rot)."""
+    from unionfs.benchmarks import registry
 
     assert registry.main(["--size-mb", "2", "--rounds", "1", "--workdir", str(tmp_path),
                           "--out", str(tmp_path / "out")]) == 0

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from runtime import cgroups
-from runtime.spec import Limits
+from unionfs.runtime import cgroups
+from unionfs.runtime.spec import Limits
 
 V2_FILES = {
     "cgroup.procs": "", "memory.max": "max", "memory.swap.max": "max", "cpu.weight": "100",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from runtime import cgroups
-from runtime.spec import Limits
+from unionfs.runtime import cgroups
+from unionfs.runtime.spec import Limits
 
 from .test_cgroups import _populate, fake_v2
 

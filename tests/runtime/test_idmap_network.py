@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unionfs.runtime import idmap, network
+from unionfs.runtime.namespaces import IdMap
+from unionfs.runtime.network import Port
 
-from runtime import idmap, network
-from runtime.namespaces import IdMap
-from runtime.network import Port
 from unionfs.errors import UserError
 
 

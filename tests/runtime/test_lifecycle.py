@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime import state
+from unionfs.runtime import state
+
 from unionfs.store import Store
 
 from .conftest import CLI

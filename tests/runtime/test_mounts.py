@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from runtime import linux
-from runtime.mounts import MountStep, Symlink, plan
-from runtime.spec import Spec, Volume
+from unionfs.runtime import linux
+from unionfs.runtime.mounts import MountStep, Symlink, plan
+from unionfs.runtime.spec import Spec, Volume
 
 ROOT = "/c/rootfs"
 STATE = "/c"
@@ -75,7 +75,7 @@ def test_writable_root_is_not_remounted() -> None:
 
 
 def test_targets_never_leave_the_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from runtime.mounts import in_root
+    from unionfs.runtime.mounts import in_root
 
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from runtime.spec import (
+from unionfs.runtime.spec import (
     Limits,
     Spec,
     Volume,
@@ -16,6 +15,7 @@ from runtime.spec import (
     parse_size,
     parse_volume,
 )
+
 from unionfs.errors import UserError
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unionfs.runtime import cgroups, supervisor
+from unionfs.runtime.spec import Limits, Spec
+from unionfs.runtime.state import Container
 
-from runtime import cgroups, supervisor
-from runtime.spec import Limits, Spec
-from runtime.state import Container
 from unionfs.errors import UserError
 
 

@@ -32,7 +32,7 @@ class Owner:
 
 def in_root(root: str, path: str) -> str:
     """``path`` as seen in the container, as a host path under ``root`` (symlinks inside)."""
-    from runtime.mounts import in_root as resolve
+    from unionfs.runtime.mounts import in_root as resolve
 
     return resolve(root, path)
 

@@ -49,8 +49,8 @@ def run(store: Store, base: Base, argv: list[str], *, env: list[str], workdir: s
     ``volumes`` (``HOST:CTR[:ro]``) are bind-mounted into the container, as ``run -v``; what
     is written there is not part of the layer.
     """
-    from runtime import state, supervisor
-    from runtime.spec import Spec, parse_volume
+    from unionfs.runtime import state, supervisor
+    from unionfs.runtime.spec import Spec, parse_volume
 
     if not base.layer_dirs:
         raise UserError("RUN needs a base image with a shell (FROM scratch has none)")
@@ -74,7 +74,7 @@ def run(store: Store, base: Base, argv: list[str], *, env: list[str], workdir: s
 
 def check_volumes(volumes: list[str]) -> None:
     """Refuse a bad ``-v`` before any step runs."""
-    from runtime.spec import parse_volume
+    from unionfs.runtime.spec import parse_volume
 
     for v in volumes:
         parse_volume(v)

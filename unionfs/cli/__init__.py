@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "unionfs.cli.registry_cmd",
     "unionfs.cli.watch_cmd",
     "unionfs.cli.build_cmd",
-    "runtime.cli",
+    "unionfs.runtime.cli",
     "unionfs.cli.demo_cmd",
 )
 
@@ -82,7 +82,8 @@ def _in_user_namespace(argv: list[str], args: argparse.Namespace) -> int | None:
     """A rootless user's store command runs again inside its user namespace (the layers keep
     their owners shifted into the subordinate range); None: run it here."""
     try:
-        from runtime.idmap import reexec_in_userns, running_server
+        from unionfs.runtime.idmap import reexec_in_userns
+        from unionfs.runtime.state import running_server
     except ModuleNotFoundError:
         return None
     command = next((a for a in argv if not a.startswith("-")), None)

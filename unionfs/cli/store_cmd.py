@@ -12,9 +12,12 @@ import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unionfs.errors import UserError
+
+if TYPE_CHECKING:
+    from unionfs.store import Image, Store
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -85,7 +88,7 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
 def _container(store: Any, name: str, what: str) -> Any:
     """``runtime.state.container_upper`` / ``container_info`` if the runtime provides it."""
     try:
-        from runtime import state  # type: ignore[import-not-found]
+        from unionfs.runtime import state  # type: ignore[import-not-found]
     except ImportError:
         return None
     func = getattr(state, what, None)
@@ -139,7 +142,7 @@ def _commit_config(store: Any, target: str | None, changes: list[str]) -> Any:
 
     def make(base: dict[str, Any] | None) -> dict[str, Any]:
         if found is not None:
-            from runtime.imageconfig import container_config  # type: ignore[import-not-found]
+            from unionfs.runtime.imageconfig import container_config  # type: ignore[import-not-found]
 
             spec, image = found  # the container's own image, not any with the same layers
             cfg = container_config(spec, image.config if image is not None else base)
@@ -155,7 +158,7 @@ def _container_spec(store: Any, name: str) -> tuple[Any, Any] | None:
     if os.path.isdir(name):
         return None
     try:
-        from runtime import state  # type: ignore[import-not-found]
+        from unionfs.runtime import state  # type: ignore[import-not-found]
     except ImportError:
         return None
     container = state.find(store, name)
@@ -337,7 +340,8 @@ def cmd_squash(args: argparse.Namespace) -> int:
 
     store = _store(args)
     with _progress("squashing") as advance:
-        image = squash_image(store, args.image, args.into, args.message, progress=advance)
+        image = squash_image(store, args.image, args.into, args.message, progress=advance,
+                             in_use=_image_user(store))
     print(image.id)
     return 0
 
@@ -345,14 +349,21 @@ def cmd_squash(args: argparse.Namespace) -> int:
 # -- rmi, tag ---------------------------------------------------------------------------------
 
 
-def cmd_rmi(args: argparse.Namespace) -> int:
-    from unionfs.store.mounts import image_user
+def _image_user(store: Store) -> Callable[[Image], str | None]:
+    """What uses an image, for ``rmi`` and ``squash``: a live mount, else a container."""
+    from unionfs.runtime.state import image_user as container_user
+    from unionfs.store.mounts import mount_user
 
+    return lambda image: mount_user(store, image) or container_user(store, image)
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
     store = _store(args)
+    in_use = _image_user(store)
     status = 0
     for ref in args.images:
         try:
-            for line in store.remove(ref, in_use=lambda im: image_user(store, im)):
+            for line in store.remove(ref, in_use=in_use):
                 print(line)
         except UserError as exc:
             print(f"unionfs: error: {exc}", file=sys.stderr)

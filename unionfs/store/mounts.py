@@ -54,26 +54,16 @@ def _all_mounts(store: Store) -> Iterator[dict[str, Any]]:
             yield dict(info)
 
 
-def image_user(store: Store, image: Image) -> str | None:
-    """A mount or container that uses ``image``: a mount counts when its lowest layers are
-    exactly the image's (compared by layer id, so a lower moved into the store by a commit
-    still counts)."""
+def mount_user(store: Store, image: Image) -> str | None:
+    """A live mount that uses ``image``: one whose lowest layers are exactly the image's
+    (compared by layer id, so a lower moved into the store by a commit still counts).
+    Containers are the runtime's to report: the CLI asks both."""
     mine = image.layer_ids[::-1]
     for info in _all_mounts(store):
         lowers = [store.layer_of_dir(Path(p)) for p in info.get("lowers", [])]
         if mine and lowers[len(lowers) - len(mine):] == mine:
             return f"the mount at {info.get('mountpoint')}"
-    return _container_user(store, image)
-
-
-def _container_user(store: Store, image: Image) -> str | None:
-    """A container made from ``image`` (``runtime.state.image_user``), if the runtime is here."""
-    try:
-        from runtime import state  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    func = getattr(state, "image_user", None)
-    return func(store, image) if func else None
+    return None
 
 
 def lower_layer_ids(store: Store, lowers: list[str], progress: Progress | None = None

@@ -53,7 +53,8 @@ def _merge_dir(roots: list[bytes], rel: bytes, layers: tuple[int, ...],
 
 
 def squash_image(store: Store, ref: str, into: str | None = None, message: str = "",
-                 progress: Progress | None = None) -> Image:
+                 progress: Progress | None = None,
+                 in_use: Callable[[Image], str | None] | None = None) -> Image:
     """A one-layer image with the merged content of ``ref``; tagged ``into`` or ``ref``'s tag.
 
     Without ``into`` the squashed image takes over the tag, and the old image is removed if
@@ -70,9 +71,9 @@ def squash_image(store: Store, ref: str, into: str | None = None, message: str =
     new = store.publish_image(refs.new_config(base, layer.id, history), tag)
     if not into and new.id != image.id and not image.tags and not store.children(image):
         with contextlib.suppress(UserError):
-            from unionfs.store.mounts import image_user
+            from unionfs.store.mounts import mount_user
 
-            store.remove(image.id, in_use=lambda im: image_user(store, im))
+            store.remove(image.id, in_use=in_use or (lambda im: mount_user(store, im)))
     return new
 
 
