@@ -17,6 +17,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
 from unionfs.benchmarks import report
 from unionfs.benchmarks.data import ensure_data
 from unionfs.benchmarks.machine import machine_info

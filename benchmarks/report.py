@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
 from unionfs.benchmarks.profiles import Sizes
 from unionfs.benchmarks.runner import Sample
 from unionfs.benchmarks.targets import Target

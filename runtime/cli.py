@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from unionfs.errors import UserError
 from unionfs.runtime import idmap, lifecycle, network, state, supervisor
 from unionfs.runtime.enter import exec_in
 from unionfs.runtime.imageconfig import apply_image_config
@@ -28,8 +29,6 @@ from unionfs.runtime.spec import (
     parse_memory,
     parse_volume,
 )
-
-from unionfs.errors import UserError
 
 
 def open_store(args: argparse.Namespace) -> Any:

@@ -12,11 +12,10 @@ import os
 import pty
 from dataclasses import replace
 
+from unionfs.errors import UserError
 from unionfs.runtime import cgroups, child, init, linux, namespaces, relay, security, state
 from unionfs.runtime.child import read_all, read_line
 from unionfs.runtime.supervisor import StartFailed
-
-from unionfs.errors import UserError
 
 
 def exec_in(container: state.Container, argv: list[str], *, interactive: bool, tty: bool,

@@ -15,9 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from unionfs.runtime.spec import Spec
-
 from unionfs.errors import UserError
+from unionfs.runtime.spec import Spec
 from unionfs.store.imageconfig import ContainerConfig
 
 

@@ -7,11 +7,10 @@ import os
 import signal
 from dataclasses import dataclass
 
+from unionfs.errors import UserError
 from unionfs.runtime import cgroups, network, state, supervisor
 from unionfs.runtime.imageconfig import stop_signal
 from unionfs.runtime.rootfs import cleanup_stale, end_server
-
-from unionfs.errors import UserError
 
 SUPERVISOR_GRACE = 30.0
 

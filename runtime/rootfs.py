@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unionfs.runtime import linux
-
 from unionfs.api import MountHandle, MountOptions, is_mounted, mount, syncfs, unmount
 from unionfs.errors import OperationFailed, UserError
+from unionfs.runtime import linux
 
 BACKEND_ENV = "UNIONFS_ROOTFS"
 

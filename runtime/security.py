@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import stat
 
+from unionfs.errors import UserError
 from unionfs.runtime import capabilities, linux, seccomp
 from unionfs.runtime.spec import Device, Spec
-
-from unionfs.errors import UserError
 
 
 def parse_security_opts(values: list[str]) -> str | dict[str, object]:

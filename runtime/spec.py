@@ -11,10 +11,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from unionfs.errors import UserError
 from unionfs.runtime.namespaces import IdMap
 from unionfs.runtime.network import Port, check_mode
-
-from unionfs.errors import UserError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_COMMAND = ["/bin/sh"]

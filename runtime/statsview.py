@@ -8,9 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from unionfs.runtime import cgroups, lifecycle, state
-
 from unionfs.errors import UserError
+from unionfs.runtime import cgroups, lifecycle, state
 
 INTERVAL = 1.0
 HEADER = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS / LIMIT")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unionfs.errors import UserError
 from unionfs.runtime import (
     cgroups,
     child,
@@ -36,8 +37,6 @@ from unionfs.runtime import (
 from unionfs.runtime.child import read_all, read_line
 from unionfs.runtime.rootfs import RootMount, cleanup_stale, mount_root, private_mounts
 from unionfs.runtime.spec import Spec
-
-from unionfs.errors import UserError
 
 
 class StartFailed(UserError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from unionfs.benchmarks import report
 from unionfs.benchmarks.cli import parse_templates
 from unionfs.benchmarks.profiles import TINY

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from unionfs.benchmarks.system import mount_entries
 from unionfs.benchmarks.workloads import WORKLOADS
 

@@ -1,5 +1,5 @@
 """The seeds' story from examples/: a Debian base (debootstrap), ops-nginx built on it with
-apt-get, website-nginx on that, started with one ``run -d`` on the host network.
+apt-get, website-nginx on that, started with one ``run -d`` that publishes its port.
 
 Slow (debootstrap and apt-get reach Debian's mirror; about 2.5 minutes for debootstrap, the
 first time, and 1-2 minutes for the builds). The debootstrapped tree is kept in
@@ -72,7 +72,7 @@ def test_debian_nginx_story(cli: CLI, debian_rootfs: Path) -> None:
         history = cli.ok("history", "--no-trunc", "website-nginx:1")
         assert "COPY --chown=ops:ops site/ /srv/www/" in history
         assert "apt-get install -y --no-install-recommends nginx" in history
-        cli.ok("run", "-d", "--name", "web", "website-nginx:1")
+        cli.ok("run", "-d", "--name", "web", "-p", "127.0.0.1:8080:80", "website-nginx:1")
         try:
             page = _get("http://127.0.0.1:8080/", time.monotonic() + 60)
             assert "Hello from website-nginx" in page

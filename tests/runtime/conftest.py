@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from unionfs.runtime import cgroups
 
+from unionfs.runtime import cgroups
 from unionfs.store import Store
 
 BUSYBOX = Path("/bin/busybox")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from unionfs.runtime import cgroups
 from unionfs.runtime.spec import Limits
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from unionfs.runtime import cgroups
 from unionfs.runtime.spec import Limits
 

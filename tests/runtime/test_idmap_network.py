@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from unionfs.errors import UserError
 from unionfs.runtime import idmap, network
 from unionfs.runtime.namespaces import IdMap
 from unionfs.runtime.network import Port
-
-from unionfs.errors import UserError
 
 
 def test_subordinate_range_by_name_or_uid(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unionfs.runtime import state
-
 from unionfs.store import Store
 
 from .conftest import CLI

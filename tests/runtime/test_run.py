@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from unionfs.runtime import state
 
+from unionfs.runtime import state
 from unionfs.store import Store
 
 from .conftest import CLI

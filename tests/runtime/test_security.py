@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from unionfs.runtime import capabilities, state
 
+from unionfs.runtime import capabilities, state
 from unionfs.store import Store
 
 from .conftest import CLI

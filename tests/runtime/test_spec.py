@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from unionfs.errors import UserError
 from unionfs.runtime.spec import (
     Limits,
     Spec,
@@ -15,8 +17,6 @@ from unionfs.runtime.spec import (
     parse_size,
     parse_volume,
 )
-
-from unionfs.errors import UserError
 
 
 @pytest.mark.parametrize(("text", "expected"), [

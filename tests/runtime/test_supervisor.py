@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from unionfs.errors import UserError
 from unionfs.runtime import cgroups, supervisor
 from unionfs.runtime.spec import Limits, Spec
 from unionfs.runtime.state import Container
-
-from unionfs.errors import UserError
 
 
 def _unavailable(name: str, root: Path = cgroups.CGROUP_ROOT) -> cgroups.Cgroup:

@@ -160,9 +160,8 @@ def test_commit_diff_inspect_of_a_container(tmp_path: Path, store: Path,
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A name that is neither a mount nor an image is asked of ``runtime.state``."""
-    from unionfs.runtime import state
-
     from unionfs.cli import main
+    from unionfs.runtime import state
 
     s = Store.open(store)
     base = s.image("base")

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from unionfs.errors import UserError
 from unionfs.store import Layer, Store
@@ -127,25 +127,27 @@ class _Tail:
 
 @contextlib.contextmanager
 def _following(log: Path, out: TextIO) -> Iterator[_Tail]:
-    """Copy what is appended to ``log`` to ``out`` while the block runs; note the last line."""
+    """Copy the output the container logs (runtime.logs records) to ``out`` while the block
+    runs; note the last line."""
+    from unionfs.runtime import logs
+
     tail = _Tail()
     done = threading.Event()
 
     def pump() -> None:
-        with contextlib.suppress(OSError), _open_when_there(log, done) as f:
-            while True:
-                finished = done.is_set()
-                data = f.read() if f else b""
-                if data:
-                    text = data.decode(errors="replace")
-                    out.write(text)
-                    out.flush()
-                    lines = [ln for ln in text.splitlines() if ln.strip()]
-                    if lines:
-                        tail.last = lines[-1].strip()
-                if finished:
-                    return
-                done.wait(0.05)
+        offset = 0
+        while True:
+            finished = done.is_set()
+            for record, after in logs.records(log, offset):
+                offset = after
+                text = str(record.get("log", ""))
+                out.write(text)
+                out.flush()
+                if text.strip():
+                    tail.last = text.strip().splitlines()[-1].strip()
+            if finished:
+                return
+            done.wait(0.05)
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
@@ -154,16 +156,3 @@ def _following(log: Path, out: TextIO) -> Iterator[_Tail]:
     finally:
         done.set()
         thread.join()
-
-
-@contextlib.contextmanager
-def _open_when_there(log: Path, done: threading.Event) -> Iterator[BinaryIO | None]:
-    while not log.exists() and not done.is_set():
-        done.wait(0.05)
-    try:
-        f = open(log, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        yield None
-        return
-    with f:
-        yield f
