@@ -308,7 +308,7 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
     return {
         "Id": c.id, "Name": c.name, "Created": c.config["created"],
         "Image": c.config["image"], "ImageId": c.config["image_id"],
-        "Config": c.config["spec"],
+        "Config": {**c.config["spec"], "Labels": _image_labels(store, c)},
         "State": {
             "Status": st.get("status"), "Running": running,
             "Pid": st.get("pid") if running else 0, "ExitCode": st.get("exit_code", 0),
@@ -321,6 +321,16 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
         "Upper": c.config.get("upper"), "LowerDirs": c.config["layer_dirs"],
         "RootFs": str(c.rootfs), "LogPath": str(c.log_path),
     }
+
+
+def _image_labels(store: Any, c: Container) -> dict[str, str]:
+    """The labels of the container's image (docker shows them in the container's Config)."""
+    try:
+        config = store.image(c.config["image_id"]).config
+    except (UserError, KeyError):
+        return {}  # the image was removed meanwhile
+    labels = (config.get("config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def _network_settings(mode: str, ports: list[Any], net: dict[str, Any] | None

@@ -104,6 +104,12 @@ def test_every_instruction(cli: CLI, tmp_path: Path) -> None:
                        "/opt/bundle/inner/file notes.txt; ls -d /etc/hostname 2>&1")
         assert files.splitlines()[:5] == ["user site/index.html", "user greeting.txt",
                                          "exec-form", "unpacked", "notes"]
+        cli.ok("run", "--name", "labelled", "--entrypoint", "", "every:1", "true")
+        try:  # a container shows its image's labels, as docker's inspect does
+            container = json.loads(cli.ok("inspect", "labelled"))[0]
+            assert container["Config"]["Labels"] == cfg["Labels"]
+        finally:
+            cli.ok("rm", "labelled")
         history = cli.ok("history", "--no-trunc", "every:1")
         for text in ("COPY --chown=user:user site/ ./site/", "ADD bundle.tar.gz /opt/bundle/",
                      "RUN /bin/sh -c echo \"$GREETING $MODE\" > greeting.txt", "EXPOSE 8080",

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
-PACKAGES = {"unionfs": "unionfs", "runtime": "unionfs/runtime"}  # folder -> where it installs
+# unionfs/runtime is a link to runtime/: copying unionfs/ (links followed) brings it along.
+PACKAGES = ("unionfs",)
 SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
 _NAME = re.compile(r"^[A-Za-z0-9._-]+")
 
@@ -54,8 +55,8 @@ def readable_install(dest: Path) -> str:
     """Copy the project and its dependencies under ``dest`` (made readable by all); returns
     the ``PYTHONPATH`` that runs it."""
     project, site = dest / "project", dest / "site-packages"
-    for folder, package in PACKAGES.items():
-        shutil.copytree(PROJECT / folder, project / package,
+    for package in PACKAGES:
+        shutil.copytree(PROJECT / package, project / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     for dist in runtime_distributions():
         for rel in dist.files or []:

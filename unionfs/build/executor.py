@@ -26,6 +26,7 @@ from unionfs.errors import UserError
 from unionfs.store import Image, Layer, Store, refs
 from unionfs.store.fsutil import now_iso
 from unionfs.store.imageconfig import ContainerConfig, with_config
+from unionfs.store.registry import ensure_image
 
 DEFAULT_FILES = ("Containerfile", "Dockerfile")
 
@@ -208,7 +209,7 @@ class Builder:
         if base in self.results:
             cfg = self.results[base]
             return State(dict(cfg), config_digest(cfg))
-        image = self.store.image(base)
+        image = ensure_image(self.store, base)  # pulls a host/name image it does not have
         return State(dict(image.config), image.id)
 
     def _declare(self, ins: Instruction, variables: dict[str, str], escape: str, *,

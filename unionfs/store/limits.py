@@ -36,7 +36,8 @@ class LimitExceeded(UserError):
 
 
 class CountReader(io.RawIOBase):
-    """Reads through to ``f`` and counts the bytes (the compressed side of a stream)."""
+    """Reads through to ``f`` and counts the bytes (the compressed side of a stream);
+    subclasses see each piece read in :meth:`seen`."""
 
     def __init__(self, f: Any) -> None:
         self._f = f
@@ -50,26 +51,22 @@ class CountReader(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self.count += n
+        self.seen(data)
         return n
 
+    def seen(self, data: bytes) -> None:
+        """Called with every piece read."""
 
-class BoundedReader(io.RawIOBase):
+
+class BoundedReader(CountReader):
     """Reads the expanded stream ``f``, raising :class:`LimitExceeded` past the limits."""
 
     def __init__(self, f: Any, compressed: Callable[[], int], limits: Limits) -> None:
-        self._f, self._compressed, self._limits = f, compressed, limits
-        self.count = 0
+        super().__init__(f)
+        self._compressed, self._limits = compressed, limits
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._f.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.count += n
+    def seen(self, data: bytes) -> None:
         self._check()
-        return n
 
     def _check(self) -> None:
         lim = self._limits

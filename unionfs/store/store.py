@@ -360,9 +360,9 @@ class Store:
             raise UserError(f"malformed archive: {exc}") from None
         finally:
             writer.close()
-        if reader.size == 0:
+        if reader.count == 0:
             raise UserError("malformed archive: empty file")
-        if data_end > reader.size:
+        if data_end > reader.count:
             raise UserError("malformed archive: truncated inside a member")
         if expect_digest is not None and raw_digest != expect_digest:
             raise UserError(f"layer does not match its diff_id {refs.short(expect_digest)}"

@@ -24,7 +24,7 @@ from unionfs.core import whiteout as wh
 from unionfs.core.paths import join
 from unionfs.errors import UserError
 from unionfs.store.layertar import ENCODING, ERRORS, XATTR_PAX_PREFIX, encode
-from unionfs.store.limits import Limits, check_entries
+from unionfs.store.limits import CountReader, Limits, check_entries
 from unionfs.store.materialize import LayerWriter
 from unionfs.store.tree import Node, NodeType, public_xattrs
 
@@ -264,24 +264,15 @@ def link_escape(path: bytes, links: dict[bytes, bytes]) -> bool:
     return False
 
 
-class HashReader(io.RawIOBase):
-    """Reads through to ``f`` and hashes (sha256) what was read."""
+class HashReader(CountReader):
+    """Reads through to ``f`` and hashes (sha256) what was read (``count`` bytes)."""
 
     def __init__(self, f: BinaryIO | io.BufferedIOBase) -> None:
-        self._f = f
+        super().__init__(f)
         self.sha = hashlib.sha256()
-        self.size = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._f.read(len(b))
-        n = len(data)
-        b[:n] = data
+    def seen(self, data: bytes) -> None:
         self.sha.update(data)
-        self.size += n
-        return n
 
     def drain(self) -> str:
         """Read to the end; returns ``sha256:<hex>`` of everything."""
