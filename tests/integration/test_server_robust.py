@@ -6,7 +6,9 @@ server must still answer both.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -205,3 +207,18 @@ def test_both_request_loops_serve_reads_and_writes(stack: StackFactory, mounts: 
     assert (st.upper / "e" / "new").read_bytes() == b"New"
     features = server_stats(mnt)["features"]
     assert ("lean_wait" in features) == (not extra)
+
+
+def test_abandoned_reply_is_info_not_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The kernel's ENOENT for a reply it no longer waits for is no error; others are."""
+    from unionfs.fuse import serve
+
+    serve._quiet_abandoned_replies()
+    serve._quiet_abandoned_replies()  # idempotent: one filter only
+    logger = logging.getLogger("pyfuse3")
+    assert sum(isinstance(f, serve._AbandonedReplyFilter) for f in logger.filters) == 1
+    with caplog.at_level(logging.DEBUG, logger="pyfuse3"):
+        logger.error("fuse_release(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT))
+        logger.error("fuse_read(): fuse_reply_* failed with %s", os.strerror(errno.EIO))
+    levels = [r.levelname for r in caplog.records if r.name == "pyfuse3"]
+    assert levels == ["INFO", "ERROR"]

@@ -13,6 +13,7 @@ SIGHUP at any moment (a copy-up in progress is abandoned and its work file remov
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -77,6 +78,7 @@ def open_union(spec: MountSpec) -> Union:
 def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
     """Mount ``spec`` and serve it until unmounted or signalled; returns an exit status."""
     os.umask(0)  # modes asked for by callers are applied exactly
+    _quiet_abandoned_replies()
     union = open_union(spec)
     ops = UnionOperations(union, Timeouts(spec.entry_timeout, spec.attr_timeout,
                                           spec.negative_timeout))
@@ -107,6 +109,29 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
         finally:
             _shut_down(spec, union, record)
     return 0
+
+
+class _AbandonedReplyFilter(logging.Filter):
+    """Logs pyfuse3's "fuse_reply_* failed with ENOENT" as INFO, not ERROR.
+
+    The kernel answers a reply with ENOENT when it no longer waits for it: the request was
+    interrupted, or (for a release sent while unmounting) the connection is already going.
+    Nothing failed on our side, so it is no error for the operator or the test fixtures.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and _ABANDONED in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_ABANDONED = "fuse_reply_* failed with " + os.strerror(errno.ENOENT)
+
+
+def _quiet_abandoned_replies() -> None:
+    logger = logging.getLogger("pyfuse3")
+    if not any(isinstance(f, _AbandonedReplyFilter) for f in logger.filters):
+        logger.addFilter(_AbandonedReplyFilter())
 
 
 def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Installed | None:
