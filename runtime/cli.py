@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
     if spec.tty and not sys.stdin.isatty() and not spec.detach and spec.interactive:
         raise UserError("the input device is not a TTY")
     store = open_store(args)
-    from unionfs.store.registry import ensure_image  # pulls a missing host/name image
+    from unionfs.store.registry import ensure_image  # pulls an image it does not have
 
     image = ensure_image(store, spec.image)
     spec = apply_image_config(spec, image.config, entrypoint=args.entrypoint,

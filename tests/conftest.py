@@ -196,3 +196,10 @@ def _system_tests_need_the_machine(request: pytest.FixtureRequest) -> None:
     """Every test outside tests/unit needs FUSE: check it once, for those tests only."""
     if request.node.get_closest_marker("system"):
         request.getfixturevalue("_machine_capabilities")
+
+
+@pytest.fixture(autouse=True)
+def _registries_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches an image registry but one on loopback: ``run``/``build``/``pull`` of a
+    name that is not in the store fail before any connection to another address."""
+    monkeypatch.setenv("UNIONFS_REGISTRY_LOOPBACK_ONLY", "1")

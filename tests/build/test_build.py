@@ -310,7 +310,7 @@ def _store_snapshot(root: Path) -> tuple[object, ...]:
     ({}, "# nothing\nRUN true\n", "Containerfile:2", "before the first FROM"),
     ({}, "ARG A=1\n", "Containerfile:1", "no FROM instruction"),
     ({}, "FROM busybox\nRUN true\nFROM no-such-image:9\n", "Containerfile:3",
-     "base image 'no-such-image:9' is not in the store"),
+     "Unable to find image 'no-such-image:9' locally; pulling it failed: refusing"),
     ({}, "FROM busybox\nCOPY ../outside /x\n", "Containerfile:2", "outside the build context"),
     ({"link": "->/etc"}, "FROM busybox\nCOPY link/passwd /x\n", "Containerfile:2",
      "outside the build context"),

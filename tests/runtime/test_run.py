@@ -236,7 +236,7 @@ def test_network_none_has_only_loopback(cli: CLI) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["nosuchimage", "true"], 125, "unknown image"),
+    (["nosuchimage", "true"], 125, "Unable to find image 'nosuchimage:latest' locally"),
     (["--memory", "lots", "busybox", "true"], 125, "invalid size"),
     (["busybox", "nosuchcmd"], 127,
      'exec: "nosuchcmd": executable file not found in $PATH'),

@@ -148,3 +148,30 @@ def test_save_docker_archive_is_read_by_skopeo_and_us(tmp_path: Path, store: Pat
     assert ok(fresh, "load", "-i", str(out)).strip() == "Loaded image: web:1"
     assert json.loads(ok(fresh, "inspect", "web:1"))[0]["Id"] == json.loads(
         ok(store, "inspect", "web:1"))[0]["Id"]
+
+
+@pytest.mark.parametrize(("ref_name", "report"), [
+    ("1.0", "Loaded image: 1.0:latest"),  # a bare tag is a repository, as podman reads it
+    ("stable", "Loaded image: stable:latest"),
+    ("Stable", "Loaded image ID: sha256:"),  # a valid tag, but no repository: by id
+    ("localhost/app:2", "Loaded image: localhost/app:2"),
+    ("docker.io/library/web:3", "Loaded image: web:3"),
+])
+def test_load_names_of_a_layout_with_only_a_ref_name(tmp_path: Path, store: Path,
+                                                     ref_name: str, report: str) -> None:
+    """A layout (as ``skopeo copy ... oci:DIR:REF`` writes) naming its image only by
+    ``org.opencontainers.image.ref.name``."""
+    ok(store, "save", "web:1", "-o", str(tmp_path / "web.tar"))
+    layout = tmp_path / "layout"
+    with tarfile.open(tmp_path / "web.tar") as tar:
+        tar.extractall(layout, filter="data")
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
+    (layout / "index.json").write_text(json.dumps(index))
+    fresh = tmp_path / "fresh"
+    out = ok(fresh, "load", "-i", str(layout)).strip()
+    assert out.startswith(report), out
+    wanted = json.loads(ok(store, "inspect", "web:1"))[0]["Id"]
+    shown = out.rsplit(" ", 1)[1] if "ID:" in out else out.removeprefix("Loaded image: ")
+    assert json.loads(ok(fresh, "inspect", shown))[0]["Id"] == wanted
+    ok(fresh, "history", shown)

@@ -24,6 +24,14 @@ def _loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    registries_conf = tmp_path / "registries.conf"  # the machine's own is not read
+    registries_conf.write_text("")
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(registries_conf))
+
+
+def route(tmp_path: Path, text: str) -> None:
+    """Make ``text`` the registries.conf every CLI call of this test reads."""
+    (tmp_path / "registries.conf").write_text(text)
 
 
 @pytest.fixture
@@ -306,3 +314,92 @@ def test_pulled_image_runs(tmp_path: Path, registry: RegistryServer, source: Pat
     assert res.returncode == 0, res.stderr
     assert res.stdout == "hello from layer two\n"
     assert "Unable to find image" in res.stderr
+
+
+def _run(store: Path, *args: str, lock: bool = True) -> subprocess.CompletedProcess[str]:
+    prefix = ["flock", "/tmp/unionfs-containers.lock"] if lock else []
+    return subprocess.run([*prefix, *_cli(), "run", "--store", str(store), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_short_name_pulls_through_registries_conf(tmp_path: Path, registry: RegistryServer,
+                                                      source: Path) -> None:
+    """``run debian`` means docker.io/library/debian:latest; registries.conf sends docker.io
+    to the loopback registry, so it is pulled from there (named ``debian:latest``) and run."""
+    ok(source, "push", "box:2", f"{registry.host}/library/debian:latest")
+    route(tmp_path, f'[[registry]]\nprefix = "docker.io"\nlocation = "{registry.host}"\n')
+    dest = tmp_path / "dest"
+    res = _run(dest, "--rm", "--network", "none", "debian", "cat", "/srv/hello")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "hello from layer two\n"
+    assert res.stderr.splitlines()[0] == "Unable to find image 'debian:latest' locally"
+    assert "Status: Downloaded newer image for debian:latest" in res.stderr
+    assert image_info(dest, "debian")["Id"] == image_info(source, "box:2")["Id"]
+    assert layer_trees(dest, "debian:latest") == layer_trees(source, "box:2")
+    res = _run(dest, "--rm", "--network", "none", "debian", "true")  # now it is there
+    assert res.returncode == 0 and "Unable to find" not in res.stderr, res.stderr
+
+
+def test_build_pulls_its_base_through_a_mirror(tmp_path: Path, registry: RegistryServer,
+                                               source: Path) -> None:
+    """``FROM box`` pulls docker.io/library/box from its mirror (the location itself,
+    docker.io, is refused by the loopback guard and never tried)."""
+    ok(source, "push", "box:1", f"{registry.host}/hub/library/box:latest")
+    route(tmp_path, '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+          f'[[registry.mirror]]\nlocation = "{registry.host}/hub"\n')
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM box\nLABEL built=yes\n")
+    dest = tmp_path / "dest"
+    res = subprocess.run(["flock", "/tmp/unionfs-containers.lock", *_cli(), "build",
+                          "--store", str(dest), "-t", "app:1", str(ctx)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "Unable to find image 'box:latest' locally" in res.stderr
+    assert image_info(dest, "box")["Id"] == image_info(source, "box:1")["Id"]
+    assert image_info(dest, "app:1")["Config"]["Labels"] == {"built": "yes"}
+
+
+@pytest.mark.parametrize("routing", ["none", "dead-mirror", "dead-location"])
+def test_run_of_a_missing_image_fails_in_one_line(tmp_path: Path, source: Path,
+                                                  routing: str) -> None:
+    """No registry can serve ``nosuch``: docker's 125, one line saying it was not found
+    locally and why the pull failed, and nothing changed in the store."""
+    from .registry_server import free_port
+
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    route(tmp_path, {
+        "none": "",
+        "dead-mirror": f'[[registry]]\nlocation = "docker.io"\n[[registry.mirror]]\n'
+                       f'location = "{dead}"\n',
+        "dead-location": f'[[registry]]\nprefix = "docker.io"\nlocation = "{dead}"\n'}[routing])
+    before = store_state(source)
+    res = _run(source, "--rm", "nosuch", "true", lock=False)
+    assert res.returncode == 125, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("unionfs: error: Unable to find image 'nosuch:latest' locally; "
+                               "pulling it failed: "), lines[0]
+    want = {"none": ["refusing to contact registry-1.docker.io"],
+            "dead-mirror": [f"mirror 127.0.0.1:{dead.split(':')[1]}: cannot reach registry",
+                            "docker.io: refusing to contact registry-1.docker.io"],
+            "dead-location": [f"cannot reach registry {dead}"]}[routing]
+    for words in want:
+        assert words in lines[0], lines[0]
+    assert store_state(source) == before and tmp_is_empty(source)
+
+
+def test_blocked_registry_and_push_through_a_rewrite(tmp_path: Path, registry: RegistryServer,
+                                                     source: Path) -> None:
+    route(tmp_path, f'[[registry]]\nprefix = "docker.io/team"\nlocation = "{registry.host}/t"\n'
+          '[[registry]]\nprefix = "docker.io"\nblocked = true\n')
+    ok(source, "push", "box:2", "team/app:3")  # docker.io/team/app:3, sent to the rewrite
+    skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/t/app:3")
+    dest = tmp_path / "dest"
+    ok(dest, "pull", "team/app:3")
+    assert image_info(dest, "team/app:3")["Id"] == image_info(source, "box:2")["Id"]
+    ok(dest, "images")
+    before = store_state(dest)
+    failed(run_cli(dest, "pull", "debian"), "registry docker.io is blocked in",
+           str(tmp_path / "registries.conf"))
+    assert store_state(dest) == before

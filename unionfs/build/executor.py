@@ -161,19 +161,25 @@ class Builder:
 
     def _check_bases(self, stages: list[Stage], global_args: list[Instruction],
                      escape: str) -> None:
-        """Every FROM and COPY --from names something that exists, before anything runs."""
+        """Every FROM and COPY --from names something that exists (an image the store lacks
+        is pulled, as docker does), before anything runs."""
         known: set[str] = set()
         variables = self._global_variables(global_args, escape)
         for stage in stages:
             base = words.expand(stage.base, variables, escape)
-            if base != "scratch" and base not in known and self.store.find_image(base) is None:
-                raise stage.start.error(f"base image {base!r} is not in the store")
+            if base != "scratch" and base not in known:
+                try:
+                    ensure_image(self.store, base)
+                except UserError as exc:
+                    raise stage.start.error(str(exc)) from None
             for ins in stage.steps:
                 src = ins.flags.get("from")
                 if ins.keyword == "COPY" and src is not None and src not in known and not (
-                        src.isdigit() and int(src) < stage.index) and \
-                        self.store.find_image(src) is None:
-                    raise ins.error(f"COPY --from={src}: no such stage or image")
+                        src.isdigit() and int(src) < stage.index):
+                    try:
+                        ensure_image(self.store, src)
+                    except UserError as exc:
+                        raise ins.error(f"COPY --from={src}: no such stage; {exc}") from None
             known.add(str(stage.index))
             if stage.name:
                 known.add(stage.name)
@@ -209,7 +215,7 @@ class Builder:
         if base in self.results:
             cfg = self.results[base]
             return State(dict(cfg), config_digest(cfg))
-        image = ensure_image(self.store, base)  # pulls a host/name image it does not have
+        image = ensure_image(self.store, base)  # pulls an image it does not have
         return State(dict(image.config), image.id)
 
     def _declare(self, ins: Instruction, variables: dict[str, str], escape: str, *,
@@ -333,7 +339,7 @@ class Builder:
     def _from_digest(self, name: str) -> str:
         if name in self.results:
             return config_digest(self.results[name])
-        return self.store.image(name).id
+        return ensure_image(self.store, name).id  # pulled by _check_bases if it was missing
 
     def _copy(self, ins: Instruction, state: State, escape: str) -> None:
         _, ignore, sources, dest = self._copy_sources(ins, state, escape)
@@ -363,7 +369,7 @@ class Builder:
                    mode: int | None, escape: str, state: State) -> None:
         """COPY --from: the sources are read from the other stage's (or image's) tree."""
         name = ins.flags["from"]
-        config = self.results.get(name) or self.store.image(name).config
+        config = self.results.get(name) or ensure_image(self.store, name).config
         other = State(config, config_digest(config))
         with working_tree(self.store, other.base(self.store)) as (src_root, _):
             items = words.split(ins.args, state.variables(), escape) \

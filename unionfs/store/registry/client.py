@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from unionfs.errors import OperationFailed, UserError
+from unionfs.errors import OperationFailed
 from unionfs.store.registry.auth import Challenge, Credentials, parse_challenge
 from unionfs.store.schema import INDEX_TYPES, MANIFEST_TYPES
 
@@ -37,6 +37,10 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 class RegistryError(OperationFailed):
     """The registry refused or failed a request (exit status 1)."""
+
+
+class Refused(RegistryError):
+    """``UNIONFS_REGISTRY_LOOPBACK_ONLY=1`` forbids this host (no connection was made)."""
 
 
 class Transient(Exception):
@@ -54,11 +58,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_allowed(host: str) -> None:
+    """Refused when only loopback registries are allowed and ``host`` is not one."""
+    if os.environ.get("UNIONFS_REGISTRY_LOOPBACK_ONLY") == "1" and not is_loopback(host):
+        raise Refused(f"refusing to contact {host}: only loopback registries are allowed "
+                      "(UNIONFS_REGISTRY_LOOPBACK_ONLY=1)")
+
+
 def _guard(request: httpx.Request) -> None:
-    if os.environ.get("UNIONFS_REGISTRY_LOOPBACK_ONLY") == "1" and not is_loopback(
-            request.url.netloc.decode()):
-        raise UserError(f"refusing to contact {request.url.host}: only loopback registries "
-                        "are allowed (UNIONFS_REGISTRY_LOOPBACK_ONLY=1)")
+    """Every request (token realms and redirects too) passes the loopback guard."""
+    check_allowed(request.url.netloc.decode())
 
 
 class Registry:
@@ -67,6 +76,7 @@ class Registry:
     def __init__(self, host: str, *, tls_verify: bool | None = None,
                  credentials: Credentials | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
+        check_allowed(host)
         self.host = host
         insecure = tls_verify is False or (tls_verify is None and is_loopback(host))
         self._schemes = ["https", "http"] if insecure else ["https"]

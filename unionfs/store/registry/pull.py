@@ -20,7 +20,7 @@ from typing import Any
 from unionfs.errors import UserError
 from unionfs.store import schema
 from unionfs.store.limits import Limits
-from unionfs.store.registry import blobmap
+from unionfs.store.registry import blobmap, conf
 from unionfs.store.registry.auth import lookup
 from unionfs.store.registry.client import Registry, RegistryError
 from unionfs.store.registry.reference import Reference, parse
@@ -55,23 +55,50 @@ class Pulled:
 
 
 def pull(store: Store, text: str, opts: PullOptions | None = None, *,
-         all_tags: bool = False, tasks: TaskFactory = _no_progress) -> list[Pulled]:
-    """Pull ``text`` (``pull --all-tags``: every tag of its repository)."""
+         all_tags: bool = False, tasks: TaskFactory = _no_progress,
+         on_found: Callable[[Reference], None] | None = None) -> list[Pulled]:
+    """Pull ``text`` (``pull --all-tags``: every tag of its repository), from its mirrors
+    and then its location as registries.conf routes it (each tried until one serves it).
+    ``on_found`` is called once a manifest was found, before its layers are fetched."""
     opts = opts or PullOptions()
     ref = parse(text)
     if all_tags and (ref.tag or ref.digest):
         raise UserError("--all-tags takes a repository name without a tag or digest")
-    with Registry(ref.api_host, tls_verify=opts.tls_verify,
-                  credentials=lookup(ref.domain, opts.authfile)) as reg:
-        refs = [ref.with_tag(t) for t in sorted(reg.tags(ref.path))] if all_tags else [ref]
-        if not refs:
-            raise RegistryError(f"{ref.repository} has no tags")
-        return [_pull_one(store, reg, r, opts, tasks) for r in refs]
+    failures: list[str] = []
+    places = conf.endpoints(ref, tls_verify=opts.tls_verify)
+    for place in places:
+        try:
+            return _pull_from(store, ref, place, opts, all_tags, tasks, on_found)
+        except RegistryError as exc:
+            failures.append(f"{'mirror ' if place.mirror else ''}{place.ref.domain}: {exc}")
+            if len(places) == 1:
+                raise
+    raise RegistryError(f"pull {ref}: " + "; ".join(failures))
 
 
-def _pull_one(store: Store, reg: Registry, ref: Reference, opts: PullOptions,
-              tasks: TaskFactory) -> Pulled:
+def _pull_from(store: Store, ref: Reference, place: conf.Endpoint, opts: PullOptions,
+               all_tags: bool, tasks: TaskFactory,
+               on_found: Callable[[Reference], None] | None) -> list[Pulled]:
+    """Pull from one endpoint; the images are named after ``ref`` (what was asked for)."""
+    src = place.ref
+    with Registry(src.api_host, tls_verify=place.tls_verify,
+                  credentials=lookup(src.domain, opts.authfile)) as reg:
+        tags = sorted(reg.tags(src.path)) if all_tags else []
+        pairs = [(ref.with_tag(t), src.with_tag(t)) for t in tags] if all_tags else [
+            (ref, src)]
+        if not pairs:
+            raise RegistryError(f"{src.repository} has no tags")
+        return [_pull_one(store, reg, name, at_src, opts, tasks, on_found)
+                for name, at_src in pairs]
+
+
+def _pull_one(store: Store, reg: Registry, name: Reference, ref: Reference,
+              opts: PullOptions, tasks: TaskFactory,
+              on_found: Callable[[Reference], None] | None) -> Pulled:
+    """Pull ``ref`` (as this registry names it) and tag it ``name``'s store tag."""
     manifest, digest = resolve_manifest(reg, ref, opts.platform)
+    if on_found is not None:
+        on_found(name)
     raw_config = reg.get_blob(ref.path, manifest.config.digest, manifest.config.size,
                               schema.MAX_DOCUMENT)
     config = schema.check_config(schema.loads(raw_config, "image config"))
@@ -87,11 +114,11 @@ def _pull_one(store: Store, reg: Registry, ref: Reference, opts: PullOptions,
                for i, d in enumerate(manifest.layers)]
         config = dict(config)
         config["rootfs"] = {"type": "layers", "diff_ids": ids}
-        tag = ref.store_tag if not ref.digest else None
+        tag = name.store_tag if not name.digest else None
         image = store.publish(list(staged.values()), [(config, tag)])[0]
     blobmap.record(store, ref.repository,
                    {d.digest: lid for d, lid in zip(manifest.layers, ids, strict=True)})
-    return Pulled(ref, image, digest, len(jobs))
+    return Pulled(name, image, digest, len(jobs))
 
 
 def resolve_manifest(reg: Registry, ref: Reference, platform: str | None

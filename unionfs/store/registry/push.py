@@ -19,7 +19,7 @@ from unionfs.store import refs, schema
 from unionfs.store.compression import compressor
 from unionfs.store.fsutil import canonical_json
 from unionfs.store.layertar import HashWriter, write_tar
-from unionfs.store.registry import blobmap
+from unionfs.store.registry import blobmap, conf
 from unionfs.store.registry.auth import lookup
 from unionfs.store.registry.client import Registry
 from unionfs.store.registry.reference import Reference, parse
@@ -63,7 +63,9 @@ def push(store: Store, image_ref: str, dest: str | None = None,
     if target.digest:
         raise UserError("push needs a tag, not a digest")
     image = store.image(image_ref)
-    with Registry(target.api_host, tls_verify=opts.tls_verify,
+    place = conf.endpoints(target, push=True, tls_verify=opts.tls_verify)[0]
+    target = place.ref  # where registries.conf sends it (the same unless rewritten)
+    with Registry(target.api_host, tls_verify=place.tls_verify,
                   credentials=lookup(target.domain, opts.authfile)) as reg:
         layers = [Layer(store, d) for d in image.layer_ids]
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:

@@ -66,6 +66,13 @@ class Reference:
         """The store's ``name:tag`` for this reference (familiar name, like docker)."""
         return f"{self.familiar_name}:{self.tag or DEFAULT_TAG}"
 
+    @property
+    def familiar(self) -> str:
+        """The whole reference as docker shows it (``debian:latest``, ``x@sha256:...``)."""
+        if self.digest:
+            return f"{self.familiar_name}{':' + self.tag if self.tag else ''}@{self.digest}"
+        return self.store_tag
+
     def __str__(self) -> str:
         out = self.repository
         if self.tag:
@@ -121,7 +128,12 @@ def parse(text: str) -> Reference:
     return Reference(domain, path, tag, digest or None)
 
 
-def is_qualified(text: str) -> bool:
-    """True when ``text`` names its registry explicitly (``host[:port]/...``)."""
-    first, sep, _rest = text.partition("/")
-    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+def at(name: str, tag: str | None, digest: str | None, *, where: str = "") -> Reference:
+    """The reference ``name`` (``host[:port]/path``: its first component is always the
+    registry, as in a registries.conf location) with ``tag`` and ``digest``."""
+    domain, _, path = name.partition("/")
+    if not _DOMAIN.match(domain) or not _PATH.match(path) or len(name) > MAX_NAME:
+        source = f" (in {where})" if where else ""
+        raise UserError(f"invalid registry location {name!r}{source}: expected "
+                        "HOST[:PORT]/REPOSITORY")
+    return Reference(domain, path, tag, digest)
