@@ -1,6 +1,10 @@
 """Push and pull of a large image through a registry on loopback, beside ``skopeo copy``.
 
     .venv/bin/python -m unionfs.benchmarks.registry [--size-mb 300] [--rounds 3] [--out DIR]
+    .venv/bin/python -m unionfs.benchmarks.registry --rootfs DIR   # a real base, one layer
+
+``--rootfs`` imports that root filesystem (e.g. a debootstrapped Debian, as the Debian base
+image is) as the image instead of generating one.
 
 A generated image (``--size-mb`` of files shaped like a distribution's: text that compresses
 about 4x, binaries that hardly compress, many small files, in three layers) is imported into
@@ -117,16 +121,20 @@ def _unionfs(*args: str) -> list[str]:
     return [sys.executable, "-m", "unionfs", *args]
 
 
-def prepare(work: Path, size_mb: int) -> tuple[Path, Path, int]:
+def prepare(work: Path, size_mb: int, rootfs: Path | None = None) -> tuple[Path, Path, int]:
     """(store with image 'big:1', its OCI archive, image bytes)."""
-    store, layers = work / "store", make_rootfs(work / "rootfs", size_mb)
-    _run(_unionfs("import", str(layers[0]), "--tag", "big:0", "--store", str(store)))
-    parent = "big:0"
-    for i, layer in enumerate(layers[1:], 1):
-        _run(_unionfs("commit", "--upper", str(layer), "--parent", parent, f"big:{i}",
-                      "--store", str(store)))
-        parent = f"big:{i}"
-    _run(_unionfs("tag", parent, "big:1", "--store", str(store)))
+    store = work / "store"
+    if rootfs is not None:
+        _run(_unionfs("import", str(rootfs), "--tag", "big:1", "--store", str(store)))
+    else:
+        layers = make_rootfs(work / "rootfs", size_mb)
+        _run(_unionfs("import", str(layers[0]), "--tag", "big:0", "--store", str(store)))
+        parent = "big:0"
+        for i, layer in enumerate(layers[1:], 1):
+            _run(_unionfs("commit", "--upper", str(layer), "--parent", parent, f"big:{i}",
+                          "--store", str(store)))
+            parent = f"big:{i}"
+        _run(_unionfs("tag", parent, "big:1", "--store", str(store)))
     archive = work / "big.oci.tar"
     _run(_unionfs("save", "big:1", "-o", str(archive), "--store", str(store)))
     return store, archive, archive.stat().st_size
@@ -169,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m unionfs.benchmarks.registry", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mb", type=int, default=300)
+    p.add_argument("--rootfs", type=Path, default=None,
+                   help="import this root filesystem as the image instead of generating one")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -177,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="unionfs-bench-registry-", dir=args.workdir))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a plain kill too
     try:
-        print(f"generating a {args.size_mb} MiB image in {work}", file=sys.stderr)
-        store, archive, nbytes = prepare(work, args.size_mb)
+        print(f"preparing {args.rootfs or f'a {args.size_mb} MiB image'} in {work}",
+              file=sys.stderr)
+        store, archive, nbytes = prepare(work, args.size_mb, args.rootfs)
         times: dict[str, list[float]] = {}
         todo = steps(work, store, archive)
         for r in range(args.rounds):
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, step in todo.items():
                     times.setdefault(name, []).append(step(host, r))
                     print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s", file=sys.stderr)
-        result = {"size_mb": args.size_mb, "image_bytes": nbytes, "rounds": args.rounds,
+        result = {"size_mb": args.size_mb, "rootfs": str(args.rootfs or ""),
+                  "image_bytes": nbytes, "rounds": args.rounds,
                   "seconds": times}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "registry.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -80,3 +80,17 @@ def test_registry_benchmark_runs_on_a_tiny_image(tmp_path: Path) -> None:
     assert len(result["seconds"]) == 7
     assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("unionfs-bench-registry")]
+
+
+def test_registry_benchmark_takes_a_root_filesystem(tmp_path: Path) -> None:
+    """``--rootfs DIR``: the image is that tree (a Debian base, for the real rows)."""
+    from unionfs.benchmarks import registry
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "os-release").write_text("ID=test\n" * 1000)
+    assert registry.main(["--rootfs", str(rootfs), "--rounds", "1", "--workdir",
+                          str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "registry.json").read_text())
+    assert result["rootfs"] == str(rootfs)
+    assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values())

@@ -171,3 +171,129 @@ class TokenServer:
         sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
                              input=signing.encode(), check=True, capture_output=True).stdout
         return f"{signing}.{_b64(sig)}"
+
+
+@dataclass
+class Seen:
+    """One request the proxy saw, and what it did with it."""
+
+    method: str
+    path: str
+    range: str  # the request's Range (downloads) or Content-Range (uploads) header
+    received: int  # request body bytes
+    sent: int = 0  # response body bytes sent back
+    forwarded: bool = True
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of a registry that breaks chosen transfers, and
+    records every request. ``cut_blob_at``: the first GET of each blob larger than that
+    sends that many bytes, then drops the connection. ``drop_patch``: the PATCH with this
+    number (1 = first) is dropped: ``"unsent"`` closes the connection without forwarding it
+    (the registry never saw it), ``"half"`` forwards its first half (as a smaller chunk)
+    and then closes the connection without an answer. ``ignore_range``: Range headers are
+    not forwarded (a registry that always answers 200)."""
+
+    def __init__(self, upstream: str, *, cut_blob_at: int | None = None,
+                 drop_patch: tuple[int, str] | None = None, ignore_range: bool = False
+                 ) -> None:
+        self.upstream = upstream
+        self.cut_blob_at = cut_blob_at
+        self.drop_patch = drop_patch
+        self.ignore_range = ignore_range
+        self.seen: list[Seen] = []
+        self._cut: set[str] = set()
+        self._patches = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                outer.forward(self)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *_args: object) -> None:
+                return None
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> FaultyProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def forward(self, req: http.server.BaseHTTPRequestHandler) -> None:
+        import http.client
+
+        length = int(req.headers.get("Content-Length") or 0)
+        body = req.rfile.read(length) if length else b""
+        seen = Seen(req.command, req.path, req.headers.get("Range") or
+                    req.headers.get("Content-Range") or "", len(body))
+        with self._lock:
+            self.seen.append(seen)
+            if req.command == "PATCH":
+                self._patches += 1
+                number = self._patches
+        headers = {k: v for k, v in req.headers.items()
+                   if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+        if self.ignore_range:
+            headers.pop("Range", None)
+        drop = self.drop_patch if req.command == "PATCH" and self.drop_patch and \
+            self.drop_patch[0] == number else None
+        if drop and drop[1] == "unsent":
+            seen.forwarded = False
+            self._hang_up(req)
+            return
+        if drop and drop[1] == "half":
+            start = int(headers["Content-Range"].split("-")[0])
+            body = body[:len(body) // 2]
+            headers["Content-Range"] = f"{start}-{start + len(body) - 1}"
+            seen.received = len(body)
+        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        try:
+            conn.request(req.command, req.path, body=body if body or req.command in (
+                "PUT", "PATCH", "POST") else None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        if drop:
+            self._hang_up(req)
+            return
+        cut = None
+        if (req.command == "GET" and "/blobs/sha256:" in req.path and self.cut_blob_at
+                and len(data) > self.cut_blob_at and "Range" not in req.headers):
+            with self._lock:
+                if req.path not in self._cut:
+                    self._cut.add(req.path)
+                    cut = self.cut_blob_at
+        req.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                req.send_header(k, v)
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        if req.command != "HEAD":
+            req.wfile.write(data[:cut] if cut is not None else data)
+            seen.sent = cut if cut is not None else len(data)
+        req.wfile.flush()
+        if cut is not None:
+            self._hang_up(req)
+
+    @staticmethod
+    def _hang_up(req: http.server.BaseHTTPRequestHandler) -> None:
+        req.close_connection = True
+        with contextlib.suppress(OSError):
+            req.connection.shutdown(socket.SHUT_RDWR)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import busybox_rootfs, describe, ok, run_cli, store_state, tmp_is_empty
-from .registry_server import PASSWORD, USER, RegistryServer, run_registry
+from .registry_server import PASSWORD, USER, FaultyProxy, RegistryServer, run_registry
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +80,10 @@ def failed(res: subprocess.CompletedProcess[str], *words: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("unionfs: error: "), res.stderr
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+# Runs under the machine-wide container lock wait for other sessions' container tests too.
+LOCKED_TIMEOUT = 1200
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -310,7 +314,7 @@ def test_pulled_image_runs(tmp_path: Path, registry: RegistryServer, source: Pat
     dest = tmp_path / "dest"
     argv = ["flock", "/tmp/unionfs-containers.lock", *_cli(), "run", "--store", str(dest),
             "--rm", "--network", "none", f"{registry.host}/run/box:2", "cat", "/srv/hello"]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=LOCKED_TIMEOUT)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "hello from layer two\n"
     assert "Unable to find image" in res.stderr
@@ -319,7 +323,7 @@ def test_pulled_image_runs(tmp_path: Path, registry: RegistryServer, source: Pat
 def _run(store: Path, *args: str, lock: bool = True) -> subprocess.CompletedProcess[str]:
     prefix = ["flock", "/tmp/unionfs-containers.lock"] if lock else []
     return subprocess.run([*prefix, *_cli(), "run", "--store", str(store), *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=LOCKED_TIMEOUT)
 
 
 def test_run_short_name_pulls_through_registries_conf(tmp_path: Path, registry: RegistryServer,
@@ -353,7 +357,7 @@ def test_build_pulls_its_base_through_a_mirror(tmp_path: Path, registry: Registr
     dest = tmp_path / "dest"
     res = subprocess.run(["flock", "/tmp/unionfs-containers.lock", *_cli(), "build",
                           "--store", str(dest), "-t", "app:1", str(ctx)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=LOCKED_TIMEOUT)
     assert res.returncode == 0, res.stderr
     assert "Unable to find image 'box:latest' locally" in res.stderr
     assert image_info(dest, "box")["Id"] == image_info(source, "box:1")["Id"]
@@ -403,3 +407,61 @@ def test_blocked_registry_and_push_through_a_rewrite(tmp_path: Path, registry: R
     failed(run_cli(dest, "pull", "debian"), "registry docker.io is blocked in",
            str(tmp_path / "registries.conf"))
     assert store_state(dest) == before
+
+
+def _biggest_layer(ref: str) -> dict[str, object]:
+    manifest = json.loads(skopeo("inspect", "--tls-verify=false", "--raw",
+                                 f"docker://{ref}").stdout)
+    return max(manifest["layers"], key=lambda d: d["size"])
+
+
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_a_broken_layer_download_resumes_where_it_broke(
+        tmp_path: Path, registry: RegistryServer, source: Path, ignore_range: bool) -> None:
+    """The first GET of the big layer is cut after a third of it: the pull asks for the rest
+    (``Range: bytes=N-``), or, from a registry that ignores ranges, drops the N bytes it has."""
+    ok(source, "push", "box:2", f"{registry.host}/r/box:2", "--compression", "none")
+    layer = _biggest_layer(f"{registry.host}/r/box:2")
+    size = int(layer["size"])  # type: ignore[call-overload]
+    cut = size // 3
+    dest = tmp_path / "dest"
+    with FaultyProxy(registry.host, cut_blob_at=cut, ignore_range=ignore_range) as proxy:
+        ok(dest, "pull", f"{proxy.host}/r/box:2")
+        gets = [s for s in proxy.seen if s.method == "GET" and s.path.endswith(
+            f"/blobs/{layer['digest']}")]
+    assert [(g.range, g.sent) for g in gets] == [
+        ("", cut), (f"bytes={cut}-", size if ignore_range else size - cut)]
+    assert image_info(dest, f"{proxy.host}/r/box:2")["Id"] == image_info(source, "box:2")["Id"]
+    assert layer_trees(dest, f"{proxy.host}/r/box:2") == layer_trees(source, "box:2")
+    assert tmp_is_empty(dest)
+
+
+@pytest.mark.parametrize("drop", ["unsent", "half"])
+def test_a_broken_chunked_upload_resumes(tmp_path: Path, registry: RegistryServer,
+                                         source: Path, drop: str) -> None:
+    """The layer goes in 256 KiB PATCHes; the second one breaks. ``unsent`` (the registry
+    never saw it): the push asks the session where it is and goes on, every byte sent once.
+    ``half`` (the registry took half of it, the answer was lost): docker-registry gives up
+    on the session when asked about it, so a new one starts; the push still succeeds."""
+    with FaultyProxy(registry.host, drop_patch=(2, drop)) as proxy:
+        ref = f"{proxy.host}/up/box:1"
+        ok(source, "push", "box:1", ref, "--compression", "none", "--chunk-size", "256K")
+        seen = list(proxy.seen)
+    layer = _biggest_layer(f"{registry.host}/up/box:1")
+    size = int(layer["size"])  # type: ignore[call-overload]
+    assert size > 3 * 256 * 1024  # so it really went in several chunks
+    patches = [s for s in seen if s.method == "PATCH"]
+    assert all(s.range for s in patches)  # every chunk says where it goes (Content-Range)
+    sessions = [s for s in seen if s.method == "POST" and "/blobs/uploads/" in s.path]
+    status = [s for s in seen if s.method == "GET" and "/blobs/uploads/" in s.path]
+    assert len(status) == 1
+    if drop == "unsent":
+        assert len(sessions) == 2  # the layer's and the config's: no new session
+        assert sum(s.received for s in patches if s.forwarded) == size
+        assert patches[2].range == patches[1].range  # the lost chunk, sent again
+    else:
+        assert len(sessions) == 3
+    dest = tmp_path / "dest"
+    ok(dest, "pull", f"{registry.host}/up/box:1")
+    assert image_info(dest, f"{registry.host}/up/box:1")["Id"] == image_info(
+        source, "box:1")["Id"]

@@ -83,8 +83,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     from unionfs.store.registry import PushOptions, push
 
     store = _store(args)
+    from unionfs.store.limits import parse_size
+
+    chunk = 0 if args.chunk_size.strip() in ("0", "") else parse_size(args.chunk_size)
     opts = PushOptions(compression=args.compression, tls_verify=args.tls_verify,
-                       authfile=args.authfile)
+                       authfile=args.authfile, chunk_size=chunk)
     with transfers(enabled=False if args.quiet else None) as tasks:
         done = push(store, args.image, args.destination, opts, tasks=tasks)
     if not args.quiet:
@@ -168,6 +171,9 @@ def register(sub: Any) -> None:
     p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip",
                    help="layer compression (default gzip)")
     p.add_argument("--digestfile", metavar="FILE", help="write the manifest digest here")
+    p.add_argument("--chunk-size", metavar="SIZE", default="32M",
+                   help="send larger layers in chunks of SIZE, resumed after a broken one "
+                   "(default 32M; 0: each in one request)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
     _common(p)
     p.set_defaults(func=cmd_push)

@@ -47,6 +47,10 @@ class Transient(Exception):
     """A failure worth trying again."""
 
 
+class _SessionLost(Exception):
+    """The registry no longer knows an upload session: start a new one."""
+
+
 def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
     name = name.strip("[]")
@@ -203,27 +207,38 @@ class Registry:
         return resp
 
     @contextlib.contextmanager
-    def stream(self, path: str, *, scope: str) -> Iterator[httpx.Response]:
-        """A GET whose body is read by the caller (``iter_raw``); not retried mid-body."""
-        url = self.base() + path
+    def stream(self, path: str, *, scope: str, headers: dict[str, str] | None = None
+               ) -> Iterator[httpx.Response]:
+        """A GET whose body is read by the caller (``iter_raw``). Opening it is retried;
+        a body that breaks raises the caller's ``httpx.TransportError`` (see pull's resume)."""
+        resp = self._open_stream(self.base() + path, scope, headers or {})
+        try:
+            yield resp
+        finally:
+            resp.close()
+
+    def _open_stream(self, url: str, scope: str, headers: dict[str, str]) -> httpx.Response:
         reauthed = False
         for attempt in range(RETRIES + 1):
-            hdrs = self._auth_header(scope)
+            request = self._http.build_request("GET", url, headers={
+                **headers, **self._auth_header(scope)})
             try:
-                with self._http.stream("GET", url, headers=hdrs) as resp:
-                    if resp.status_code == 401 and not reauthed and self._reauth(resp, scope):
-                        reauthed = True
-                        continue
-                    if resp.status_code in TRANSIENT_STATUS and attempt < RETRIES:
-                        time.sleep(BACKOFF * 2 ** attempt)
-                        continue
-                    yield resp
-                    return
+                resp = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 if attempt == RETRIES:
                     raise RegistryError(f"{self.host}: {_describe(exc)}") from None
                 time.sleep(BACKOFF * 2 ** attempt)
-        raise RegistryError(f"{self.host}: {path} kept failing")
+                continue
+            if resp.status_code == 401 and not reauthed and self._reauth(resp, scope):
+                resp.close()
+                reauthed = True
+                continue
+            if resp.status_code in TRANSIENT_STATUS and attempt < RETRIES:
+                resp.close()
+                time.sleep(BACKOFF * 2 ** attempt)
+                continue
+            return resp
+        raise RegistryError(f"{self.host}: {url} kept failing")
 
     def _reauth(self, resp: httpx.Response, scope: str) -> bool:
         """After a 401: take the new challenge, drop the token; True when worth a retry."""
@@ -278,17 +293,20 @@ class Registry:
                 self.request("DELETE", self._absolute(location), scope=push_scope(repo))
         return False
 
-    def upload_blob(self, repo: str, digest: str, body: Any, size: int) -> None:
-        """Monolithic upload: POST opens a session, one PUT sends the bytes and the digest.
-        ``body`` is bytes or a file at offset 0 (rewound on retry)."""
+    def upload_blob(self, repo: str, digest: str, body: Any, size: int,
+                    chunk_size: int = 0) -> None:
+        """Send a blob: one PUT (monolithic), or, when ``chunk_size`` is set, ``body`` is a
+        file and the blob is larger, PATCHes of ``chunk_size`` bytes (``Content-Range``)
+        that resume where the registry says it is after a broken one. ``body`` is bytes or
+        a file at offset 0 (rewound on retry)."""
+        if chunk_size and size > chunk_size and hasattr(body, "seek"):
+            self._upload_chunked(repo, digest, body, size, chunk_size)
+            return
         scope = push_scope(repo)
         for attempt in range(RETRIES + 1):
-            resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope)
-            _expect(resp, (202,), f"upload of {digest}")
-            location = self._absolute(resp.headers.get("location", ""))
-            sep = "&" if "?" in location else "?"
+            location = self._open_upload(repo, digest)
             _rewind(body)
-            resp = self.request("PUT", f"{location}{sep}digest={digest}", scope=scope,
+            resp = self.request("PUT", _with_digest(location, digest), scope=scope,
                                 content=body, headers={
                                     "Content-Type": "application/octet-stream",
                                     "Content-Length": str(size)})
@@ -297,6 +315,63 @@ class Registry:
             if resp.status_code not in TRANSIENT_STATUS or attempt == RETRIES:
                 _expect(resp, (201,), f"upload of {digest}")
         raise AssertionError("unreachable")
+
+    def _open_upload(self, repo: str, digest: str) -> str:
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=push_scope(repo))
+        _expect(resp, (202,), f"upload of {digest}")
+        return self._absolute(resp.headers.get("location", ""))
+
+    def _upload_chunked(self, repo: str, digest: str, f: Any, size: int, chunk: int) -> None:
+        """PATCH the blob in chunks; after a broken PATCH ask the session where it is and
+        go on from there; a session the registry gave up on is started again."""
+        scope = push_scope(repo)
+        for _session in range(RETRIES + 1):
+            location = self._open_upload(repo, digest)
+            try:
+                location = self._send_chunks(location, scope, digest, f, size, chunk)
+            except _SessionLost:
+                continue
+            resp = self.request("PUT", _with_digest(location, digest), scope=scope,
+                                headers={"Content-Length": "0"})
+            _expect(resp, (201,), f"upload of {digest}")
+            return
+        raise RegistryError(f"{self.host}: upload of {digest} kept failing")
+
+    def _send_chunks(self, location: str, scope: str, digest: str, f: Any, size: int,
+                     chunk: int) -> str:
+        offset, breaks = 0, 0
+        while offset < size:
+            n = min(chunk, size - offset)
+            headers = {"Content-Type": "application/octet-stream",
+                       "Content-Range": f"{offset}-{offset + n - 1}", "Content-Length": str(n)}
+            try:
+                resp = self._attempt("PATCH", location, scope, headers,
+                                     _FileRegion(f, offset, n), None)
+            except Transient:
+                resp = None
+            if resp is not None and resp.status_code == 202:
+                location = self._absolute(resp.headers.get("location") or location)
+                offset += n
+                continue
+            if resp is not None and resp.status_code != 416:
+                _expect(resp, (202,), f"upload of {digest}")
+            breaks += 1
+            if breaks > RETRIES:
+                raise RegistryError(f"{self.host}: upload of {digest} kept breaking")
+            time.sleep(BACKOFF * 2 ** (breaks - 1))
+            location, offset = self._upload_status(location, scope)
+        return location
+
+    def _upload_status(self, location: str, scope: str) -> tuple[str, int]:
+        """(location, bytes the registry holds) of an upload session, or _SessionLost."""
+        resp = self.request("GET", location, scope=scope)
+        if resp.status_code != 204:
+            raise _SessionLost()
+        first, _, last = resp.headers.get("range", "").removeprefix("bytes=").partition("-")
+        if first != "0" or not last.isdigit():
+            raise _SessionLost()
+        held = int(last) + 1 if int(last) > 0 else 0  # "0-0": distribution's empty session
+        return self._absolute(resp.headers.get("location") or location), held
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> str:
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scope=push_scope(repo),
@@ -351,6 +426,28 @@ def _expect(resp: httpx.Response, ok: tuple[int, ...], what: str) -> None:
     with contextlib.suppress(ValueError, AttributeError, IndexError, KeyError, TypeError):
         detail = ": " + str(resp.json()["errors"][0]["message"])
     raise RegistryError(f"{what}: HTTP {resp.status_code}{detail}")
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+class _FileRegion:
+    """``n`` bytes of file ``f`` from ``offset``, streamed in pieces; iterable again (a
+    request re-sent after a new token sends it whole again)."""
+
+    def __init__(self, f: Any, offset: int, n: int) -> None:
+        self._f, self._offset, self._n = f, offset, n
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._f.seek(self._offset)
+        left = self._n
+        while left > 0:
+            piece = self._f.read(min(left, 1 << 20))
+            if not piece:
+                raise RegistryError("the blob being uploaded is shorter than its size")
+            left -= len(piece)
+            yield piece
 
 
 def _rewindable(content: Any) -> bool:

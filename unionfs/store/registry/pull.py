@@ -11,7 +11,7 @@ Blobs the store already holds (by registry digest or by diff_id) are not fetched
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,8 @@ from unionfs.store.registry.reference import Reference, parse
 from unionfs.store.store import Image, Layer, StagedLayer, Store
 
 JOBS = 4  # layers fetched at once (docker's default is 3, containerd's 3-5)
-LAYER_RETRIES = 2  # a layer whose stream broke is fetched again this many times
+LAYER_RETRIES = 2  # a layer whose stream broke past its resumes is fetched again
+RESUMES = 3  # a broken layer stream is resumed (HTTP Range) this many times
 
 # (label, total bytes) -> advance(nbytes); a no-op factory when no progress is shown
 TaskFactory = Callable[[str, int], Callable[[int], None]]
@@ -204,20 +205,52 @@ class _BrokenStream(Exception):
 def _stream_layer(store: Store, reg: Registry, ref: Reference, desc: schema.Descriptor,
                   diff_id: str, where: Path, opts: PullOptions,
                   advance: Callable[[int], None]) -> StagedLayer:
+    body = VerifiedBody(blob_chunks(reg, ref.path, desc), desc, advance)
+    staged = store.stage_tar(where, body, f"pull {ref}",  # type: ignore[arg-type]
+                             expect_digest=diff_id, limits=opts.limits)
+    body.finish()
+    return staged
+
+
+def blob_chunks(reg: Registry, repo: str, desc: schema.Descriptor) -> Iterator[bytes]:
+    """The bytes of a blob, in pieces. A stream that breaks is resumed where it broke
+    (``Range: bytes=N-``; a registry that ignores the range answers 200 and its first N
+    bytes are dropped), up to :data:`RESUMES` times; then :class:`_BrokenStream`."""
     import httpx
 
-    with reg.stream(f"/v2/{ref.path}/blobs/{desc.digest}",
-                    scope=f"repository:{ref.path}:pull") as resp:
-        if resp.status_code != 200:
-            raise RegistryError(f"layer {desc.digest}: HTTP {resp.status_code}")
-        body = VerifiedBody(resp.iter_raw(1 << 20), desc, advance)
+    offset, breaks = 0, 0
+    path = f"/v2/{repo}/blobs/{desc.digest}"
+    while True:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
         try:
-            staged = store.stage_tar(where, body, f"pull {ref}",  # type: ignore[arg-type]
-                                     expect_digest=diff_id, limits=opts.limits)
-            body.finish()
+            with reg.stream(path, scope=f"repository:{repo}:pull", headers=headers) as resp:
+                skip = _bytes_to_skip(resp, offset, desc)
+                for chunk in resp.iter_raw():  # as received: a chunk size would buffer
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                        if not chunk:
+                            continue
+                    offset += len(chunk)
+                    yield chunk
+            return
         except httpx.TransportError as exc:
-            raise _BrokenStream(str(exc) or type(exc).__name__) from None
-    return staged
+            breaks += 1
+            if breaks > RESUMES or offset >= desc.size:
+                raise _BrokenStream(str(exc) or type(exc).__name__) from None
+
+
+def _bytes_to_skip(resp: Any, offset: int, desc: schema.Descriptor) -> int:
+    """How many leading bytes of this answer were already read (0 for a 206 at offset)."""
+    if resp.status_code == 200:
+        return offset
+    if resp.status_code == 206 and offset:
+        got = resp.headers.get("content-range", "")
+        if got.startswith(f"bytes {offset}-"):
+            return 0
+        raise RegistryError(f"layer {desc.hex[:12]}: the registry resumed at the wrong "
+                            f"offset ({got or 'no Content-Range'})")
+    raise RegistryError(f"layer {desc.digest}: HTTP {resp.status_code}")
 
 
 class VerifiedBody:

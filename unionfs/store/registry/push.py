@@ -27,6 +27,7 @@ from unionfs.store.store import Layer, Store
 from unionfs.store.tree import scan
 
 JOBS = 3
+CHUNK_SIZE = 32 << 20  # a broken upload resumes from the last chunk the registry holds
 MEDIA = {"gzip": schema.MT_LAYER + "+gzip", "zstd": schema.MT_LAYER + "+zstd",
          "none": schema.MT_LAYER}
 
@@ -43,6 +44,7 @@ class PushOptions:
     tls_verify: bool | None = None
     authfile: str | None = None
     jobs: int = JOBS
+    chunk_size: int = CHUNK_SIZE  # larger blobs go in PATCHes of this size; 0: one PUT
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _push_layer(store: Store, reg: Registry, target: Reference, layer: Layer,
         if how:
             return desc, how
         with open(path, "rb") as f:
-            reg.upload_blob(target.path, digest, f, size)
+            reg.upload_blob(target.path, digest, f, size, opts.chunk_size)
     return desc, "uploaded"
 
 
