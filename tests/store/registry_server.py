@@ -297,3 +297,39 @@ class FaultyProxy:
         req.close_connection = True
         with contextlib.suppress(OSError):
             req.connection.shutdown(socket.SHUT_RDWR)
+
+
+class StaticRegistry:
+    """A hostile registry on loopback: answers ``/v2/`` and fixed ``routes``
+    (path -> (status, content type, body)); 404 for anything else."""
+
+    def __init__(self, routes: dict[str, tuple[int, str, bytes]]) -> None:
+        self.routes = routes
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, ctype, body = outer.routes.get(
+                    self.path.split("?")[0], (200, "application/json", b"{}")
+                    if self.path == "/v2/" else (404, "application/json", b"{}"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                return None
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> StaticRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()

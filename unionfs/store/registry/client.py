@@ -26,7 +26,7 @@ import httpx
 
 from unionfs.errors import OperationFailed
 from unionfs.store.registry.auth import Challenge, Credentials, parse_challenge
-from unionfs.store.schema import INDEX_TYPES, MANIFEST_TYPES
+from unionfs.store.schema import INDEX_TYPES, MANIFEST_TYPES, MAX_DOCUMENT
 
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
 RETRIES = 4
@@ -255,10 +255,12 @@ class Registry:
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
         """(raw bytes, media type, digest) of a manifest or index; the digest is checked
         when ``ref`` is one."""
-        resp = self.request("GET", f"/v2/{repo}/manifests/{ref}", scope=pull_scope(repo),
-                            headers={"Accept": ACCEPT})
-        _expect(resp, (200,), f"manifest {repo}:{ref}")
-        raw = resp.content
+        with self.stream(f"/v2/{repo}/manifests/{ref}", scope=pull_scope(repo),
+                         headers={"Accept": ACCEPT}) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                _expect(resp, (200,), f"manifest {repo}:{ref}")
+            raw = _read_at_most(resp, MAX_DOCUMENT, f"manifest {repo}:{ref}")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if ref.startswith("sha256:") and digest != ref:
             raise RegistryError(f"manifest {repo}@{ref} does not match its digest")
@@ -269,9 +271,11 @@ class Registry:
         """A small blob (a config), digest and size checked."""
         if size > max_size:
             raise RegistryError(f"blob {digest} is larger than {max_size} bytes")
-        resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=pull_scope(repo))
-        _expect(resp, (200,), f"blob {digest}")
-        raw = resp.content
+        with self.stream(f"/v2/{repo}/blobs/{digest}", scope=pull_scope(repo)) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                _expect(resp, (200,), f"blob {digest}")
+            raw = _read_at_most(resp, size, f"blob {digest}")
         if len(raw) != size or "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             raise RegistryError(f"blob {digest} from {self.host} does not match its digest")
         return raw
@@ -448,6 +452,20 @@ class _FileRegion:
                 raise RegistryError("the blob being uploaded is shorter than its size")
             left -= len(piece)
             yield piece
+
+
+def _read_at_most(resp: httpx.Response, limit: int, what: str) -> bytes:
+    """The body of a streamed answer, refused as soon as it passes ``limit`` bytes."""
+    parts, size = [], 0
+    try:
+        for part in resp.iter_bytes():
+            size += len(part)
+            if size > limit:
+                raise RegistryError(f"{what} is larger than {limit} bytes")
+            parts.append(part)
+    except httpx.TransportError as exc:
+        raise RegistryError(f"{what}: {_describe(exc)}") from None
+    return b"".join(parts)
 
 
 def _rewindable(content: Any) -> bool:
