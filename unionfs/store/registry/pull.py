@@ -221,7 +221,9 @@ def blob_chunks(reg: Registry, repo: str, desc: schema.Descriptor) -> Iterator[b
     offset, breaks = 0, 0
     path = f"/v2/{repo}/blobs/{desc.digest}"
     while True:
-        headers = {"Range": f"bytes={offset}-"} if offset else None
+        headers = {"Accept-Encoding": "identity"}  # the blob's own bytes, as its digest
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
             with reg.stream(path, scope=f"repository:{repo}:pull", headers=headers) as resp:
                 skip = _bytes_to_skip(resp, offset, desc)
