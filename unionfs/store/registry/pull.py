@@ -29,6 +29,7 @@ from unionfs.store.store import Image, Layer, StagedLayer, Store
 JOBS = 4  # layers fetched at once (docker's default is 3, containerd's 3-5)
 LAYER_RETRIES = 2  # a layer whose stream broke past its resumes is fetched again
 RESUMES = 3  # a broken layer stream is resumed (HTTP Range) this many times
+CHUNK = 1 << 20
 
 # (label, total bytes) -> advance(nbytes); a no-op factory when no progress is shown
 TaskFactory = Callable[[str, int], Callable[[int], None]]
@@ -224,22 +225,30 @@ def blob_chunks(reg: Registry, repo: str, desc: schema.Descriptor) -> Iterator[b
         headers = {"Accept-Encoding": "identity"}  # the blob's own bytes, as its digest
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        pending = bytearray()  # pieces as received, handed on in CHUNK-sized runs
+        broken: Exception | None = None
         try:
             with reg.stream(path, scope=f"repository:{repo}:pull", headers=headers) as resp:
                 skip = _bytes_to_skip(resp, offset, desc)
-                for chunk in resp.iter_raw():  # as received: a chunk size would buffer
-                    if skip:
-                        dropped = min(skip, len(chunk))
-                        chunk, skip = chunk[dropped:], skip - dropped
-                        if not chunk:
-                            continue
-                    offset += len(chunk)
-                    yield chunk
-            return
+                for piece in resp.iter_raw():  # no chunk size: httpx would buffer (and
+                    if skip:                   # lose on a break) what it had received
+                        dropped = min(skip, len(piece))
+                        piece, skip = piece[dropped:], skip - dropped
+                    pending += piece
+                    if len(pending) >= CHUNK:
+                        offset += len(pending)
+                        yield bytes(pending)
+                        pending.clear()
         except httpx.TransportError as exc:
-            breaks += 1
-            if breaks > RESUMES or offset >= desc.size:
-                raise _BrokenStream(str(exc) or type(exc).__name__) from None
+            broken = exc
+        if pending:  # what arrived before the break is good: its digest is checked anyway
+            offset += len(pending)
+            yield bytes(pending)
+        if broken is None:
+            return
+        breaks += 1
+        if breaks > RESUMES or offset >= desc.size:
+            raise _BrokenStream(str(broken) or type(broken).__name__) from None
 
 
 def _bytes_to_skip(resp: Any, offset: int, desc: schema.Descriptor) -> int:
