@@ -80,11 +80,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from unionfs.store.progress import transfers
+    from unionfs.store.limits import parse_size
     from unionfs.store.registry import PushOptions, push
 
     store = _store(args)
-    from unionfs.store.limits import parse_size
-
     chunk = 0 if args.chunk_size.strip() in ("0", "") else parse_size(args.chunk_size)
     opts = PushOptions(compression=args.compression, tls_verify=args.tls_verify,
                        authfile=args.authfile, chunk_size=chunk)
