@@ -79,8 +79,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from unionfs.store.progress import transfers
     from unionfs.store.limits import parse_size
+    from unionfs.store.progress import transfers
     from unionfs.store.registry import PushOptions, push
 
     store = _store(args)
