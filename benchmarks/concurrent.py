@@ -13,8 +13,9 @@ out of probes after the first third of a copy-up and never met its fsync. It pri
 "probed": seconds the probes covered}``.
 
 ``python concurrent.py parallel|serial N KIND ARGS...`` does N pieces of work (``read``: the
-N parts of ``big.bin``, cold; ``find``: ``find`` over N groups of directories) at once, or
-one after the other, and prints ``{"seconds": ...}``.
+N parts of ``big.bin``, cold; ``find``: ``find`` over N groups of directories; ``cp``: ``cp -a``
+of N groups of directories to ``cp-<i>`` in the mount) at once, or one after the other, and
+prints ``{"seconds": ...}``.
 """
 
 from __future__ import annotations
@@ -101,9 +102,17 @@ def find_part(index: int, parts: int, dirs: list[str]) -> list[str]:
     return ["find", *dirs[index::parts]]
 
 
+def copy_part(index: int, parts: int, dirs: list[str]) -> list[str]:
+    target = f"cp-{index}"
+    os.mkdir(target)
+    return ["cp", "-a", *dirs[index::parts], target]
+
+
 def pieces(parts: int, kind: str, dirs: list[str]) -> list[list[str]]:
     if kind == "read":
         return [read_part(i, parts) for i in range(parts)]
+    if kind == "cp":
+        return [copy_part(i, parts, dirs) for i in range(parts)]
     return [find_part(i, parts, dirs) for i in range(parts)]
 
 
