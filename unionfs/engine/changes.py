@@ -9,6 +9,7 @@ recomputed, so a directory being filled does not cost a rescan per file.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from unionfs.layers.syscalls import (
     proc_path,
     renameat2,
 )
+
+log = logging.getLogger(__name__)
 
 # Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
 # them before every write and chown, so new nodes start knowing.
@@ -610,7 +613,13 @@ def _keep_orphan(node: Node, st: os.stat_result | None, dir_fd: int, name: bytes
     if st is None or (not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1):
         return
     if node.orphan_fd is None and (node.lookups > 0 or node.handles):
-        node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            log.warning("out of fds: removed %r is not kept for the kernel", name)
 
 
 def _setattr_orphan(fd: int, size: int | None, mode: int | None, uid: int | None,
