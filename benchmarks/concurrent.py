@@ -5,12 +5,17 @@
 SIZE_MIB MiB to a new file and fsync it; ``idle``: nothing, for a second, the baseline) and,
 while it runs, times probes on an unrelated
 tree: an ``lstat`` of a file not looked up before, and every tenth probe an ``ls -l`` (list,
-then lstat every entry) of a directory not listed before. It prints ``{"seconds": p99,
-"p50": ..., "p99": ..., "probes": N}``.
+then lstat every entry) of a directory not listed before. Probes start every
+:data:`PROBE_INTERVAL` seconds (or as soon as the previous one ends, if it took longer), so
+that they cover the whole of the slow work on every target: back to back, a fast target ran
+out of probes after the first third of a copy-up and never met its fsync. It prints
+``{"seconds": p99, "p50": ..., "p99": ..., "probes": N, "work": seconds of the slow work,
+"probed": seconds the probes covered}``.
 
 ``python concurrent.py parallel|serial N KIND ARGS...`` does N pieces of work (``read``: the
-N parts of ``big.bin``, cold; ``find``: ``find`` over N groups of directories) at once, or
-one after the other, and prints ``{"seconds": ...}``.
+N parts of ``big.bin``, cold; ``find``: ``find`` over N groups of directories; ``cp``: ``cp -a``
+of N groups of directories to ``cp-<i>`` in the mount) at once, or one after the other, and
+prints ``{"seconds": ...}``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import time
 
 PROBE_EVERY_LS = 10
+PROBE_INTERVAL = 0.001  # 10k probes (the full tree) outlast a 1 GiB copy-up or fsync
 BUF = 1 << 20
 
 
@@ -58,8 +64,13 @@ def latency(mode: str, size_mib: int, files: list[str]) -> dict[str, float]:
     times: list[float] = []
     probe = 0
     done = False
+    began = next_at = time.perf_counter()
     while not done and probe < len(files):
         start = time.perf_counter()
+        if start < next_at:
+            time.sleep(next_at - start)
+            start = time.perf_counter()
+        next_at = start + PROBE_INTERVAL
         if probe % PROBE_EVERY_LS == 0 and dirs:
             directory = dirs.pop()
             for name in os.listdir(directory):
@@ -69,11 +80,15 @@ def latency(mode: str, size_mib: int, files: list[str]) -> dict[str, float]:
         times.append(time.perf_counter() - start)
         probe += 1
         done = os.waitpid(child, os.WNOHANG) != (0, 0)
+    probed = time.perf_counter() - began
     if not done:
         os.waitpid(child, 0)
-    cuts = statistics.quantiles(times, n=100) if len(times) > 1 else times * 99
+    work = time.perf_counter() - began
+    # "inclusive": the p99 of a few probes lies between the two slowest, never beyond.
+    cuts = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else (
+        times * 99)
     return {"seconds": cuts[98], "p50": statistics.median(times), "p99": cuts[98],
-            "max": max(times), "probes": len(times)}
+            "max": max(times), "probes": len(times), "work": work, "probed": probed}
 
 
 def read_part(index: int, parts: int) -> list[str]:
@@ -87,9 +102,17 @@ def find_part(index: int, parts: int, dirs: list[str]) -> list[str]:
     return ["find", *dirs[index::parts]]
 
 
+def copy_part(index: int, parts: int, dirs: list[str]) -> list[str]:
+    target = f"cp-{index}"
+    os.mkdir(target)
+    return ["cp", "-a", *dirs[index::parts], target]
+
+
 def pieces(parts: int, kind: str, dirs: list[str]) -> list[list[str]]:
     if kind == "read":
         return [read_part(i, parts) for i in range(parts)]
+    if kind == "cp":
+        return [copy_part(i, parts, dirs) for i in range(parts)]
     return [find_part(i, parts, dirs) for i in range(parts)]
 
 

@@ -281,7 +281,7 @@ def _pieces(mode: str, kind: str) -> Callable[[Context], Command]:
     def build(ctx: Context) -> Command:
         dirs = sorted({os.path.dirname(f) for f in tree_files(ctx.sizes, "a")})
         argv = [sys.executable, CONCURRENT_SCRIPT, mode, str(PARALLEL), kind,
-                *(dirs if kind == "find" else [])]
+                *(dirs if kind != "read" else [])]
         return Command(argv, ctx.path, parse=ops_seconds)
 
     return build
@@ -300,7 +300,9 @@ def _concurrent_workloads() -> list[Workload]:
     for kind, what in (("read", lambda s: f"{PARALLEL} readers of parts of a {size(s.big_mib)} "
                         "file, cold"),
                        ("find", lambda s: f"{PARALLEL} finds over {count(2 * s.tree_files)} "
-                        "merged files")):
+                        "merged files"),
+                       ("cp", lambda s: f"{PARALLEL} cp -a of halves of a "
+                        f"{count(2 * s.tree_files)}-file merged tree")):
         for mode in ("serial", "parallel"):
             rows.append(Workload(
                 f"{kind}-{mode}",

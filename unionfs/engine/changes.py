@@ -9,6 +9,7 @@ recomputed, so a directory being filled does not cost a rescan per file.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from unionfs.layers.syscalls import (
     proc_path,
     renameat2,
 )
+
+log = logging.getLogger(__name__)
 
 # Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
 # them before every write and chown, so new nodes start knowing.
@@ -317,6 +320,9 @@ class Changes:
         u.copy_up(new_parent)
         if dst is not None and not exchange:
             self._clear_target(new_parent, new, dst)
+            if dst_node is not None and dst.layer == 0:
+                _keep_orphan(dst_node, dst_node.last_stat,
+                             u.layers[0].dir_fd(new_parent.path()), new)
         # Everything that can fail is done: the redirects are set last, just before the move.
         if src_redirect:
             self._set_redirect(src_node, old_parent, old, new_parent)
@@ -598,14 +604,22 @@ class Changes:
 
 
 def _keep_orphan(node: Node, st: os.stat_result | None, dir_fd: int, name: bytes) -> None:
-    """Before an upper directory or special file is removed: keep an O_PATH fd of it, so
-    that what the kernel still holds open (a directory, a FIFO, which it opens without
-    asking us) keeps its attributes and can still be changed, as on the kernel's overlayfs.
-    Regular files need none: their open fds are the handles."""
-    if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+    """Before an upper entry the kernel still holds loses its last name: keep an O_PATH fd
+    of it. What the kernel holds (an open directory or FIFO, which it opens without asking
+    us; a file it looked up and is about to open) keeps its attributes, can still be opened
+    and changed, as on the kernel's overlayfs; and the upper's inode number stays taken, so
+    no new file gets the node's number while the kernel has the old inode (a reused number
+    makes the kernel declare the old inode bad: EIO for whoever uses it)."""
+    if st is None or (not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1):
         return
     if node.orphan_fd is None and (node.lookups > 0 or node.handles):
-        node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            node.orphan_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            log.warning("out of fds: removed %r is not kept for the kernel", name)
 
 
 def _setattr_orphan(fd: int, size: int | None, mode: int | None, uid: int | None,

@@ -20,6 +20,10 @@ to ``poll_us`` microseconds before it sleeps: a process that works through a tre
 next request within a few microseconds, and a sleeping server (a halted vCPU, on a VM) takes
 tens of microseconds to wake.
 
+Last, :mod:`unionfs.fuse.handshake` answers the kernel's INIT with parallel directory
+operations granted (libfuse before 3.17.1 never passes that flag on, and the kernel then lets
+one lookup of a directory at a time reach the server).
+
 The extensions are used only with the pyfuse3 and libfuse versions they were checked against
 (:data:`PYFUSE3_VERSIONS`, :data:`LIBFUSE_MINORS`); ``-o no_extensions`` leaves them out, so
 that the plain pyfuse3 path is served (and tested) too.
@@ -46,6 +50,8 @@ from typing import Any
 
 import pyfuse3
 import trio
+
+from unionfs.fuse import handshake
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ _INIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _INIT_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 PYFUSE3_VERSIONS = ("3.3", "3.4", "3.5")  # major.minor whose ops table layout was checked
 LIBFUSE_MINORS = range(10, 18)  # libfuse 3.10 .. 3.17
+LIBFUSE = "libfuse3.so.3"
 WORKERS = 8  # worker tasks: one reads, the others wait in slow requests or are parked
 
 _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
@@ -116,10 +123,14 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | Non
         check_versions()
         table = _Table.locate()
         libfuse = _libfuse()
-        return _install(table, libfuse, fallocate, poll_us)
+        installed = _install(table, libfuse, fallocate, poll_us)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
+    # After the slots are written, so that our init callback takes part in the handshake.
+    if handshake.grant_parallel_dirops(LIBFUSE, table.session):
+        installed.features += ("parallel_dirops",)
+    return installed
 
 
 def check_versions() -> None:
@@ -140,7 +151,7 @@ def check_versions() -> None:
 
 def _libfuse() -> ctypes.CDLL:
     try:
-        return ctypes.CDLL("libfuse3.so.3")
+        return ctypes.CDLL(LIBFUSE)
     except OSError as exc:
         raise Unsupported(f"cannot load libfuse3: {exc}") from None
 

@@ -22,7 +22,7 @@ from unionfs.engine.changes import Caller, Changes
 from unionfs.engine.nodes import Node
 from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
-from unionfs.layers.syscalls import RENAME_EXCHANGE, fallocate
+from unionfs.layers.syscalls import RENAME_EXCHANGE, fallocate, proc_path
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +309,9 @@ class UnionOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         union = self.union
+        if node.parent is None and node.orphan_fd is not None:  # unlinked, still held
+            fd = os.open(proc_path(node.orphan_fd), self._fs_flags(flags) | os.O_CLOEXEC)
+            return self._opened(fd, node, 0, flags)
         if flags & _WRITE_FLAGS:
             await self.slow.copy_up(node)
             union.copy_up(node)
