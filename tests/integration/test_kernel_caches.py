@@ -26,7 +26,7 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
     """On this machine's pyfuse3 and libfuse, every extension must be in place."""
     mnt = mounts.unionfs(stack({}))
     assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
-                                                   "cache_symlinks", "lean_wait"}
+                                                   "cache_symlinks", "lean_wait", "readdir_names"}
 
 
 def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:

@@ -140,7 +140,9 @@ def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Insta
         log.info("libfuse extensions off (-o no_extensions)")
         return None
     # Kept referenced while serving: libfuse calls into it.
-    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us)
+    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us,
+                                  readdir_names=ops.readdir_names,
+                                  readdirplus_size=ops.note_readdirplus_size)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
     return extensions
