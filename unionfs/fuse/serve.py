@@ -27,7 +27,7 @@ import trio
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
 from unionfs.errors import OperationFailed
-from unionfs.fuse import lowlevel, watch
+from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
@@ -94,6 +94,7 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
         try:
             # From here the kernel mount exists: whatever happens, unmount before exiting.
             extensions = _install_extensions(spec, ops)
+            readahead.widen(spec.mountpoint)  # 1 MiB reads, several in flight
             _fail_for_test("record")
             record = state.record_mount(spec, os.getpid())
             log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint,
