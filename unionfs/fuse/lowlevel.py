@@ -94,7 +94,6 @@ _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_i
 _READDIR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_int64,
                  ctypes.c_void_p)
 _READDIR = ctypes.CFUNCTYPE(None, *_READDIR_ARGS)
-_READDIR_CALL = ctypes.PYFUNCTYPE(None, *_READDIR_ARGS)
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
 _DECREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythonapi))
 
@@ -125,12 +124,10 @@ class Installed:
 
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
-            readdir_names: ReaddirNames | None = None,
-            readdirplus_size: Callable[[int], None] | None = None) -> Installed | None:
+            readdir_names: ReaddirNames | None = None) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
-    ``readdir_names``, plain READDIR (``readdirplus_size`` is told the buffer size of each
-    READDIRPLUS before pyfuse3 serves it).
+    ``readdir_names``, plain READDIR.
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -139,7 +136,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         check_versions()
         table = _Table.locate()
         libfuse = _libfuse()
-        return _install(table, libfuse, fallocate, poll_us, readdir_names, readdirplus_size)
+        return _install(table, libfuse, fallocate, poll_us, readdir_names)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -169,8 +166,7 @@ def _libfuse() -> ctypes.CDLL:
 
 
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
-             poll_us: int, readdir_names: ReaddirNames | None = None,
-             readdirplus_size: Callable[[int], None] | None = None) -> Installed:
+             poll_us: int, readdir_names: ReaddirNames | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -192,10 +188,6 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         slots.append(SLOT_READDIR)
         callbacks.append(_READDIR(_readdir_submitting(readdir_names, submit, reply_buf,
                                                       reply_err)))
-        if readdirplus_size is not None:
-            plus = _READDIR_CALL(table.session_slot(SLOT_READDIRPLUS))
-            slots.append(SLOT_READDIRPLUS)
-            callbacks.append(_READDIR(_readdirplus_noting_size(plus, readdirplus_size)))
         features = (*features, "readdir_names")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
@@ -383,18 +375,6 @@ def _replied(code: int) -> None:
         log.info("readdir: the reply was not wanted any more")
     elif code:
         log.error("readdir: fuse_reply_* failed with %s", os.strerror(-code))
-
-
-def _readdirplus_noting_size(original: Callable[[int, int, int, int, int], None],
-                             note: Callable[[int], None]) -> Callable[..., None]:
-    def readdirplus(req: int, ino: int, size: int, off: int, fi: int) -> None:
-        try:
-            note(size)
-        except BaseException:  # a callback must never unwind into libfuse
-            log.exception("noting a READDIRPLUS size failed")
-        original(req, ino, size, off, fi)
-
-    return readdirplus
 
 
 def _fallocate_replying(handler: FallocateHandler,

@@ -105,10 +105,10 @@ class DirHandle:
 
 
 # struct fuse_dirent (the kernel's ABI): ino, off (the next entry's), namelen, type, name,
-# padded to 8 bytes; and the size of a READDIRPLUS entry before its name.
+# padded to 8 bytes.
 _DIRENT = struct.Struct("<QQII")
 _PADDING = [b"\0" * ((8 - n % 8) % 8) for n in range(8)]
-_DIRENTPLUS_HEAD = 152
+FIRST_PLUS = 16  # entries of a listing's first READDIRPLUS once plain READDIR is served
 
 
 @dataclass
@@ -135,9 +135,9 @@ class UnionOperations(pyfuse3.Operations):
         self.watch: Watch | None = None  # set while anything watches requests (fuse/watch.py)
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
-        # The buffer size of the READDIRPLUS being served (pyfuse3 does not tell its
-        # handler; unionfs.fuse.lowlevel notes it), for the entries stat'ed ahead.
-        self.readdirplus_size = 4096
+        # With plain READDIR served (unionfs.fuse.lowlevel): the most entries the first
+        # READDIRPLUS of a listing answers (0: as many as fit).
+        self.first_plus = 0
         self._next_dir = 1
 
     # ---- helpers -------------------------------------------------------------------------
@@ -271,15 +271,14 @@ class UnionOperations(pyfuse3.Operations):
         return entries
 
     async def _stat_ahead(self, handle: DirHandle, entries: list[tuple[bytes, Any]],
-                          start_id: int, size: int) -> None:
-        """Before a READDIRPLUS answer: stat its entries in a worker thread. The first
-        answer of a listing stats what fits in it (the kernel may go on with plain READDIR,
-        which needs no attributes); a second one, all the rest (the caller stats them)."""
+                          start_id: int, end: int) -> None:
+        """Before a READDIRPLUS answer: stat its entries in a worker thread, so the answer
+        does not wait for the disk on the trio thread; from a second READDIRPLUS of the
+        listing on (the caller stats the entries), all the rest at once."""
         if start_id < handle.statted:
             return
-        end = len(entries)
-        if handle.statted == 0:
-            end = min(end, start_id + size // _DIRENTPLUS_HEAD + 1)
+        if start_id:
+            end = len(entries)
         names = [name for name, entry in entries[start_id:end] if entry is not None]
         handle.statted = end
         await self.slow.stat_entries(handle.node, names)
@@ -290,8 +289,15 @@ class UnionOperations(pyfuse3.Operations):
         parent = handle.node
         union = self.union
         entries = await self._listing(handle, start_id)
-        await self._stat_ahead(handle, entries, start_id, self.readdirplus_size)
-        for index in range(start_id, len(entries)):
+        end = len(entries)
+        if start_id == 0 and self.first_plus:
+            # The kernel asks for attributes at the start of every listing, whether the
+            # caller wants them or not: answer a few, so a caller that only reads names
+            # (find) goes on with plain READDIR, and one that stats them (ls -l) gets
+            # READDIRPLUS from the next chunk on (the kernel sees it use these).
+            end = min(end, self.first_plus)
+        await self._stat_ahead(handle, entries, start_id, end)
+        for index in range(start_id, end):
             name, entry = entries[index]
             if entry is None:  # "." and "..": the kernel takes no reference to them
                 dot = parent if name == b"." else (parent.parent or parent)
@@ -343,10 +349,6 @@ class UnionOperations(pyfuse3.Operations):
         return b"".join(records)
 
     readdir_names = _errors(_readdir_names, "readdir")
-
-    def note_readdirplus_size(self, size: int) -> None:
-        """The buffer size of the READDIRPLUS about to be served (from the request loop)."""
-        self.readdirplus_size = size
 
     async def _scan(self, node: Node) -> Scans:
         """The dirents of ``node``'s layers, read in a worker thread (the trio thread when

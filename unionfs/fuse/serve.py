@@ -29,7 +29,7 @@ from unionfs.engine.union import StackConfig, Union
 from unionfs.errors import OperationFailed
 from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
-from unionfs.fuse.ops import Timeouts, UnionOperations
+from unionfs.fuse.ops import FIRST_PLUS, Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,11 @@ def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Insta
         return None
     # Kept referenced while serving: libfuse calls into it.
     extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us,
-                                  readdir_names=ops.readdir_names,
-                                  readdirplus_size=ops.note_readdirplus_size)
+                                  readdir_names=ops.readdir_names)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
+        if "readdir_names" in extensions.features:
+            ops.first_plus = FIRST_PLUS
     return extensions
 
 
