@@ -74,6 +74,7 @@ _FI_CACHE_READDIR = 1 << 6
 _FI_FH_OFFSET = 16
 # struct fuse_conn_info: proto_major, proto_minor, max_write, max_read, max_readahead,
 # capable, want (unsigned each).
+_CONN_MAX_READAHEAD = 4
 _CONN_CAPABLE = 5
 _CONN_WANT = 6
 FUSE_CAP_SPLICE_READ = 1 << 9
@@ -124,10 +125,12 @@ class Installed:
 
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
-            readdir_names: ReaddirNames | None = None) -> Installed | None:
+            readdir_names: ReaddirNames | None = None,
+            max_readahead: int = 0) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
-    ``readdir_names``, plain READDIR.
+    ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
+    the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -136,7 +139,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         check_versions()
         table = _Table.locate()
         libfuse = _libfuse()
-        return _install(table, libfuse, fallocate, poll_us, readdir_names)
+        return _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -166,7 +169,8 @@ def _libfuse() -> ctypes.CDLL:
 
 
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
-             poll_us: int, readdir_names: ReaddirNames | None = None) -> Installed:
+             poll_us: int, readdir_names: ReaddirNames | None = None,
+             max_readahead: int = 0) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -176,7 +180,8 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
     slots = [SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE]
     callbacks: list[Any] = [
         _OPENDIR(_opendir_with_cache(_OPENDIR_CALL(table.session_slot(SLOT_OPENDIR)))),
-        _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)), names)),
+        _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)), names,
+                                       max_readahead)),
         _FALLOCATE(_fallocate_replying(fallocate, reply_err)),
     ]
     features = Installed.features
@@ -301,11 +306,14 @@ def _opendir_with_cache(original: Callable[[int, int, int], None]) -> Callable[.
     return opendir
 
 
-def _init_with_symlink_cache(original: Callable[[int, int], None],
-                             names: bool = False) -> Callable[..., None]:
+def _init_with_symlink_cache(original: Callable[[int, int], None], names: bool = False,
+                             max_readahead: int = 0) -> Callable[..., None]:
     def init(userdata: int, conn: int) -> None:
         original(userdata, conn)
         fields = (ctypes.c_uint32 * (_CONN_WANT + 1)).from_address(conn)
+        # libfuse answers with the kernel's offer (128 KiB); the kernel then keeps the
+        # smaller of the answer and the mount's read_ahead_kb (unionfs.fuse.readahead).
+        fields[_CONN_MAX_READAHEAD] = max(fields[_CONN_MAX_READAHEAD], max_readahead)
         if fields[_CONN_CAPABLE] & FUSE_CAP_CACHE_SYMLINKS:
             fields[_CONN_WANT] |= FUSE_CAP_CACHE_SYMLINKS
         # Plain READDIR when the caller does not stat the entries (libfuse's default once

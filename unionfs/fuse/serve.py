@@ -93,8 +93,9 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
             raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
         try:
             # From here the kernel mount exists: whatever happens, unmount before exiting.
+            # Before the INIT reply, which can only narrow it: 1 MiB reads, several at once.
+            readahead.widen(spec.mountpoint)
             extensions = _install_extensions(spec, ops)
-            readahead.widen(spec.mountpoint)  # 1 MiB reads, several in flight
             _fail_for_test("record")
             record = state.record_mount(spec, os.getpid())
             log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint,
@@ -142,7 +143,8 @@ def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Insta
         return None
     # Kept referenced while serving: libfuse calls into it.
     extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us,
-                                  readdir_names=ops.readdir_names)
+                                  readdir_names=ops.readdir_names,
+                                  max_readahead=readahead.READ_AHEAD_KB << 10)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
         if "readdir_names" in extensions.features:
