@@ -7,9 +7,10 @@ is 8192 requests, each paying a round trip and the server's handler. :func:`wide
 the mount's own ``read_ahead_kb`` (its backing device info in sysfs) once the mount exists
 and before the server answers FUSE_INIT, whose answer then asks for the same window
 (``unionfs.fuse.lowlevel``: the kernel keeps the smaller of the two): the kernel sends
-1 MiB requests (``max_pages``: 256 pages with libfuse 3) and keeps several in flight. Reads stay on the fast path of :meth:`SlowWork.read`, in request order,
-so the layer file's own read-ahead sees one sequential reader (reads from several worker
-threads at once were measured to defeat it: 3-4x slower).
+1 MiB requests (``max_pages``: 256 pages with libfuse 3) and keeps several in flight.
+Reads stay on the fast path of :meth:`SlowWork.read`, in request order, so the layer
+file's own read-ahead sees one sequential reader (reads from several worker threads at
+once were measured to defeat it: 3-4x slower).
 """
 
 from __future__ import annotations
