@@ -323,6 +323,9 @@ WORKLOADS: list[Workload] = [
     Workload("bigdir", lambda s: f"ls -l of one {count(s.bigdir_entries)}-entry dir, 3 layers",
              ("bigdir_1", "bigdir_2"), _tool("ls", "-l", "big"), upper_seed="bigdir_up",
              warm=True, verify=_verify_bigdir),
+    Workload("bigdir-names", lambda s: f"ls -U of one {count(s.bigdir_entries)}-entry dir, "
+             "3 layers (names only)", ("bigdir_1", "bigdir_2"), _tool("ls", "-U", "big"),
+             upper_seed="bigdir_up", warm=True, verify=_verify_bigdir),
     Workload("seqread", lambda s: f"sequential read of a {size(s.big_mib)} lower file",
              ("bigfile",), _seqread, warm=True),
     Workload("seqwrite", lambda s: f"sequential write of {size(s.write_mib)} + fsync",

@@ -103,12 +103,16 @@ class InodeNumbers:
     fallback: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def of(self, st: os.stat_result) -> int:
-        tag = self.tags.get(st.st_dev)
+        return self.of_ino(st.st_dev, st.st_ino)
+
+    def of_ino(self, dev: int, ino: int) -> int:
+        """The number of the file ``ino`` of device ``dev`` (what :meth:`of` gives its stat)."""
+        tag = self.tags.get(dev)
         if tag is None:
-            tag = self.tags[st.st_dev] = len(self.tags)
-        if st.st_ino < 1 << _INO_BITS and tag < 0xFFFE:
-            return ((tag + 1) << _INO_BITS) | st.st_ino
-        key = (st.st_dev, st.st_ino)
+            tag = self.tags[dev] = len(self.tags)
+        if ino < 1 << _INO_BITS and tag < 0xFFFE:
+            return ((tag + 1) << _INO_BITS) | ino
+        key = (dev, ino)
         number = self.fallback.get(key)
         if number is None:
             number = self.fallback[key] = _FALLBACK_BASE | len(self.fallback)

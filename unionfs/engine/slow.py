@@ -181,17 +181,21 @@ class SlowWork:
             else:
                 union.install_view(node, listings, lower_paths)
 
-    async def stat_entries(self, node: Node) -> None:
-        """Before a listing of directory ``node`` answers with every entry's attributes:
-        stat them in a worker thread once, so the kernel's caches have their inodes and the
-        answer does not wait for the disk on the trio thread."""
+    async def stat_entries(self, node: Node, names: list[bytes] | None = None) -> None:
+        """Before a listing of directory ``node`` answers with every entry's attributes
+        (or those of ``names``): stat them in a worker thread once, so the kernel's caches
+        have their inodes and the answer does not wait for the disk on the trio thread."""
         union = self.union
         merged = node.merged
         if merged is None or not merged:
             return
         by_layer: dict[int, list[bytes]] = {}
-        for name, entry in merged.items():
-            by_layer.setdefault(entry.layer, []).append(name)
+        for name in merged if names is None else names:
+            entry = merged.get(name)
+            if entry is not None:
+                by_layer.setdefault(entry.layer, []).append(name)
+        if not by_layer:
+            return
         path = node.path()
         await self.run(_stat_all, [(union.layers[i].root_fd, path, names)
                                    for i, names in by_layer.items()])

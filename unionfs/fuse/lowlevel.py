@@ -7,7 +7,13 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
 * ``cache_readdir`` on opendir (FOPEN_CACHE_DIR): without it every listing reaches the server,
   with it the kernel keeps a listing in its page cache until the directory changes;
 * ``FUSE_CAP_CACHE_SYMLINKS`` at init: the kernel then caches symlink targets (the same init
-  drops ``FUSE_CAP_SPLICE_READ``, a syscall per request that buys pyfuse3 nothing).
+  drops ``FUSE_CAP_SPLICE_READ``, a syscall per request that buys pyfuse3 nothing);
+* plain ``readdir`` (FUSE_READDIR) with ``FUSE_CAP_READDIRPLUS_AUTO``: pyfuse3 only serves
+  READDIRPLUS, which answers every entry with its attributes. With a readdir handler the
+  kernel asks for names only when its heuristic says the caller does not stat the entries
+  (``ls -U``, ``find``, globs: every chunk after the first unless the caller looks entries
+  up). Its answer is served like pyfuse3's own handlers: the callback hands a coroutine to
+  pyfuse3's request loop (its ``py_retval`` slot), which awaits it in the same worker task.
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers.
@@ -40,11 +46,12 @@ of the request, with the GIL held; they never raise, and every fallocate gets a 
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +80,12 @@ _FI_CACHE_READDIR = 1 << 6
 _FI_FH_OFFSET = 16
 # struct fuse_conn_info: proto_major, proto_minor, max_write, max_read, max_readahead,
 # capable, want (unsigned each).
+_CONN_MAX_READAHEAD = 4
 _CONN_CAPABLE = 5
 _CONN_WANT = 6
 FUSE_CAP_SPLICE_READ = 1 << 9
+FUSE_CAP_READDIRPLUS = 1 << 13
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
 FUSE_CAP_CACHE_SYMLINKS = 1 << 23
 
 _OPENDIR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
@@ -89,9 +99,18 @@ WORKERS = 8  # worker tasks: one reads, the others wait in slow requests or are 
 
 _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+_READDIR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_int64,
+                 ctypes.c_void_p)
+_READDIR = ctypes.CFUNCTYPE(None, *_READDIR_ARGS)
+_INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
+_DECREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythonapi))
 
 FallocateHandler = Callable[[int, int, int, int], int]
 """(fh, mode, offset, length) -> 0 or a positive errno; must not raise."""
+
+ReaddirNames = Callable[[int, int, int], Coroutine[Any, Any, bytes]]
+"""(fh, offset, size) -> the ``struct fuse_dirent`` records of a plain READDIR answer;
+raises pyfuse3.FUSEError for an error answer."""
 
 
 class Unsupported(Exception):
@@ -112,9 +131,13 @@ class Installed:
         self.readers.hand_off()
 
 
-def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | None:
+def install(fallocate: FallocateHandler, *, poll_us: int = 0,
+            readdir_names: ReaddirNames | None = None,
+            max_readahead: int = 0) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
-    (polling ``poll_us`` microseconds before it sleeps) to the live session.
+    (polling ``poll_us`` microseconds before it sleeps) to the live session; with
+    ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
+    the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -123,7 +146,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0) -> Installed | Non
         check_versions()
         table = _Table.locate()
         libfuse = _libfuse()
-        installed = _install(table, libfuse, fallocate, poll_us)
+        installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -157,24 +180,37 @@ def _libfuse() -> ctypes.CDLL:
 
 
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
-             poll_us: int) -> Installed:
+             poll_us: int, readdir_names: ReaddirNames | None = None,
+             max_readahead: int = 0) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
     readers = _Readers()
     wait = _lean_wait(libfuse, table.session, poll_us * 1000, readers)
+    names = readdir_names is not None
+    slots = [SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE]
     callbacks: list[Any] = [
         _OPENDIR(_opendir_with_cache(_OPENDIR_CALL(table.session_slot(SLOT_OPENDIR)))),
-        _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)))),
+        _INIT(_init_with_symlink_cache(_INIT_CALL(table.session_slot(SLOT_INIT)), names,
+                                       max_readahead)),
         _FALLOCATE(_fallocate_replying(fallocate, reply_err)),
     ]
+    features = Installed.features
+    if readdir_names is not None:
+        reply_buf = libfuse.fuse_reply_buf
+        reply_buf.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        reply_buf.restype = ctypes.c_int
+        submit = _request_slot(table.retval)
+        slots.append(SLOT_READDIR)
+        callbacks.append(_READDIR(_readdir_submitting(readdir_names, submit, reply_buf,
+                                                      reply_err)))
+        features = (*features, "readdir_names")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
-    for slot, address in zip((SLOT_OPENDIR, SLOT_INIT, SLOT_FALLOCATE), addresses,
-                             strict=True):
+    for slot, address in zip(slots, addresses, strict=True):
         table.set_session_slot(slot, address)
     setattr(pyfuse3, "_wait_fuse_readable", wait)  # noqa: B010 (not declared by pyfuse3)
-    return Installed(callbacks, readers)
+    return Installed(callbacks, readers, features)
 
 
 YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
@@ -281,17 +317,83 @@ def _opendir_with_cache(original: Callable[[int, int, int], None]) -> Callable[.
     return opendir
 
 
-def _init_with_symlink_cache(original: Callable[[int, int], None]) -> Callable[..., None]:
+def _init_with_symlink_cache(original: Callable[[int, int], None], names: bool = False,
+                             max_readahead: int = 0) -> Callable[..., None]:
     def init(userdata: int, conn: int) -> None:
         original(userdata, conn)
         fields = (ctypes.c_uint32 * (_CONN_WANT + 1)).from_address(conn)
+        # libfuse answers with the kernel's offer (128 KiB); the kernel then keeps the
+        # smaller of the answer and the mount's read_ahead_kb (unionfs.fuse.readahead).
+        fields[_CONN_MAX_READAHEAD] = max(fields[_CONN_MAX_READAHEAD], max_readahead)
         if fields[_CONN_CAPABLE] & FUSE_CAP_CACHE_SYMLINKS:
             fields[_CONN_WANT] |= FUSE_CAP_CACHE_SYMLINKS
+        # Plain READDIR when the caller does not stat the entries (libfuse's default once
+        # both handlers exist; said here so that it does not depend on that default).
+        auto = FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO
+        if names and fields[_CONN_CAPABLE] & auto == auto:
+            fields[_CONN_WANT] |= auto
         # pyfuse3 copies every write into a bytes object anyway: splicing requests through a
         # pipe only adds a syscall to each of them.
         fields[_CONN_WANT] &= ~FUSE_CAP_SPLICE_READ
 
     return init
+
+
+def _request_slot(address: int) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """Hands a request's coroutine to pyfuse3's request loop, as its own handlers do: its
+    ``py_retval`` (a C global holding a reference) is awaited right after the callback."""
+    cell = ctypes.c_void_p.from_address(address)
+    none = id(None)
+
+    def submit(coroutine: Coroutine[Any, Any, None]) -> None:
+        if cell.value != none:
+            coroutine.close()
+            raise RuntimeError("pyfuse3's request slot is not free")
+        _INCREF(coroutine)
+        cell.value = id(coroutine)
+        _DECREF(None)  # the reference the slot held
+
+    return submit
+
+
+def _readdir_submitting(handler: ReaddirNames,
+                        submit: Callable[[Coroutine[Any, Any, None]], None],
+                        reply_buf: Callable[[int, bytes, int], int],
+                        reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    def readdir(req: int, ino: int, size: int, off: int, fi: int) -> None:
+        try:
+            fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
+            submit(_readdir_answer(handler, req, fh, off, size, reply_buf, reply_err))
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("readdir failed unexpectedly; returning EIO")
+            reply_err(req, errno.EIO)
+
+    return readdir
+
+
+async def _readdir_answer(handler: ReaddirNames, req: int, fh: int, off: int, size: int,
+                          reply_buf: Callable[[int, bytes, int], int],
+                          reply_err: Callable[[int, int], int]) -> None:
+    try:
+        data = await handler(fh, off, size)
+    except pyfuse3.FUSEError as exc:
+        _replied(reply_err(req, exc.errno))
+        return
+    except Exception:
+        log.exception("readdir failed unexpectedly; returning EIO")
+        _replied(reply_err(req, errno.EIO))
+        return
+    except BaseException:  # cancelled: the session ends
+        reply_err(req, errno.EINTR)
+        raise
+    _replied(reply_buf(req, data, len(data)))
+
+
+def _replied(code: int) -> None:
+    if code == -errno.ENOENT:  # the kernel no longer waits (interrupted, unmounting)
+        log.info("readdir: the reply was not wanted any more")
+    elif code:
+        log.error("readdir: fuse_reply_* failed with %s", os.strerror(-code))
 
 
 def _fallocate_replying(handler: FallocateHandler,
@@ -312,11 +414,13 @@ def _fallocate_replying(handler: FallocateHandler,
 class _Table:
     """pyfuse3's ops table and the session's copy of it, checked before any write."""
 
-    def __init__(self, table: int, size: int, session: int, session_ops: int) -> None:
+    def __init__(self, table: int, size: int, session: int, session_ops: int,
+                 retval: int = 0) -> None:
         self.table = table
         self.size = size
         self.session = session
         self.session_ops = session_ops
+        self.retval = retval  # pyfuse3's py_retval: the coroutine its request loop awaits
 
     @classmethod
     def locate(cls) -> _Table:
@@ -339,7 +443,10 @@ class _Table:
         if not session.value:
             raise Unsupported("no FUSE session yet (call after pyfuse3.init)")
         copy = _find_copy(session.value, ctypes.string_at(table, size))
-        return cls(table, size, session.value, copy)
+        retval = symbols.address("__pyx_v_7pyfuse3_py_retval")
+        if symbols.size("__pyx_v_7pyfuse3_py_retval") != _PTR:
+            raise Unsupported("pyfuse3's py_retval is not one object pointer")
+        return cls(table, size, session.value, copy, retval)
 
     def session_slot(self, slot: int) -> int:
         value = ctypes.c_void_p.from_address(self.session_ops + slot * _PTR).value

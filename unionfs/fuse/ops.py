@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import os
+import struct
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyfuse3
 
 from unionfs.engine.changes import Caller, Changes
+from unionfs.engine.dirents import DT_DIR, NameLister, Scans, dot_number, scan_layers
 from unionfs.engine.nodes import Node
 from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
@@ -42,10 +44,12 @@ STREAMING = 16 << 20
 LARGE_WRITE = 64 << 10
 
 
-def _errors(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """Map failures of a handler to FUSE errors; log the unexpected ones."""
+def _errors(func: Callable[..., Coroutine[Any, Any, T]],
+            request: str | None = None) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Map failures of a handler to FUSE errors; log the unexpected ones. ``request``: the
+    request's name for counts, fault rules and the trace (default: the handler's)."""
 
-    name = func.__name__
+    name = request or func.__name__
 
     @functools.wraps(func)
     async def handler(*args: Any) -> T:
@@ -96,6 +100,15 @@ class DirHandle:
 
     node: Node
     entries: list[tuple[bytes, Any]] | None = None
+    statted: int = 0  # entries [0, statted) were stat'ed ahead in a worker thread
+    names: NameLister | None = None  # for plain READDIR (names, inode numbers, types)
+
+
+# struct fuse_dirent (the kernel's ABI): ino, off (the next entry's), namelen, type, name,
+# padded to 8 bytes.
+_DIRENT = struct.Struct("<QQII")
+_PADDING = [b"\0" * ((8 - n % 8) % 8) for n in range(8)]
+FIRST_PLUS = 16  # entries of a listing's first READDIRPLUS once plain READDIR is served
 
 
 @dataclass
@@ -122,6 +135,9 @@ class UnionOperations(pyfuse3.Operations):
         self.watch: Watch | None = None  # set while anything watches requests (fuse/watch.py)
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, DirHandle] = {}
+        # With plain READDIR served (unionfs.fuse.lowlevel): the most entries the first
+        # READDIRPLUS of a listing answers (0: as many as fit).
+        self.first_plus = 0
         self._next_dir = 1
 
     # ---- helpers -------------------------------------------------------------------------
@@ -242,20 +258,46 @@ class UnionOperations(pyfuse3.Operations):
         self.dirs[fh] = DirHandle(node)
         return fh
 
+    async def _listing(self, handle: DirHandle, start_id: int) -> list[tuple[bytes, Any]]:
+        """The entries a listing of ``handle`` answers from, taken at its start."""
+        entries = handle.entries
+        if entries is None or start_id == 0:
+            parent = handle.node
+            if parent.merged is None:
+                await self.slow.view(parent)
+            entries = handle.entries = [(b".", None), (b"..", None),
+                                        *self.union.merged(parent).items()]
+            handle.statted = 0
+        return entries
+
+    async def _stat_ahead(self, handle: DirHandle, entries: list[tuple[bytes, Any]],
+                          start_id: int, end: int) -> None:
+        """Before a READDIRPLUS answer: stat its entries in a worker thread, so the answer
+        does not wait for the disk on the trio thread; from a second READDIRPLUS of the
+        listing on (the caller stats the entries), all the rest at once."""
+        if start_id < handle.statted:
+            return
+        if start_id:
+            end = len(entries)
+        names = [name for name, entry in entries[start_id:end] if entry is not None]
+        handle.statted = end
+        await self.slow.stat_entries(handle.node, names)
+
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs[fh]
         parent = handle.node
         union = self.union
-        entries = handle.entries
-        if entries is None or start_id == 0:
-            if parent.merged is None:
-                await self.slow.view(parent)
-            if entries is None:
-                await self.slow.stat_entries(parent)
-            entries = handle.entries = [(b".", None), (b"..", None),
-                                        *union.merged(parent).items()]
-        for index in range(start_id, len(entries)):
+        entries = await self._listing(handle, start_id)
+        end = len(entries)
+        if start_id == 0 and self.first_plus:
+            # The kernel asks for attributes at the start of every listing, whether the
+            # caller wants them or not: answer a few, so a caller that only reads names
+            # (find) goes on with plain READDIR, and one that stats them (ls -l) gets
+            # READDIRPLUS from the next chunk on (the kernel sees it use these).
+            end = min(end, self.first_plus)
+        await self._stat_ahead(handle, entries, start_id, end)
+        for index in range(start_id, end):
             name, entry = entries[index]
             if entry is None:  # "." and "..": the kernel takes no reference to them
                 dot = parent if name == b"." else (parent.parent or parent)
@@ -275,6 +317,47 @@ class UnionOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self._attrs(node, st), index + 1):
                 return
             node.lookups += 1
+
+    async def _readdir_names(self, fh: int, start_id: int, size: int) -> bytes:
+        """A plain READDIR (names, inode numbers and types: no lstat per entry): the
+        ``struct fuse_dirent`` records from ``start_id`` that fit in ``size`` bytes."""
+        self.requests["readdir_names"] += 1
+        handle = self.dirs[fh]
+        parent = handle.node
+        entries = await self._listing(handle, start_id)
+        lister = handle.names
+        if lister is None or start_id == 0:
+            lister = handle.names = NameLister(self.union, parent, await self._scan(parent))
+        pack = _DIRENT.pack
+        records: list[bytes] = []
+        used = 0
+        for index in range(start_id, len(entries)):
+            name, entry = entries[index]
+            if entry is None:
+                ino, kind = dot_number(parent, name), DT_DIR
+            else:
+                found = lister.dirent(name, entry)
+                if found is None:  # removed since the listing began
+                    continue
+                ino, kind = found
+            length = len(name)
+            record = pack(ino, index + 1, length, kind) + name + _PADDING[length % 8]
+            used += len(record)
+            if used > size:
+                break
+            records.append(record)
+        return b"".join(records)
+
+    readdir_names = _errors(_readdir_names, "readdir")
+
+    async def _scan(self, node: Node) -> Scans:
+        """The dirents of ``node``'s layers, read in a worker thread (the trio thread when
+        redirects are known: their paths read other views)."""
+        if not node.is_dir or node.layers is None:
+            return {}
+        if self.union.has_redirects:
+            return scan_layers(self.union, node)
+        return await self.slow.run(scan_layers, self.union, node)
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)

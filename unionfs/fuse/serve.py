@@ -27,9 +27,9 @@ import trio
 from unionfs import state
 from unionfs.engine.union import StackConfig, Union
 from unionfs.errors import OperationFailed
-from unionfs.fuse import lowlevel, watch
+from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
-from unionfs.fuse.ops import Timeouts, UnionOperations
+from unionfs.fuse.ops import FIRST_PLUS, Timeouts, UnionOperations
 from unionfs.mountspec import MountSpec
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
             raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
         try:
             # From here the kernel mount exists: whatever happens, unmount before exiting.
+            # Before the INIT reply, which can only narrow it: 1 MiB reads, several at once.
+            readahead.widen(spec.mountpoint)
             extensions = _install_extensions(spec, ops)
             _fail_for_test("record")
             record = state.record_mount(spec, os.getpid())
@@ -140,9 +142,13 @@ def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Insta
         log.info("libfuse extensions off (-o no_extensions)")
         return None
     # Kept referenced while serving: libfuse calls into it.
-    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us)
+    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us,
+                                  readdir_names=ops.readdir_names,
+                                  max_readahead=readahead.READ_AHEAD_KB << 10)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
+        if "readdir_names" in extensions.features:
+            ops.first_plus = FIRST_PLUS
     return extensions
 
 

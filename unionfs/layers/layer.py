@@ -189,6 +189,38 @@ class Layer:
         return LayerListing(entries, opaque, redirect)
 
 
+    def dirents(self, rel: bytes) -> dict[bytes, tuple[int, int]]:
+        """Directory ``rel`` as readdir(3) sees it: each name's inode number and ``DT_*``
+        type, from the directory alone (an lstat only where the filesystem gives no type)."""
+        fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return _scan_dirents(fd)
+        finally:
+            os.close(fd)
+
+
+_DT_DIR = stat.S_IFDIR >> 12
+_DT_REG = stat.S_IFREG >> 12
+_DT_LNK = stat.S_IFLNK >> 12
+
+
+def _scan_dirents(fd: int) -> dict[bytes, tuple[int, int]]:
+    found: dict[bytes, tuple[int, int]] = {}
+    fsencode = os.fsencode
+    with os.scandir(fd) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                kind = _DT_DIR
+            elif e.is_file(follow_symlinks=False):
+                kind = _DT_REG
+            elif e.is_symlink():
+                kind = _DT_LNK
+            else:
+                kind = stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
+            found[fsencode(e.name)] = (e.inode(), kind)
+    return found
+
+
 def _scan(fd: int) -> dict[bytes, Kind]:
     entries: dict[bytes, Kind] = {}
     with os.scandir(fd) as it:

@@ -1,0 +1,100 @@
+"""Names-only listings: what a plain READDIR answers, without an lstat per entry.
+
+The kernel asks for a listing without attributes (READDIR, not READDIRPLUS) when its
+readdirplus heuristic says the caller does not stat the entries (``ls -U``, ``find``
+without ``-type``, shell globs). Such an answer needs each name's inode number and file type
+only, and both are in the layer directories themselves: :meth:`Layer.dirents` reads them
+with the names (one ``getdents`` pass per layer, no ``lstat``).
+
+The inode number of an entry is the one a lookup of it would give (the node's, when the
+kernel holds one; otherwise derived from the layer file as :mod:`unionfs.engine.nodes`
+says, a copy-up keeping its origin's). Only a name changed after the scan, or a file the
+scan could not type, costs an ``lstat``.
+"""
+
+from __future__ import annotations
+
+import stat
+
+from unionfs.core.merge import Entry
+from unionfs.core.paths import join
+from unionfs.engine.nodes import Node
+from unionfs.engine.union import NewEntry, Union
+
+Scans = dict[int, dict[bytes, tuple[int, int]]]
+"""Per layer index: name -> (inode number in that layer, DT_* type)."""
+
+DT_DIR = stat.S_IFDIR >> 12
+
+
+def scan_layers(union: Union, node: Node) -> Scans:
+    """The dirents of directory ``node`` in each layer of its merged view. Reads only the
+    layers (a worker thread may call it) while no redirect is known."""
+    layers = node.layers or ()
+    return {index: union.layers[index].dirents(union.dir_path(node, index))
+            for index in layers}
+
+
+class NameLister:
+    """Inode numbers and types of the entries of one directory, for one listing."""
+
+    def __init__(self, union: Union, parent: Node, scans: Scans) -> None:
+        self.union = union
+        self.parent = parent
+        self.scans = scans
+        self.devs = [layer.dev for layer in union.layers]
+        # Upper files not made by this mount may be copy-ups, numbered by their origin.
+        self.origins = union.ns.origin if union.writable and union.ns is not None else None
+
+    def dirent(self, name: bytes, entry: Entry) -> tuple[int, int] | None:
+        """(inode number, DT_* type) of ``name`` in the directory; None once it is gone."""
+        parent = self.parent
+        index = entry.layer
+        scan = self.scans.get(index)
+        found = scan.get(name) if scan is not None else None
+        if found is None:
+            return self._from_lstat(name, entry)
+        ino, kind = found
+        node = parent.children.get(name)
+        if node is not None and self.union.table.nodes.get(node.id) is node:
+            return node.id, kind
+        if index == 0 and self.origins is not None and type(entry) is not NewEntry:
+            origin = self._origin(name)
+            if origin is not None:
+                return origin, kind
+        return self.union.numbers.of_ino(self.devs[index], ino), kind
+
+    def _origin(self, name: bytes) -> int | None:
+        assert self.origins is not None
+        value = self.union.layers[0].getxattr(join(self.parent.path(), name), self.origins)
+        if not value:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return None  # the lookup logs it
+
+    def _from_lstat(self, name: bytes, entry: Entry) -> tuple[int, int] | None:
+        """A name the scan does not show as it is now: ask the layer, as a lookup would."""
+        union = self.union
+        parent = self.parent
+        layer = union.layers[entry.layer]
+        try:
+            st = layer.lstat(union.dir_path(parent, entry.layer), name)
+        except FileNotFoundError:
+            return None
+        node = parent.children.get(name)
+        if node is not None and union.table.nodes.get(node.id) is node:
+            number = node.id
+        elif type(entry) is NewEntry:
+            number = union.numbers.of(st)
+        else:
+            number = union._number(layer, parent, name, st)
+        return number, stat.S_IFMT(st.st_mode) >> 12
+
+
+def dot_number(node: Node, name: bytes) -> int:
+    """The inode number of ``.`` or ``..`` in directory ``node``."""
+    if name == b"..":
+        return (node.parent or node).id
+    return node.id
