@@ -77,3 +77,24 @@ def contributing_layers(
             return tuple(dir_layers[: i + 1])
     return tuple(dir_layers)
 
+
+
+def covered_and_whiteouts(
+    listings: Iterable[tuple[int, LayerListing]],
+) -> tuple[set[bytes], set[bytes]]:
+    """Of a directory's contributing layers' listings (top down): the names some lower layer
+    shows (``covered``: deleting one needs a whiteout, see :mod:`unionfs.core.delete`), and
+    the upper's (layer 0's) whiteouts."""
+    covered: set[bytes] = set()
+    seen: set[bytes] = set()
+    whiteouts: set[bytes] = set()
+    for index, listing in listings:
+        if index == 0:
+            whiteouts = {n for n, k in listing.entries.items() if k is Kind.WHITEOUT}
+            continue
+        for name, kind in listing.entries.items():
+            if name not in seen:
+                seen.add(name)
+                if kind is not Kind.WHITEOUT:
+                    covered.add(name)
+    return covered, whiteouts
