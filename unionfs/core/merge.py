@@ -68,6 +68,24 @@ def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
     return merged
 
 
+def resolve_name(found: Iterable[tuple[int, Kind]]) -> Entry | None:
+    """One name by the rules above, from its kinds in the layers that have it, top down
+    (the same answer :func:`merge` gives for it); reads ``found`` only as far as it must."""
+    entry: Entry | None = None
+    for layer, kind in found:
+        if entry is None:
+            if kind is Kind.WHITEOUT:
+                return None
+            if kind is Kind.OTHER:
+                return Entry(layer, kind)
+            entry = Entry(layer, kind, (layer,))
+        elif kind is Kind.DIR:
+            entry.dir_layers += (layer,)
+        else:
+            return entry
+    return entry
+
+
 def contributing_layers(
     dir_layers: Sequence[int], is_opaque: Callable[[int], bool]
 ) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ recomputed, so a directory being filled does not cost a rescan per file.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -20,10 +21,11 @@ from unionfs.core.delete import plan_delete, rmdir_errno, unlink_errno
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
 from unionfs.core.rename import Move, RenameFacts, RenamePlan, Side
-from unionfs.core.whiteout import TRUSTED, Kind, escape_xattr
+from unionfs.core.whiteout import Kind, escape_xattr
 from unionfs.engine.nodes import Node
 from unionfs.engine.steps import run_steps
 from unionfs.engine.union import NewEntry, Union, fail
+from unionfs.layers import ondisk
 from unionfs.layers.layer import keeping_times
 from unionfs.layers.syscalls import proc_path, renameat2
 
@@ -188,7 +190,7 @@ class Changes:
     def _set_opaque(self, path: bytes) -> None:
         ns = self.u.ns
         assert ns is not None
-        os.setxattr(path, ns.opaque, b"y", follow_symlinks=False)
+        ondisk.mark_opaque(path, ns)
 
     # ---- removing ------------------------------------------------------------------------
 
@@ -302,12 +304,11 @@ class Changes:
         u = self.u
         upper = u.layers[0]
         path = node.path()
-        current = upper.getxattr(path, TRUSTED.redirect)
+        current = ondisk.redirect(functools.partial(upper.getxattr, path))
         lower_paths = {index: u.dir_path(node, index) for index in range(1, len(u.layers))}
         value = rules.redirect_value(current, old_parent is new_parent, old, lower_paths[1])
         if value is not None:
-            os.setxattr(upper.xattr_path(path), TRUSTED.redirect, value,
-                        follow_symlinks=False)
+            ondisk.set_redirect(upper.xattr_path(path), value)
         node.lower_paths = lower_paths
         u.has_redirects = True
 
