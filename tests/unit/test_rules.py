@@ -15,7 +15,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from unionfs.core.create import create_errno, link_errno, mknod_errno, plan_create
+from unionfs.core.create import (
+    create_errno,
+    link_errno,
+    mknod_errno,
+    new_owner,
+    plan_create,
+    special_bits,
+)
 from unionfs.core.delete import plan_delete, rmdir_errno, unlink_errno
 from unionfs.core.linkcount import dir_nlink
 from unionfs.core.merge import Entry, LayerListing, contributing_layers, covered_and_whiteouts
@@ -278,3 +285,11 @@ def test_a_directory_over_a_whiteout_is_made_in_the_work_dir() -> None:
     steps = plan_create(D, over_whiteout=True)
     assert steps[0] == Make(Place.WORK)
     assert plan_create(F, over_whiteout=False)[0] == Make(Place.UPPER)
+
+
+def test_owner_and_set_id_bits_of_a_new_entry() -> None:
+    assert new_owner(5, 6, None) == (5, 6, False)
+    assert new_owner(5, 6, 9) == (5, 9, True)  # in a set-gid directory: its group
+    assert special_bits(stat.S_IFDIR | 0o755, True, True) == stat.S_ISGID
+    assert special_bits(stat.S_IFREG | 0o755, False, True) == 0  # files do not inherit it
+    assert special_bits(stat.S_IFREG | 0o4755, False, False) == stat.S_ISUID

@@ -38,6 +38,21 @@ def link_errno(source_is_dir: bool) -> int | None:
     return errno.EPERM if source_is_dir else None
 
 
+def new_owner(uid: int, gid: int, sgid_group: int | None) -> tuple[int, int, bool]:
+    """Owner and group of a new entry made by ``uid``/``gid``, and whether it inherits set-gid:
+    in a set-gid directory (``sgid_group``: its group) the directory's group, as POSIX."""
+    if sgid_group is not None:
+        return uid, sgid_group, True
+    return uid, gid, False
+
+
+def special_bits(mode: int, is_dir: bool, inherit_sgid: bool) -> int:
+    """The set-id and sticky bits a new entry gets: its own, and set-gid for a directory made
+    in a set-gid directory."""
+    special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
+    return special | stat.S_ISGID if is_dir and inherit_sgid else special
+
+
 def kind_of(mode: int) -> Kind:
     return Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
 

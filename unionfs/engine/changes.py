@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from unionfs.core import rename as rules
-from unionfs.core.create import create_errno, kind_of, link_errno, mknod_errno, plan_create
+from unionfs.core.create import (
+    create_errno,
+    kind_of,
+    link_errno,
+    mknod_errno,
+    new_owner,
+    plan_create,
+    special_bits,
+)
 from unionfs.core.delete import plan_delete, rmdir_errno, unlink_errno
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
@@ -143,9 +151,7 @@ class Changes:
         if gid is None:
             pst = self.u.layers[0].stat_path(path)
             gid = parent.sgid_gid = pst.st_gid if pst.st_mode & stat.S_ISGID else -1
-        if gid >= 0:
-            return caller.uid, gid, True
-        return caller.uid, caller.gid, False
+        return new_owner(caller.uid, caller.gid, gid if gid >= 0 else None)
 
     def _place(self, parent: Node, path: bytes, name: bytes, make: Make, kind: Kind,
                owner: tuple[int, int, bool] | None, mode: int = 0) -> int:
@@ -181,9 +187,7 @@ class Changes:
         copier = self.u.require_upper()
         if (uid, gid) != self._ids:
             copier.chown(dir_fd, name, uid, gid)
-        special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
-        if kind is Kind.DIR and inherit_sgid:
-            special |= stat.S_ISGID
+        special = special_bits(mode, kind is Kind.DIR, inherit_sgid)
         if special and not stat.S_ISLNK(mode):
             os.chmod(name, stat.S_IMODE(mode) | special, dir_fd=dir_fd)
 
