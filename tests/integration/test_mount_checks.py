@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from unionfs.errors import UserError
-from unionfs.mountspec import build_spec
+from unionfs.mount.spec import build_spec
 
 
 def test_upper_inside_lower_is_refused(tmp_path: Path) -> None:

@@ -24,8 +24,9 @@ from tests.conftest import Mounts, Stack
 from tests.integration.conftest import run_as
 from unionfs.api import MountOptions, is_mounted, mount, server_stats
 from unionfs.errors import OperationFailed
-from unionfs.fuse.control import MAX_REQUEST, READ_TIMEOUT, request
-from unionfs.state import mount_record
+from unionfs.fuse.control import MAX_REQUEST, READ_TIMEOUT
+from unionfs.mount.client import request
+from unionfs.mount.records import mount_record
 
 StackFactory = Callable[..., Stack]
 NOBODY = 65534

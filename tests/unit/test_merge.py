@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unionfs.core.merge import Entry, LayerListing, contributing_layers, merge
+from unionfs.core.merge import Entry, LayerListing, contributing_layers, merge, resolve_name
 from unionfs.core.whiteout import Kind, oci_whiteout_target, translate_entries
 
 D, F, W = Kind.DIR, Kind.OTHER, Kind.WHITEOUT
@@ -104,3 +104,11 @@ def test_a_name_whited_out_on_top_never_resolves(layers: list[dict[bytes, Kind]]
     for name, kind in layers[0].items():
         if kind is W:
             assert name not in merged
+
+
+@given(st.lists(layer, min_size=1, max_size=5))
+def test_resolving_one_name_agrees_with_the_merge(layers: list[dict[bytes, Kind]]) -> None:
+    merged = merge(stack(*layers))
+    for name in (b"a", b"b", b"c", b"d"):
+        found = [(i, entries[name]) for i, entries in enumerate(layers) if name in entries]
+        assert resolve_name(iter(found)) == merged.get(name)

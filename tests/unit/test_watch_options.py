@@ -8,7 +8,7 @@ import pytest
 
 from unionfs.errors import UserError
 from unionfs.fuse.trace import escape_path, format_record
-from unionfs.mountspec import MountSpec, _watch_options, parse_options, watch_options
+from unionfs.mount.options import MountOptions, options_from_text, parse_options
 
 
 def test_fail_rules_go_on_after_commas() -> None:
@@ -24,21 +24,17 @@ def test_a_rule_without_fail_is_an_unknown_option() -> None:
 
 
 def test_bad_rules_are_refused_before_mounting() -> None:
-    spec = MountSpec(["/l"], "/u", "/m")
     with pytest.raises(UserError, match="fault rule 'read:EWHAT'"):
-        _watch_options(spec, {"fail": "write:EIO,read:EWHAT"})
+        options_from_text("fail=write:EIO,read:EWHAT")
 
 
-def test_watch_options_say_the_spec_again() -> None:
-    spec = MountSpec(["/l"], "/u", "/m", metrics=True, trace="/t/a,b.log",
-                     fail=["write:EIO", "fsync:EIO:every=2"])
-    items = watch_options(spec)
+def test_watch_options_say_the_options_again() -> None:
+    options = MountOptions(metrics=True, trace="/t/a,b.log",
+                           fail=["write:EIO", "fsync:EIO:every=2"])
+    items = options.watch_items()
     assert items == ["metrics", "trace=/t/a\\,b.log", "fail=write:EIO,fsync:EIO:every=2"]
-    again = MountSpec(["/l"], "/u", "/m")
-    opts = parse_options(",".join(items))
-    assert opts["trace"] == "/t/a,b.log"
-    again.fail = str(opts["fail"]).split(",")
-    assert again.fail == spec.fail
+    again = options_from_text(",".join(items))
+    assert (again.metrics, again.trace, again.fail) == (True, "/t/a,b.log", options.fail)
 
 
 def test_trace_lines() -> None:

@@ -9,7 +9,8 @@ import sys
 
 from unionfs import api
 from unionfs.errors import UserError
-from unionfs.mountspec import MountSpec, build_spec, split_escaped, watch_options
+from unionfs.mount.options import split_escaped
+from unionfs.mount.spec import MountSpec, build_spec
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -48,14 +49,8 @@ def mount_command(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
     if args.foreground or args.ready_fd is not None:
         return _serve(spec, args)
-    options = api.MountOptions(
-        read_only=spec.read_only, allow_other=spec.allow_other, workdir=spec.workdir,
-        entry_timeout=spec.entry_timeout, attr_timeout=spec.attr_timeout,
-        userxattr=spec.userxattr, log_level=args.log_level, log_file=args.log_file,
-        extra=[f"negative_timeout={spec.negative_timeout}", f"poll_us={spec.poll_us}"]
-        + (["volatile"] if spec.volatile else []) + watch_options(spec)
-        + ([] if spec.redirect_dir else ["redirect_dir=off"]),
-    )
+    options = spec.options()  # the same options, for the server in the background
+    options.log_level, options.log_file = args.log_level, args.log_file
     handle = api.mount(spec.lowers, spec.mountpoint, spec.upper, options=options)
     print(f"mounted {spec.mountpoint} (server pid {handle.pid})")
     return 0
@@ -103,10 +98,10 @@ def _image_spec(args: argparse.Namespace, options: str | None) -> MountSpec:
 
 
 def _serve(spec: MountSpec, args: argparse.Namespace) -> int:
-    from unionfs.fuse.serve import run_server
+    from unionfs.mount.server import serve
 
     _setup_logging(args.log_level, args.log_file, background=args.ready_fd is not None)
-    return run_server(spec, args.ready_fd)
+    return serve(spec, args.ready_fd)
 
 
 def _setup_logging(level: str, log_file: str | None, *, background: bool) -> None:
@@ -122,7 +117,7 @@ def _setup_logging(level: str, log_file: str | None, *, background: bool) -> Non
     if background and not log_file:
         # The caller reads our stderr only until the mount is live; after that, log to syslog-
         # less nowhere would lose errors, so keep a file in the state dir.
-        from unionfs.state import state_dir
+        from unionfs.mount.records import state_dir
 
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -68,6 +68,24 @@ def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
     return merged
 
 
+def resolve_name(found: Iterable[tuple[int, Kind]]) -> Entry | None:
+    """One name by the rules above, from its kinds in the layers that have it, top down
+    (the same answer :func:`merge` gives for it); reads ``found`` only as far as it must."""
+    entry: Entry | None = None
+    for layer, kind in found:
+        if entry is None:
+            if kind is Kind.WHITEOUT:
+                return None
+            if kind is Kind.OTHER:
+                return Entry(layer, kind)
+            entry = Entry(layer, kind, (layer,))
+        elif kind is Kind.DIR:
+            entry.dir_layers += (layer,)
+        else:
+            return entry
+    return entry
+
+
 def contributing_layers(
     dir_layers: Sequence[int], is_opaque: Callable[[int], bool]
 ) -> tuple[int, ...]:
@@ -77,3 +95,24 @@ def contributing_layers(
             return tuple(dir_layers[: i + 1])
     return tuple(dir_layers)
 
+
+
+def covered_and_whiteouts(
+    listings: Iterable[tuple[int, LayerListing]],
+) -> tuple[set[bytes], set[bytes]]:
+    """Of a directory's contributing layers' listings (top down): the names some lower layer
+    shows (``covered``: deleting one needs a whiteout, see :mod:`unionfs.core.delete`), and
+    the upper's (layer 0's) whiteouts."""
+    covered: set[bytes] = set()
+    seen: set[bytes] = set()
+    whiteouts: set[bytes] = set()
+    for index, listing in listings:
+        if index == 0:
+            whiteouts = {n for n, k in listing.entries.items() if k is Kind.WHITEOUT}
+            continue
+        for name, kind in listing.entries.items():
+            if name not in seen:
+                seen.add(name)
+                if kind is not Kind.WHITEOUT:
+                    covered.add(name)
+    return covered, whiteouts

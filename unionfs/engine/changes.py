@@ -9,31 +9,34 @@ recomputed, so a directory being filled does not cost a rescan per file.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from unionfs.core import rename as rules
+from unionfs.core.create import (
+    create_errno,
+    kind_of,
+    link_errno,
+    mknod_errno,
+    new_owner,
+    plan_create,
+    special_bits,
+)
+from unionfs.core.delete import plan_delete, rmdir_errno, unlink_errno
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
-from unionfs.core.whiteout import (
-    TRUSTED,
-    Kind,
-    escape_xattr,
-    is_oci_marker,
-    is_whiteout_stat,
-)
+from unionfs.core.rename import Move, RenameFacts, RenamePlan, Side
+from unionfs.core.whiteout import Kind, escape_xattr
 from unionfs.engine.nodes import Node
-from unionfs.engine.union import NAME_MAX, NewEntry, Union, fail
+from unionfs.engine.steps import run_steps
+from unionfs.engine.union import NewEntry, Union, fail
+from unionfs.layers import ondisk
 from unionfs.layers.layer import keeping_times
-from unionfs.layers.syscalls import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
-    RENAME_WHITEOUT,
-    proc_path,
-    renameat2,
-)
+from unionfs.layers.syscalls import proc_path, renameat2
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +93,7 @@ class Changes:
 
     def mknod(self, parent: Node, name: bytes, mode: int, rdev: int,
               caller: Caller) -> tuple[Node, os.stat_result]:
-        if is_whiteout_stat(mode, rdev):
-            # A char device 0/0 is a whiteout on disk: it would vanish at the next lookup.
-            # The kernel's overlayfs refuses it the same way.
-            raise fail(errno.EPERM, name)
+        _refuse(mknod_errno(mode, rdev), name)
 
         def make(dir_fd: int, entry_name: bytes) -> None:
             os.mknod(entry_name, mode, rdev, dir_fd=dir_fd)
@@ -110,8 +110,7 @@ class Changes:
     def link(self, node: Node, parent: Node, name: bytes) -> tuple[Node, os.stat_result]:
         """A hard link to ``node`` at ``parent/name`` (copying ``node`` up first)."""
         u = self.u
-        if node.is_dir:
-            raise fail(errno.EPERM)
+        _refuse(link_errno(node.is_dir))
         self._check_new_name(parent, name)
         u.copy_up(node)
         u.copy_up(parent)  # the new name's directory may still be only in a lower layer
@@ -131,9 +130,7 @@ class Changes:
         return node, st
 
     def _check_new_name(self, parent: Node, name: bytes) -> None:
-        _check_storable(name)
-        if name in self.u.merged(parent):
-            raise fail(errno.EEXIST, name)
+        _refuse(create_errno(name, self.u.merged(parent).get(name)), name)
 
     def _make_entry(self, parent: Node, name: bytes, mode: int, caller: Caller,
                     make: Make) -> tuple[Node, os.stat_result]:
@@ -142,7 +139,7 @@ class Changes:
         u.copy_up(parent)
         path = parent.path()
         owner = self._owner(parent, path, caller)
-        kind = Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
+        kind = kind_of(mode)
         pfd = self._place(parent, path, name, make, kind, owner, mode)
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         node = u.new_child(parent, name, st)
@@ -157,9 +154,7 @@ class Changes:
         if gid is None:
             pst = self.u.layers[0].stat_path(path)
             gid = parent.sgid_gid = pst.st_gid if pst.st_mode & stat.S_ISGID else -1
-        if gid >= 0:
-            return caller.uid, gid, True
-        return caller.uid, caller.gid, False
+        return new_owner(caller.uid, caller.gid, gid if gid >= 0 else None)
 
     def _place(self, parent: Node, path: bytes, name: bytes, make: Make, kind: Kind,
                owner: tuple[int, int, bool] | None, mode: int = 0) -> int:
@@ -171,24 +166,15 @@ class Changes:
         u = self.u
         copier = u.require_upper()
         pfd = u.layers[0].dir_fd(path)
-        if name not in parent.whiteouts:
-            make(pfd, name)
-            self._finish(pfd, name, owner, mode, kind)
-        else:
-            work = copier.work
-            tmp = work.new_name()
-            try:
-                make(work.fd, tmp)
-                self._finish(work.fd, tmp, owner, mode, kind)
-                if kind is Kind.DIR:
-                    self._set_opaque(proc_path(work.fd, tmp))
-                    renameat2(work.fd, tmp, pfd, name, RENAME_EXCHANGE)
-                    work.remove(tmp)  # now the whiteout
-                else:
-                    renameat2(work.fd, tmp, pfd, name)
-            except BaseException:
-                work.remove(tmp)
-                raise
+        over_whiteout = name in parent.whiteouts
+        steps = plan_create(kind, over_whiteout, new_link=owner is None)
+
+        def finish(dir_fd: int, entry_name: bytes) -> None:
+            self._finish(dir_fd, entry_name, owner, mode, kind)
+
+        run_steps(steps, copier.work, pfd, name, make=make, finish=finish,
+                  set_opaque=self._set_opaque)
+        if over_whiteout:
             parent.whiteouts.discard(name)
         dir_layers = (0,) if kind is Kind.DIR else ()
         # A new link to a copied-up file has its origin xattr; a new file has none.
@@ -204,44 +190,36 @@ class Changes:
         copier = self.u.require_upper()
         if (uid, gid) != self._ids:
             copier.chown(dir_fd, name, uid, gid)
-        special = mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
-        if kind is Kind.DIR and inherit_sgid:
-            special |= stat.S_ISGID
+        special = special_bits(mode, kind is Kind.DIR, inherit_sgid)
         if special and not stat.S_ISLNK(mode):
             os.chmod(name, stat.S_IMODE(mode) | special, dir_fd=dir_fd)
 
     def _set_opaque(self, path: bytes) -> None:
         ns = self.u.ns
         assert ns is not None
-        os.setxattr(path, ns.opaque, b"y", follow_symlinks=False)
+        ondisk.mark_opaque(path, ns)
 
     # ---- removing ------------------------------------------------------------------------
 
     def unlink(self, parent: Node, name: bytes) -> None:
-        entry = self._existing(parent, name)
-        if entry.is_dir:
-            raise fail(errno.EISDIR, name)
+        self.u.require_upper()
+        entry = self.u.merged(parent).get(name)
+        _refuse(unlink_errno(entry), name)
+        assert entry is not None
         self._remove(parent, name, entry)
 
     def rmdir(self, parent: Node, name: bytes) -> None:
-        entry = self._existing(parent, name)
-        if not entry.is_dir:
-            raise fail(errno.ENOTDIR, name)
-        child = self.u.view_of(parent, name)
-        if self.u.merged(child):
-            raise fail(errno.ENOTEMPTY, name)
+        u = self.u
+        u.require_upper()
+        entry = u.merged(parent).get(name)
+        child = u.view_of(parent, name) if entry is not None and entry.is_dir else None
+        _refuse(rmdir_errno(entry, child is None or not u.merged(child)), name)
+        assert entry is not None and child is not None
         self._remove(parent, name, entry)
         self.u.layers[0].forget_dirs(join(parent.path(), name))
         child.merged = None
         child.layers = None
         child.sgid_gid = None
-
-    def _existing(self, parent: Node, name: bytes) -> Entry:
-        self.u.require_upper()
-        entry = self.u.merged(parent).get(name)
-        if entry is None:
-            raise fail(errno.ENOENT, name)
-        return entry
 
     def _remove(self, parent: Node, name: bytes, entry: Entry) -> None:
         """Take ``name`` out of the union: delete it from the upper, whiteout what is below."""
@@ -251,27 +229,11 @@ class Changes:
         last_stat = u.stat(child) if child is not None else None
         u.copy_up(parent)
         pfd = u.layers[0].dir_fd(parent.path())
-        needs_whiteout = name in parent.covered
+        plan = plan_delete(entry, name in parent.covered)
         if child is not None and entry.layer == 0:
             _keep_orphan(child, last_stat, pfd, name)
-        if entry.layer != 0:
-            copier.work.make_whiteout(pfd, name)
-        elif needs_whiteout or entry.is_dir:
-            # Swap in a whiteout (or move the directory out) in one rename.
-            work = copier.work
-            tmp = work.new_name()
-            if needs_whiteout:
-                work.make_whiteout(work.fd, tmp)
-                flags = RENAME_EXCHANGE if entry.is_dir else 0
-                renameat2(work.fd, tmp, pfd, name, flags)
-                if entry.is_dir:
-                    work.remove(tmp)
-            else:
-                renameat2(pfd, name, work.fd, tmp)
-                work.remove(tmp)
-        else:
-            os.unlink(name, dir_fd=pfd)
-        if needs_whiteout:
+        run_steps(plan.steps, copier.work, pfd, name)
+        if plan.leaves_whiteout:
             parent.whiteouts.add(name)
         del u.merged(parent)[name]
         if child is not None:
@@ -303,38 +265,22 @@ class Changes:
 
     def rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
                flags: int) -> None:
+        """Rename as :mod:`unionfs.core.rename` plans it (the rules are there)."""
         u = self.u
         if not self.check_rename(old_parent, old, new_parent, new, flags):
             return
-        src = self._existing(old_parent, old)
+        src = u.merged(old_parent)[old]
         dst = u.merged(new_parent).get(new)
-        exchange = bool(flags & RENAME_EXCHANGE)
+        exchange = bool(flags & rules.RENAME_EXCHANGE)
         src_node = u.view_of(old_parent, old)
-        src_redirect = self._prepare_move(src_node, src)
         dst_node = u.view_of(new_parent, new) if dst is not None else None
-        if dst_node is not None and not exchange:
-            dst_node.last_stat = u.stat(dst_node)
-        dst_redirect = False
-        if exchange and dst_node is not None and dst is not None:
-            dst_redirect = self._prepare_move(dst_node, dst)
-        u.copy_up(new_parent)
-        if dst is not None and not exchange:
-            self._clear_target(new_parent, new, dst)
-            if dst_node is not None and dst.layer == 0:
-                _keep_orphan(dst_node, dst_node.last_stat,
-                             u.layers[0].dir_fd(new_parent.path()), new)
-        # Everything that can fail is done: the redirects are set last, just before the move.
-        if src_redirect:
-            self._set_redirect(src_node, old_parent, old, new_parent)
-        else:
-            self._mark_moved_dir(src_node, src, new_parent, new)
-        if exchange and dst_node is not None and dst is not None:
-            if dst_redirect:
-                self._set_redirect(dst_node, new_parent, new, old_parent)
-            else:
-                self._mark_moved_dir(dst_node, dst, old_parent, old)
-        moves_dir = src.is_dir or (dst is not None and dst.is_dir)
-        self._do_rename(old_parent, old, new_parent, new, exchange, moves_dir)
+        facts = RenameFacts(
+            src, dst, exchange, self._how_to_move(src_node, src),
+            self._how_to_move(dst_node, dst) if exchange and dst_node is not None and dst
+            is not None else None,
+            old in old_parent.covered, new in new_parent.covered, new in new_parent.whiteouts)
+        plan = rules.plan_rename(facts)
+        _Renaming(self, plan, (old_parent, old, src_node), (new_parent, new, dst_node)).run()
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
 
     def check_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
@@ -342,80 +288,61 @@ class Changes:
         """The errors a rename fails with before it changes anything; False: nothing to do."""
         u = self.u
         u.require_upper()
-        if flags & RENAME_WHITEOUT:
-            raise fail(errno.EINVAL)  # as overlayfs: a whiteout is the union's own marker
-        _check_storable(new)
-        src = self._existing(old_parent, old)
         dst = u.merged(new_parent).get(new)
-        _check_rename(src, dst, flags)
+        src = u.merged(old_parent).get(old)
+        _refuse(rules.rename_errno(src, dst, flags, new), new)
         if old_parent is new_parent and old == new:
             return False
-        if dst is not None and not flags & RENAME_EXCHANGE and dst.is_dir and u.merged(
-                u.view_of(new_parent, new)):
+        if rules.must_be_empty(dst, flags) and u.merged(u.view_of(new_parent, new)):
             raise fail(errno.ENOTEMPTY, new)
         return True
 
-    def _prepare_move(self, node: Node, entry: Entry) -> bool:
-        """What moves must be in the upper: a file copied up; a directory that lower layers
-        contribute to copied up alone, to get a redirect (True), or with its whole tree
-        (``userxattr`` or ``-o redirect_dir=off``)."""
-        u = self.u
-        if not entry.is_dir:
-            u.copy_up(node)
-            return False
-        if u.make_redirects:
-            u.merged(node)
-            if any(index != 0 for index in node.layers or ()):
-                u.copy_up(node)
-                return True
-        self.materialize(node)
-        return False
+    def _how_to_move(self, node: Node, entry: Entry) -> Move:
+        layers: tuple[int, ...] = ()
+        if entry.is_dir:
+            self.u.merged(node)
+            layers = node.layers or ()
+        return rules.how_to_move(entry.is_dir, layers, self.u.make_redirects)
 
-    def _set_redirect(self, node: Node, old_parent: Node, old: bytes,
-                      new_parent: Node) -> None:
+    def set_redirect(self, node: Node, old_parent: Node, old: bytes,
+                     new_parent: Node) -> None:
         """Before ``node`` (a directory in the upper at ``old_parent/old``) moves to
-        ``new_parent``: record where its lower content is, as the kernel's overlayfs does
-        with redirect_dir=on. Within one directory a relative redirect (its lower name),
-        else an absolute one (its path in the layer below); an absolute one is kept, and so
-        is a relative one within the same directory."""
+        ``new_parent``: record where its lower content is (:func:`rules.redirect_value`)."""
         u = self.u
         upper = u.layers[0]
         path = node.path()
-        current = upper.getxattr(path, TRUSTED.redirect)
+        current = ondisk.redirect(functools.partial(upper.getxattr, path))
         lower_paths = {index: u.dir_path(node, index) for index in range(1, len(u.layers))}
-        samedir = old_parent is new_parent
-        if current is None or not (samedir or current.startswith(b"/")):
-            value = old if samedir and current is None else b"/" + lower_paths[1]
-            os.setxattr(upper.xattr_path(path), TRUSTED.redirect, value,
-                        follow_symlinks=False)
+        value = rules.redirect_value(current, old_parent is new_parent, old, lower_paths[1])
+        if value is not None:
+            ondisk.set_redirect(upper.xattr_path(path), value)
         node.lower_paths = lower_paths
         u.has_redirects = True
 
     def materialize(self, node: Node) -> None:
-        """Copy a directory and everything below it into the upper, and make it opaque.
-
-        This is how unionfs renames directories that lower layers contribute to (where
-        overlayfs returns EXDEV or stores a redirect): afterwards the directory is
-        self-contained, so it can move anywhere and the kernel's overlayfs reads it too.
-        """
+        """Copy a directory and everything below it into the upper, and make it opaque
+        (``Move.COPY_TREE`` of :mod:`unionfs.core.rename`)."""
         u = self.u
         u.copy_up(node)
         merged = u.merged(node)
-        if node.layers == (0,):
+        if rules.how_to_move(True, node.layers or (), False) is Move.NONE:
             return
-        for name, entry in list(merged.items()):
+        for name in rules.tree_copy_children(merged):
             child = u.view_of(node, name)
-            if entry.is_dir:
+            if merged[name].is_dir:
                 self.materialize(child)
-            elif entry.layer != 0:
+            else:
                 u.copy_up(child)
-        self._set_opaque(u.layers[0].xattr_path(node.path()))
+        self.set_opaque_dir(node)
         self._drop_whiteouts(node)
         node.layers = (0,)
         u.stale.add(node.id)
         node.covered = set()
         entry_ = u.entry(node)
         entry_.dir_layers = (0,)
+
+    def set_opaque_dir(self, node: Node) -> None:
+        self._set_opaque(self.u.layers[0].xattr_path(node.path()))
 
     def _drop_whiteouts(self, node: Node) -> None:
         """Whiteouts in an opaque directory hide nothing: remove them (the kernel lists them)."""
@@ -426,54 +353,6 @@ class Changes:
             for name in node.whiteouts:
                 os.unlink(name, dir_fd=dir_fd)
         node.whiteouts = set()
-
-    def _clear_target(self, parent: Node, name: bytes, dst: Entry) -> None:
-        """Make room at a rename target that the source replaces."""
-        u = self.u
-        pfd = u.layers[0].dir_fd(parent.path())
-        if dst.layer == 0 and dst.is_dir:
-            # An empty merged dir may still hold whiteouts: clear them so rename can replace it.
-            # (dir_fd() gives O_PATH fds, which cannot be listed: open one that can.)
-            dfd = u.layers[0].open(join(parent.path(), name), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                for leftover in os.listdir(dfd):
-                    os.unlink(leftover, dir_fd=dfd)
-            finally:
-                os.close(dfd)
-        elif name in parent.whiteouts:
-            os.unlink(name, dir_fd=pfd)
-            parent.whiteouts.discard(name)
-
-    def _mark_moved_dir(self, node: Node, entry: Entry, new_parent: Node, new: bytes) -> None:
-        """A directory landing where a lower layer has that name must hide it: opaque."""
-        if not entry.is_dir:
-            return
-        if new in new_parent.covered or new in new_parent.whiteouts:
-            self._set_opaque(self.u.layers[0].xattr_path(node.path()))
-
-    def _do_rename(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
-                   exchange: bool, moves_dir: bool) -> None:
-        upper = self.u.layers[0]
-        ofd = upper.dir_fd(old_parent.path())
-        nfd = upper.dir_fd(new_parent.path())
-        if exchange:
-            renameat2(ofd, old, nfd, new, RENAME_EXCHANGE)
-        elif new in new_parent.whiteouts:
-            # A directory cannot replace the whiteout (a char device): swap them, then the
-            # whiteout stays where the source was if something below needs hiding there.
-            renameat2(ofd, old, nfd, new, RENAME_EXCHANGE)
-            if old in old_parent.covered:
-                old_parent.whiteouts.add(old)
-            else:
-                os.unlink(old, dir_fd=ofd)
-        elif old in old_parent.covered:
-            renameat2(ofd, old, nfd, new, RENAME_WHITEOUT)
-            old_parent.whiteouts.add(old)
-        else:
-            renameat2(ofd, old, nfd, new)
-        if moves_dir:  # only directories have cached fds (forgetting scans them all)
-            upper.forget_dirs(join(old_parent.path(), old))
-            upper.forget_dirs(join(new_parent.path(), new))
 
     def _update_views(self, old_parent: Node, old: bytes, new_parent: Node, new: bytes,
                       src_node: Node, dst_node: Node | None, exchange: bool) -> None:
@@ -603,6 +482,81 @@ class Changes:
         os.removexattr(self.u.layers[0].xattr_path(node.path()), name, follow_symlinks=False)
 
 
+class _Renaming:
+    """Runs the steps of a :class:`RenamePlan` on the disk: ``old`` and ``new`` are
+    (parent, name, node) of the source and of the target (node None: no target)."""
+
+    def __init__(self, changes: Changes, plan: RenamePlan, old: tuple[Node, bytes, Node],
+                 new: tuple[Node, bytes, Node | None]) -> None:
+        self.changes, self.u, self.plan = changes, changes.u, plan
+        self.old_parent, self.old, self.src_node = old
+        self.new_parent, self.new, self.dst_node = new
+
+    def run(self) -> None:
+        for step in self.plan.steps:
+            self._step(step)
+        if self.plan.whiteout_at_old:
+            self.old_parent.whiteouts.add(self.old)
+
+    def _node(self, side: Side) -> Node:
+        node = self.src_node if side is Side.SRC else self.dst_node
+        assert node is not None
+        return node
+
+    def _step(self, step: rules.RenameStep) -> None:
+        u, upper = self.u, self.u.layers[0]
+        if isinstance(step, rules.PrepareMove):
+            self._prepare(self._node(step.side), step.move)
+        elif isinstance(step, rules.KeepTargetStat):
+            target = self._node(Side.DST)
+            target.last_stat = u.stat(target)
+        elif isinstance(step, rules.CopyUpNewParent):
+            u.copy_up(self.new_parent)
+        elif isinstance(step, rules.EmptyTargetDir):
+            self._empty_target_dir()
+        elif isinstance(step, rules.KeepTargetInode):
+            target = self._node(Side.DST)
+            _keep_orphan(target, target.last_stat, upper.dir_fd(self.new_parent.path()),
+                         self.new)
+        elif isinstance(step, rules.DropTargetWhiteout):
+            os.unlink(self.new, dir_fd=upper.dir_fd(self.new_parent.path()))
+            self.new_parent.whiteouts.discard(self.new)
+        elif isinstance(step, rules.SetRedirect):
+            if step.side is Side.SRC:
+                self.changes.set_redirect(self.src_node, self.old_parent, self.old,
+                                          self.new_parent)
+            else:
+                self.changes.set_redirect(self._node(Side.DST), self.new_parent, self.new,
+                                          self.old_parent)
+        elif isinstance(step, rules.MarkOpaque):
+            self.changes.set_opaque_dir(self._node(step.side))
+        elif isinstance(step, rules.Rename):
+            renameat2(upper.dir_fd(self.old_parent.path()), self.old,
+                      upper.dir_fd(self.new_parent.path()), self.new, step.flags)
+        elif isinstance(step, rules.RemoveOld):
+            os.unlink(self.old, dir_fd=upper.dir_fd(self.old_parent.path()))
+        elif isinstance(step, rules.ForgetDirFds):
+            # only directories have cached fds (forgetting scans them all)
+            upper.forget_dirs(join(self.old_parent.path(), self.old))
+            upper.forget_dirs(join(self.new_parent.path(), self.new))
+
+    def _prepare(self, node: Node, move: Move) -> None:
+        if move is Move.COPY_UP or move is Move.REDIRECT:
+            self.u.copy_up(node)
+        elif move is Move.COPY_TREE:
+            self.changes.materialize(node)
+
+    def _empty_target_dir(self) -> None:
+        # dir_fd() gives O_PATH fds, which cannot be listed: open one that can.
+        upper = self.u.layers[0]
+        dfd = upper.open(join(self.new_parent.path(), self.new), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for leftover in os.listdir(dfd):
+                os.unlink(leftover, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+
 def _keep_orphan(node: Node, st: os.stat_result | None, dir_fd: int, name: bytes) -> None:
     """Before an upper entry the kernel still holds loses its last name: keep an O_PATH fd
     of it. What the kernel holds (an open directory or FIFO, which it opens without asking
@@ -648,31 +602,12 @@ def _unbind(parent: Node, name: bytes, node: Node) -> None:
         del parent.children[name]
 
 
-def _check_storable(name: bytes) -> None:
-    """Refuse a name the upper cannot hold: too long, or an OCI marker (``.wh.x``), which
-    every later mount reads as a whiteout (the file, and ``x`` with it, would vanish)."""
-    if len(name) > NAME_MAX:
-        raise fail(errno.ENAMETOOLONG, name)
-    if is_oci_marker(name):
-        raise fail(errno.EINVAL, name)
+def _refuse(code: int | None, what: object = None) -> None:
+    """Fail with the errno a core rule gave (None: allowed)."""
+    if code is not None:
+        raise fail(code, what)
 
 
 def _in_upper(entry: Entry) -> Entry:
     """The entry after a move: wholly in the upper (a new entry stays one)."""
     return type(entry)(0, entry.kind, (0,) if entry.is_dir else ())
-
-
-def _check_rename(src: Entry, dst: Entry | None, flags: int) -> None:
-    """The errno rules of rename(2) that depend only on the two entries."""
-    if flags & RENAME_NOREPLACE and dst is not None:
-        raise fail(errno.EEXIST)
-    if flags & RENAME_EXCHANGE:
-        if dst is None:
-            raise fail(errno.ENOENT)
-        return
-    if dst is None:
-        return
-    if src.is_dir and not dst.is_dir:
-        raise fail(errno.ENOTDIR)
-    if not src.is_dir and dst.is_dir:
-        raise fail(errno.EISDIR)

@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from unionfs.core.merge import Entry, LayerListing, merge
+from unionfs.core.linkcount import dir_nlink
+from unionfs.core.merge import Entry, LayerListing, covered_and_whiteouts, merge
+from unionfs.core.names import NAME_MAX
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     TRUSTED,
-    Kind,
     XattrNamespace,
     escape_xattr,
     is_private_xattr,
@@ -36,7 +37,6 @@ from unionfs.layers.layer import Layer
 
 log = logging.getLogger(__name__)
 
-NAME_MAX = 255
 ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
 
 
@@ -164,7 +164,7 @@ class Union:
         node.layers = tuple(index for index, _ in listings)
         self.counters.views_built += 1
         node.merged = merge(listings)
-        node.covered, node.whiteouts = _covered_and_whiteouts(listings)
+        node.covered, node.whiteouts = covered_and_whiteouts(listings)
         return node.merged
 
     def _candidate_path(self, node: Node, index: int,
@@ -317,7 +317,7 @@ class Union:
                 # dir_layers are not yet cut at an opaque layer: the view knows where to cut.
                 self.merged(node)
                 layers = node.layers or ()
-        return 1 if len(layers) > 1 else st.st_nlink
+        return dir_nlink(len(layers), st.st_nlink)
 
     def _redirected(self, node: Node, layers: tuple[int, ...]) -> bool:
         """True when directory ``node``, found in one layer only, has a redirect there to
@@ -480,21 +480,3 @@ def copy_dir_metadata(src: str, dst: str) -> None:
             os.setxattr(dst, name, os.getxattr(src, name))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-
-def _covered_and_whiteouts(
-    listings: list[tuple[int, LayerListing]],
-) -> tuple[set[bytes], set[bytes]]:
-    """Names some lower layer shows (deleting them needs a whiteout), and upper whiteouts."""
-    covered: set[bytes] = set()
-    seen: set[bytes] = set()
-    whiteouts: set[bytes] = set()
-    for index, listing in listings:
-        if index == 0:
-            whiteouts = {n for n, k in listing.entries.items() if k is Kind.WHITEOUT}
-            continue
-        for name, kind in listing.entries.items():
-            if name not in seen:
-                seen.add(name)
-                if kind is not Kind.WHITEOUT:
-                    covered.add(name)
-    return covered, whiteouts

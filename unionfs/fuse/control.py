@@ -28,7 +28,6 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 1 << 16
 READ_TIMEOUT = 5.0
 SEND_TIMEOUT = 5.0
-MAX_REPLY = 1 << 24  # what a client reads at most
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -135,21 +134,3 @@ async def _send(stream: trio.SocketStream, reply: dict[str, Any]) -> None:
     if scope.cancelled_caught:
         log.warning("control: the client did not read its answer within %.0f s",
                     SEND_TIMEOUT)
-
-
-def request(path: str, message: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    """Send one request to a server's control socket (blocking client side)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n") and len(data) < MAX_REPLY:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data.endswith(b"\n"):
-        raise OSError(f"no complete answer from {path}")
-    reply: dict[str, Any] = json.loads(data)
-    return reply

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 
+from unionfs.core.rename import Move, how_to_move
 from unionfs.engine.changes import Caller, Changes
 from unionfs.engine.dirents import DT_DIR, NameLister, Scans, dot_number, scan_layers
 from unionfs.engine.nodes import Node
@@ -572,8 +573,8 @@ class UnionOperations(pyfuse3.Operations):
         node = union.view_of(parent, name)
         if not entry.is_dir:
             await self.slow.copy_up(node)
-        elif not union.make_redirects and any(layer != 0 for layer in entry.dir_layers):
-            await self.slow.copy_up_tree(node)  # a redirect moves the directory alone
+        elif how_to_move(True, entry.dir_layers, union.make_redirects) is Move.COPY_TREE:
+            await self.slow.copy_up_tree(node)  # (a redirect moves the directory alone)
 
     # ---- attributes ----------------------------------------------------------------------
 

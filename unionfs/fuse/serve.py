@@ -1,6 +1,8 @@
 """Serving a union: mount, report that the mount is live, answer requests, unmount.
 
-:func:`run_server` is what ``unionfs mount --foreground`` runs. Once the kernel mount exists,
+:func:`run_server` is what ``unionfs mount --foreground`` runs (through
+:mod:`unionfs.mount.server`, which turns the checked mount spec into a :class:`ServerConfig`
+and an engine). Once the kernel mount exists,
 every way out of it unmounts first: a failure while installing the libfuse extensions,
 writing the mount record or telling the starter that the mount is live; SIGTERM, SIGINT and
 SIGHUP at any moment (a copy-up in progress is abandoned and its work file removed);
@@ -18,19 +20,18 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyfuse3
 import trio
 
-from unionfs import state
-from unionfs.engine.union import StackConfig, Union
+from unionfs.engine.union import Union
 from unionfs.errors import OperationFailed
 from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import FIRST_PLUS, Timeouts, UnionOperations
-from unionfs.mountspec import MountSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,73 +44,76 @@ class Stopped(Exception):
     """A stop signal arrived before the request loop ran."""
 
 
-def fuse_options(spec: MountSpec) -> set[str]:
+def _nothing(*args: object) -> None:
+    pass
+
+
+@dataclass
+class ServerConfig:
+    """How to serve a union: what the mount API's checked spec says, in the adapter's terms.
+
+    ``record`` is called once the kernel mount exists (it writes the mount record and
+    returns its path, removed at unmount); ``switched`` after a live commit, with the frozen
+    upper that is now the top lower layer."""
+
+    mountpoint: str
+    control_path: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    allow_other: bool = False
+    read_only: bool = False
+    extensions: bool = True  # the libfuse extensions of unionfs.fuse.lowlevel
+    poll_us: int = 50
+    trace: str | None = None
+    fail: list[str] = field(default_factory=list)
+    metrics: bool = False
+    describe: str = ""  # the layers, for the log line "mounted ..."
+    record: Callable[[], object] = _nothing
+    switched: Callable[[str], None] = _nothing
+
+
+def fuse_options(config: ServerConfig) -> set[str]:
     """The mount options passed to libfuse."""
     opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks access
     opts |= {"fsname=unionfs", "subtype=unionfs"}
-    if spec.allow_other:
+    if config.allow_other:
         opts.add("allow_other")
-    if spec.read_only:
+    if config.read_only:
         opts.add("ro")
     return opts
 
 
-def open_union(spec: MountSpec) -> Union:
-    """The engine for a checked spec; leftovers of interrupted copy-ups are removed."""
-    config = StackConfig(
-        lowers=spec.lowers,
-        upper=spec.upper if spec.writable else None,
-        workdir=spec.workdir,
-        xattr_ns=spec.xattr_ns,
-        sync=not spec.volatile,
-        redirect_dir=spec.redirect_dir,
-    )
-    if spec.upper is not None and spec.read_only:
-        config.lowers = [spec.upper, *spec.lowers]
-    union = Union(config)
-    if union.work is not None:
-        leftovers = union.work.clean()
-        if leftovers:
-            log.warning("removed %d leftover(s) of interrupted copy-ups in %s", leftovers,
-                        union.work.tmp_path)
-    return union
-
-
-def run_server(spec: MountSpec, ready_fd: int | None = None) -> int:
-    """Mount ``spec`` and serve it until unmounted or signalled; returns an exit status."""
+def run_server(config: ServerConfig, union: Union, ready_fd: int | None = None) -> int:
+    """Mount ``union`` and serve it until unmounted or signalled; returns an exit status."""
     os.umask(0)  # modes asked for by callers are applied exactly
     _quiet_abandoned_replies()
-    union = open_union(spec)
-    ops = UnionOperations(union, Timeouts(spec.entry_timeout, spec.attr_timeout,
-                                          spec.negative_timeout))
-    watch.install(ops, trace=spec.trace, fail=spec.fail, metrics=spec.metrics,
-                  mountpoint=spec.mountpoint)
+    ops = UnionOperations(union, config.timeouts)
+    watch.install(ops, trace=config.trace, fail=config.fail, metrics=config.metrics,
+                  mountpoint=config.mountpoint)
     record = None
     with _stop_signals_raise():
         try:
-            pyfuse3.init(ops, spec.mountpoint, fuse_options(spec))
+            pyfuse3.init(ops, config.mountpoint, fuse_options(config))
         except RuntimeError as exc:  # libfuse says only "fuse_session_mount failed"
             union.close()
-            raise OperationFailed(f"cannot mount {spec.mountpoint}: {exc}") from None
+            raise OperationFailed(f"cannot mount {config.mountpoint}: {exc}") from None
         try:
             # From here the kernel mount exists: whatever happens, unmount before exiting.
             # Before the INIT reply, which can only narrow it: 1 MiB reads, several at once.
-            readahead.widen(spec.mountpoint)
-            extensions = _install_extensions(spec, ops)
+            readahead.widen(config.mountpoint)
+            extensions = _install_extensions(config, ops)
             _fail_for_test("record")
-            record = state.record_mount(spec, os.getpid())
-            log.info("mounted %s (lowers %s, upper %s)%s", spec.mountpoint,
-                     ":".join(spec.lowers), spec.upper or "none",
+            record = config.record()
+            log.info("mounted %s (%s)%s", config.mountpoint, config.describe,
                      "" if extensions else " without the libfuse extensions")
             if ready_fd is not None:
                 _tell_ready(ready_fd)
             workers = extensions.workers if extensions else WORKERS
-            control = _control_handler(spec, ops, extensions)
-            trio.run(_serve, str(state.control_path(spec.mountpoint)), control, workers, ops)
+            control = _control_handler(config, ops, extensions)
+            trio.run(_serve, config.control_path, control, workers, ops)
         except Stopped:
             log.info("signalled while starting: unmounting")
         finally:
-            _shut_down(spec, union, record)
+            _shut_down(config, union, record)
     return 0
 
 
@@ -136,13 +140,14 @@ def _quiet_abandoned_replies() -> None:
         logger.addFilter(_AbandonedReplyFilter())
 
 
-def _install_extensions(spec: MountSpec, ops: UnionOperations) -> lowlevel.Installed | None:
+def _install_extensions(config: ServerConfig, ops: UnionOperations
+                        ) -> lowlevel.Installed | None:
     _fail_for_test("extensions")
-    if not spec.extensions:
+    if not config.extensions:
         log.info("libfuse extensions off (-o no_extensions)")
         return None
     # Kept referenced while serving: libfuse calls into it.
-    extensions = lowlevel.install(ops.fallocate, poll_us=spec.poll_us,
+    extensions = lowlevel.install(ops.fallocate, poll_us=config.poll_us,
                                   readdir_names=ops.readdir_names,
                                   max_readahead=readahead.READ_AHEAD_KB << 10)
     if extensions is not None:
@@ -164,18 +169,18 @@ def _tell_ready(ready_fd: int) -> None:
     _detach_stderr()
 
 
-def _shut_down(spec: MountSpec, union: Union, record: object) -> None:
+def _shut_down(config: ServerConfig, union: Union, record: object) -> None:
     for signum in _STOP_SIGNALS:  # the cleanup itself must not be interrupted
         signal.signal(signum, signal.SIG_IGN)
     try:
         pyfuse3.close(unmount=True)
     except Exception:
-        log.exception("unmounting %s failed", spec.mountpoint)
+        log.exception("unmounting %s failed", config.mountpoint)
     union.close()
     if record is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(record))
-    log.info("unmounted %s", spec.mountpoint)
+    log.info("unmounted %s", config.mountpoint)
 
 
 def _fail_for_test(step: str) -> None:
@@ -197,7 +202,7 @@ def _stop_signals_raise() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _control_handler(spec: MountSpec, ops: UnionOperations,
+def _control_handler(config: ServerConfig, ops: UnionOperations,
                      extensions: lowlevel.Installed | None) -> Handler:
     union = ops.union
 
@@ -217,8 +222,7 @@ def _control_handler(spec: MountSpec, ops: UnionOperations,
             return watch.control(ops, request)
         if op == "switch_upper":
             frozen = await ops.switch_upper_exclusively()
-            spec.lowers.insert(0, frozen)
-            state.record_mount(spec, os.getpid())
+            config.switched(frozen)
             return {"ok": True, "frozen": frozen}
         return {"ok": False, "error": f"unknown request {op!r}"}
 

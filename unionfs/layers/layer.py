@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
-import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 
 from unionfs.core.merge import LayerListing
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
-    NAMESPACES,
-    OPAQUE_HAS_XATTR_WHITEOUTS,
-    TRUSTED,
     Kind,
-    is_opaque_value,
-    is_whiteout_stat,
     translate_entries,
 )
+from unionfs.layers import ondisk
 from unionfs.layers.syscalls import open_beneath, proc_path
 
 DIR_FD_CACHE = 512
@@ -178,14 +174,15 @@ class Layer:
         fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
             entries = _scan(fd)
-            opaque_values = [_fgetxattr(fd, ns.opaque) for ns in NAMESPACES]
-            if OPAQUE_HAS_XATTR_WHITEOUTS in opaque_values:
+            get = functools.partial(_fgetxattr, fd)
+            marks = ondisk.dir_marks(get)
+            if marks.xattr_whiteouts:
                 _mark_xattr_whiteouts(fd, entries)
-            redirect = _fgetxattr(fd, TRUSTED.redirect) if redirects and rel else None
+            redirect = ondisk.redirect(get) if redirects and rel else None
         finally:
             os.close(fd)
         entries, oci_opaque = translate_entries(entries)
-        opaque = oci_opaque or any(is_opaque_value(v) for v in opaque_values)
+        opaque = oci_opaque or marks.opaque
         return LayerListing(entries, opaque, redirect)
 
 
@@ -231,8 +228,7 @@ def _scan(fd: int) -> dict[bytes, Kind]:
             elif e.is_file(follow_symlinks=False) or e.is_symlink():
                 entries[name] = Kind.OTHER
             else:
-                st = e.stat(follow_symlinks=False)
-                whiteout = is_whiteout_stat(st.st_mode, st.st_rdev)
+                whiteout = ondisk.is_device_whiteout(e.stat(follow_symlinks=False))
                 entries[name] = Kind.WHITEOUT if whiteout else Kind.OTHER
     return entries
 
@@ -250,11 +246,9 @@ def _mark_xattr_whiteouts(dir_fd: int, entries: dict[bytes, Kind]) -> None:
         if kind is not Kind.OTHER:
             continue
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or st.st_size:
-            continue
+        has_xattr = functools.partial(_has_xattr, proc_path(dir_fd, name))
         with contextlib.suppress(OSError):
-            path = proc_path(dir_fd, name)
-            if any(_has_xattr(path, ns.whiteout) for ns in NAMESPACES):
+            if ondisk.is_xattr_whiteout(st, has_xattr):
                 entries[name] = Kind.WHITEOUT
 
 

@@ -13,6 +13,10 @@ import errno
 import os
 import platform
 
+from unionfs.core.rename import RENAME_EXCHANGE as RENAME_EXCHANGE  # the flags of renameat2
+from unionfs.core.rename import RENAME_NOREPLACE as RENAME_NOREPLACE
+from unionfs.core.rename import RENAME_WHITEOUT as RENAME_WHITEOUT
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
@@ -25,9 +29,6 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-RENAME_WHITEOUT = 4
 
 AT_FDCWD = -100
 

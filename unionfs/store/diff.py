@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-from unionfs.core import whiteout as wh
-from unionfs.core.merge import LayerListing, merge
+from unionfs.core.merge import LayerListing, merge, resolve_name
 from unionfs.core.whiteout import Kind
+from unionfs.layers import ondisk
 from unionfs.store.tree import (
     NodeType,
-    dir_opacity,
     listing,
     read_xattrs,
     scan,
@@ -31,16 +30,16 @@ def _kind_in_layer(root: bytes, path: bytes) -> tuple[Kind | None, bool]:
         st = os.lstat(full)
     except FileNotFoundError:
         parent, _, name = path.rpartition(b"/")
-        marker = os.path.join(root, parent, wh.OCI_WHITEOUT_PREFIX + name)
-        return (Kind.WHITEOUT if os.path.lexists(marker) else None), False
+        oci = ondisk.has_oci_whiteout(os.path.join(root, parent), name)
+        return (Kind.WHITEOUT if oci else None), False
     except NotADirectoryError:
         return None, False
-    if wh.is_whiteout_stat(st.st_mode, st.st_rdev):
+    if ondisk.is_device_whiteout(st):
         return Kind.WHITEOUT, False
     if not os.path.isdir(full) or os.path.islink(full):
         return Kind.OTHER, False
-    opaque = dir_opacity(read_xattrs(full))[0] or os.path.lexists(
-        os.path.join(full, wh.OCI_OPAQUE_MARKER))
+    opaque = ondisk.dir_marks(read_xattrs(full).get).opaque or ondisk.has_oci_opaque_marker(
+        full)
     return Kind.DIR, opaque
 
 
@@ -60,22 +59,20 @@ def resolve(roots: Sequence[bytes], path: bytes) -> tuple[Kind | None, list[int]
 
 def _resolve_step(roots: Sequence[bytes], path: bytes, layers: list[int]
                   ) -> tuple[Kind | None, list[int]]:
-    """One component: the first layer decides; directories merge down to an opaque one."""
-    found: Kind | None = None
-    merged: list[int] = []
-    for i in layers:
-        kind, opaque = _kind_in_layer(roots[i], path)
-        if kind is None:
-            continue
-        if kind is Kind.WHITEOUT or (found is not None and kind is not Kind.DIR):
-            break
-        found = found or kind
-        if kind is not Kind.DIR:
-            break
-        merged.append(i)
-        if opaque:
-            break
-    return found, merged
+    """One component, by the core's precedence (read lazily: only the layers it needs)."""
+
+    def kinds() -> Iterator[tuple[int, Kind]]:
+        for i in layers:
+            kind, opaque = _kind_in_layer(roots[i], path)
+            if kind is not None:
+                yield i, kind
+                if opaque:  # an opaque directory ends the merge below it
+                    return
+
+    entry = resolve_name(kinds())
+    if entry is None:
+        return None, []
+    return entry.kind, list(entry.dir_layers)
 
 
 def lookup(roots: Sequence[bytes], path: bytes) -> Kind | None:

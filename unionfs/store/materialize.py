@@ -25,6 +25,7 @@ from typing import IO
 
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
+from unionfs.layers import ondisk
 from unionfs.layers.syscalls import open_beneath
 from unionfs.store.layertar import TarDigest
 from unionfs.store.tree import Node, NodeType, public_xattrs, read_xattrs, sort_key
@@ -52,7 +53,7 @@ class LayerWriter:
         self.link_sources = link_sources
         self.types: dict[bytes, NodeType] = {b"": NodeType.DIR}
         self._dirs: dict[bytes, Node] = {}
-        self._opaque_ns: bytes | None = None
+        self._opaque_ns: wh.XattrNamespace | None = None
         self._can_chown = True
         self.files = 0
         self.bytes = 0
@@ -284,13 +285,13 @@ class LayerWriter:
     # -- metadata ------------------------------------------------------------------------
 
     def _mark_opaque(self, full: bytes) -> None:
-        names = [self._opaque_ns] if self._opaque_ns else [wh.TRUSTED.opaque, wh.USER.opaque]
-        for name in names:
+        namespaces = [self._opaque_ns] if self._opaque_ns else [wh.TRUSTED, wh.USER]
+        for ns in namespaces:
             try:
-                os.setxattr(full, name, wh.OPAQUE_YES, follow_symlinks=False)
+                ondisk.mark_opaque(full, ns)
             except PermissionError:
                 continue
-            self._opaque_ns = name
+            self._opaque_ns = ns
             return
         raise UserError("cannot mark a directory opaque: no overlay xattr namespace is writable")
 

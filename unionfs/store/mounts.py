@@ -37,11 +37,11 @@ def mount_info(store: Store, mountpoint: str | os.PathLike[str]) -> dict[str, An
 
 def _fuse_mountpoints() -> list[str]:
     """Mount points of FUSE file systems in this mount namespace."""
-    from unionfs.api import _unescape_mountinfo
+    from unionfs.mount.process import unescape_mountinfo
 
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         rows = [ln.split(" - ", 1) for ln in f]
-    return [_unescape_mountinfo(r[0].split()[4]) for r in rows
+    return [unescape_mountinfo(r[0].split()[4]) for r in rows
             if len(r) == 2 and r[1].startswith("fuse")]
 
 

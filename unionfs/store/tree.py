@@ -22,6 +22,7 @@ from typing import Any
 from unionfs.core import whiteout as wh
 from unionfs.core.paths import join
 from unionfs.errors import UserError
+from unionfs.layers import ondisk
 
 
 class NodeType(enum.Enum):
@@ -91,17 +92,7 @@ def read_xattrs(path: bytes | int) -> dict[bytes, bytes]:
     return out
 
 
-def dir_opacity(xattrs: dict[bytes, bytes]) -> tuple[bool, bool]:
-    """(opaque, has_xattr_whiteouts) from a directory's raw xattrs."""
-    opaque = xattr_whiteouts = False
-    for ns in wh.NAMESPACES:
-        value = xattrs.get(ns.opaque)
-        opaque = opaque or wh.is_opaque_value(value)
-        xattr_whiteouts = xattr_whiteouts or value == wh.OPAQUE_HAS_XATTR_WHITEOUTS
-    return opaque, xattr_whiteouts
-
-
-_MARKS = frozenset(n for ns in wh.NAMESPACES for n in (ns.opaque, ns.whiteout))
+_MARKS = frozenset(ondisk.OPAQUE_NAMES + ondisk.WHITEOUT_NAMES)
 
 
 def public_xattrs(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -118,15 +109,6 @@ def bookkeeping_xattrs(xattrs: dict[bytes, bytes]) -> tuple[bytes, ...]:
     return tuple(k for k in xattrs if wh.is_private_xattr(k) and k not in _MARKS)
 
 
-def is_xattr_whiteout(xattrs: dict[bytes, bytes], st: os.stat_result) -> bool:
-    """True for an overlayfs "xattr whiteout": an empty file marked ``overlay.whiteout``."""
-    return (
-        stat.S_ISREG(st.st_mode)
-        and st.st_size == 0
-        and any(ns.whiteout in xattrs for ns in wh.NAMESPACES)
-    )
-
-
 def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[bytes, bytes]
                    ) -> Node | None:
     """The node for one on-disk entry, or None for what a layer cannot hold (sockets)."""
@@ -134,20 +116,21 @@ def node_from_stat(path: bytes, st: os.stat_result, full: bytes, xattrs: dict[by
     node = Node(path, NodeType.REG, stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns,
                 xattrs=public_xattrs(xattrs), private=bookkeeping_xattrs(xattrs))
     if stat.S_ISDIR(mode):
-        if wh.TRUSTED.redirect in xattrs:
+        if ondisk.redirect(xattrs.get) is not None:
             # A layer archive cannot say "my content is elsewhere": refuse, never lose it.
             raise UserError(f"{os.fsdecode(path)} is a renamed directory whose content stays "
                             "in a lower layer (overlay.redirect); mount with "
                             "-o redirect_dir=off to make uppers that can be committed")
         node.type, node.source = NodeType.DIR, full
-        node.opaque, node.xattr_whiteouts = dir_opacity(xattrs)
+        marks = ondisk.dir_marks(xattrs.get)
+        node.opaque, node.xattr_whiteouts = marks.opaque, marks.xattr_whiteouts
     elif stat.S_ISREG(mode):
         node.size, node.source = st.st_size, full
         if st.st_nlink > 1:
             node.inode = (st.st_dev, st.st_ino)
     elif stat.S_ISLNK(mode):
         node.type, node.linkname = NodeType.SYMLINK, os.readlink(full)
-    elif wh.is_whiteout_stat(mode, st.st_rdev):
+    elif ondisk.is_device_whiteout(st):
         node.type, node.xattrs = NodeType.WHITEOUT, {}
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         node.type = NodeType.CHR if stat.S_ISCHR(mode) else NodeType.BLK
@@ -182,14 +165,13 @@ def list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
                 nodes.append(whiteout_node(join(rel, target)))
             continue
         xattrs = read_xattrs(full)
-        if xattr_whiteouts and is_xattr_whiteout(xattrs, st):
+        if xattr_whiteouts and ondisk.is_xattr_whiteout(st, xattrs.__contains__):
             nodes.append(whiteout_node(join(rel, name)))
             continue
         node = node_from_stat(join(rel, name), st, full, xattrs)
         if node is not None:
             if node.type is NodeType.DIR:
-                node.opaque = node.opaque or os.path.lexists(
-                    os.path.join(full, wh.OCI_OPAQUE_MARKER))
+                node.opaque = node.opaque or ondisk.has_oci_opaque_marker(full)
             nodes.append(node)
     nodes.sort(key=lambda n: n.path)
     return nodes
@@ -198,7 +180,8 @@ def list_dir(root: bytes, rel: bytes, xattr_whiteouts: bool) -> list[Node]:
 def listing(root: bytes, rel: bytes) -> dict[bytes, Node]:
     """One layer's nodes of directory ``rel`` (which must be a directory there), by name."""
     full = os.path.join(root, rel) if rel else root
-    return {n.name: n for n in list_dir(root, rel, dir_opacity(read_xattrs(full))[1])}
+    marks = ondisk.dir_marks(read_xattrs(full).get)
+    return {n.name: n for n in list_dir(root, rel, marks.xattr_whiteouts)}
 
 
 def union_kind(node: Node) -> wh.Kind:
@@ -218,7 +201,8 @@ def scan(root: str | os.PathLike[str] | bytes) -> Iterator[Node]:
     base = os.fsencode(root)
     inodes: dict[tuple[int, int], bytes] = {}
     # depth first with an explicit stack of listings (no recursion: any depth is fine)
-    stack = [iter(list_dir(base, b"", dir_opacity(read_xattrs(base))[1]))]
+    marks = ondisk.dir_marks(read_xattrs(base).get)
+    stack = [iter(list_dir(base, b"", marks.xattr_whiteouts))]
     while stack:
         node = next(stack[-1], None)
         if node is None:

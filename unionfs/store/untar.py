@@ -23,6 +23,7 @@ from typing import BinaryIO
 from unionfs.core import whiteout as wh
 from unionfs.core.paths import join
 from unionfs.errors import UserError
+from unionfs.layers import ondisk
 from unionfs.store.layertar import ENCODING, ERRORS, XATTR_PAX_PREFIX, encode
 from unionfs.store.limits import CountReader, Limits, check_entries
 from unionfs.store.materialize import LayerWriter
@@ -167,7 +168,7 @@ def _to_node(path: bytes, kind: NodeType, info: tarfile.TarInfo) -> Node:
         if kind is NodeType.CHR and info.devmajor == 0 and info.devminor == 0:
             node.type, node.xattrs = NodeType.WHITEOUT, {}
     elif kind is NodeType.DIR:
-        node.opaque = any(wh.is_opaque_value(raw_x.get(ns.opaque)) for ns in wh.NAMESPACES)
+        node.opaque = ondisk.dir_marks(raw_x.get).opaque
     return node
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unionfs.mountspec import MountSpec
+    from unionfs.mount.spec import MountSpec
 
 
 def state_dir() -> Path:
@@ -56,7 +56,7 @@ def record_mount(spec: MountSpec, pid: int) -> Path:
     path = _record_path(spec.mountpoint)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"mountpoint": spec.mountpoint, "lowers": spec.lowers,
-            "upper": spec.upper, "workdir": spec.workdir, "pid": pid,
+            "upper": spec.upper, "workdir": spec.work_path, "pid": pid,
             "read_only": spec.read_only, "xattr_ns": spec.xattr_ns.prefix.decode(),
             "control": str(control_path(spec.mountpoint))}
     tmp = path.with_suffix(f".{pid}.tmp")
