@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 
