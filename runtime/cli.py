@@ -345,6 +345,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise UserError("exec needs a command to run")
     container = state.get(open_store(args), args.container)
+    _refuse_paused(container)
     return exec_in(container, list(args.command), interactive=args.interactive, tty=args.tty,
                    user=args.user, workdir=args.workdir, env=list(args.env))
 
@@ -393,6 +394,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
                    tail=None if args.tail == "all" else int(args.tail), since=args.since,
                    timestamps=args.timestamps)
     return 0
+
+
+def _refuse_paused(container: state.Container) -> None:
+    """exec would hang in a frozen cgroup: docker's error instead."""
+    from unionfs.errors import OperationFailed
+    from unionfs.runtime.pause import is_paused
+
+    if is_paused(container):
+        raise OperationFailed(f"Container {container.name} is paused, unpause the container "
+                              "before exec")
 
 
 def _add_more(sub: Any) -> None:

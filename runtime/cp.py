@@ -19,8 +19,11 @@ mount namespace of the child's own (rootless: in a user namespace with the conta
 Writes go through the union, so its copy-up rules apply.
 
 Owners as docker's: files copied in belong to the container's root, files copied out to the
-caller; ``-a`` keeps the source's owners. Device nodes are not copied (a container may not
-make them); hard links are copied as separate files, and extended attributes are not copied.
+caller; ``-a`` keeps the source's owners. A file whose owner so changes loses its setuid and
+setgid bits (as ``chown`` clears them): a container's setuid-root file copied out by root
+without ``-a`` is not a setuid-root file on the host. Device nodes are not copied (a
+container may not make them); hard links are copied as separate files, and extended
+attributes are not copied.
 """
 
 from __future__ import annotations
@@ -529,7 +532,7 @@ class Writer:
                 source = tar.extractfile(m)
                 assert source is not None
                 while chunk := source.read(_CHUNK):
-                    os.write(fd, chunk)
+                    _write_all(fd, chunk)
                 self._attrs(fd, m)
             finally:
                 os.close(fd)
@@ -564,7 +567,9 @@ class Writer:
 
     def _attrs(self, fd: int, m: tarfile.TarInfo) -> None:
         self._owner(lambda uid, gid: os.fchown(fd, uid, gid), m)
-        os.fchmod(fd, m.mode & 0o7777)
+        # A file that changes owner loses setuid/setgid, as chown does: only -a keeps them.
+        keep = 0o7777 if self.keep_owner or m.isdir() else 0o1777
+        os.fchmod(fd, m.mode & keep)
         os.utime(fd, (m.mtime, m.mtime))
 
     def finish(self) -> None:
@@ -575,6 +580,12 @@ class Writer:
                 self._attrs(fd, m)
             finally:
                 os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _remove_non_dir(pfd: int, name: str) -> None:

@@ -187,6 +187,8 @@ def test_pause_freezes_and_unpause_thaws(cli: CLI, store: Store, tmp_path: Path)
         assert count.stat().st_size == size
         res = cli("pause", "frz")
         assert res.returncode == 1 and "already paused" in res.stderr
+        res = cli("exec", "frz", "true", timeout=20)  # would hang in the frozen cgroup
+        assert res.returncode == 1 and "is paused, unpause the container" in res.stderr
         cli.ok("unpause", "frz")
         assert not cg.frozen()
         wait_for(lambda: count.stat().st_size > size, what="the loop to go on")
@@ -286,6 +288,12 @@ def test_cp_both_ways_on_a_running_container(cli: CLI, store: Store, host_tree: 
         res = cli("cp", "-L", "cpr:/root/secret", str(tmp_path / "leak"))
         assert res.returncode == 1 and "Could not find the file" in res.stderr
         assert not (tmp_path / "leak").exists()
+        cli.ok("exec", "cpr", "sh", "-c", "cp /bin/busybox /root/suid; chmod 4755 /root/suid")
+        cli.ok("cp", "cpr:/root/suid", str(tmp_path / "suid"))
+        assert os.stat(tmp_path / "suid").st_mode & 0o7777 == 0o755  # no setuid-root copy
+        cli.ok("cp", "-a", "cpr:/root/suid", str(tmp_path / "suid-a"))
+        assert os.stat(tmp_path / "suid-a").st_mode & 0o7777 == 0o4755  # -a: as it is
+        os.unlink(tmp_path / "suid-a")
         cli.ok("cp", "cpr:/root/up/../../root/inside", str(tmp_path / "inside"))
         assert (tmp_path / "inside").read_text() == "mine\n"
         assert os.stat(tmp_path / "inside").st_uid == os.getuid()
