@@ -134,7 +134,8 @@ def copy_out(container: state.Container, src: str, dst: str, options: Options) -
         else:
             root = os.open("/", _PATH_DIR | os.O_CLOEXEC)
             try:
-                extract(r, root, os.path.abspath(dst), options, what="the host", source=src)
+                here = os.path.abspath(dst) + ("/" if dst.endswith("/") else "")
+                extract(r, root, here, options, what="the host", source=src)
             finally:
                 os.close(root)
     except BaseException:

@@ -68,6 +68,8 @@ def start(container: state.Container) -> None:
     """Start a stopped container again, detached, on the same upper."""
     if container.broken:
         raise UserError(f"cannot start container {container.id[:12]}: {container.broken}")
+    if pause.is_paused(container):
+        raise UserError("cannot start a paused container, try unpause instead")
     if container.running():
         return
     wait_supervisor(container)

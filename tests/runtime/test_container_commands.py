@@ -187,6 +187,8 @@ def test_pause_freezes_and_unpause_thaws(cli: CLI, store: Store, tmp_path: Path)
         assert count.stat().st_size == size
         res = cli("pause", "frz")
         assert res.returncode == 1 and "already paused" in res.stderr
+        res = cli("start", "frz")
+        assert res.returncode != 0 and "try unpause instead" in res.stderr
         res = cli("exec", "frz", "true", timeout=20)  # would hang in the frozen cgroup
         assert res.returncode == 1 and "is paused, unpause the container" in res.stderr
         cli.ok("unpause", "frz")
