@@ -6,8 +6,10 @@ operations: apply limits, add a process, list processes, stats, OOM detection, k
 
 Where the cgroups go:
 
-- v1: ``<controller mount><our own cgroup>/unionfs/<id>`` in each of memory, cpu, cpuacct and
-  pids. Nesting under our own cgroup keeps containers inside whatever limits we run under.
+- v1: ``<controller mount><our own cgroup>/unionfs/<id>`` in each of memory, cpu, cpuacct,
+  pids and (where mounted) freezer. Nesting under our own cgroup keeps containers inside
+  whatever limits we run under. The freezer (v1 ``freezer.state``, v2 ``cgroup.freeze``) is
+  what ``pause`` uses.
 - v2: ``<mount>/unionfs/<id>`` for root (the no-internal-processes rule forbids enabling
   controllers below a cgroup that holds processes, as our own does); for other users
   ``<user@UID.service>/unionfs/<id>``, in the subtree systemd delegates to the user (found
@@ -26,6 +28,7 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from unionfs.runtime.spec import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
+V1_OPTIONAL = ("freezer",)  # pause/unpause; a container runs without it where it is missing
+FREEZE_TIMEOUT = 10.0
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 CFS_PERIOD_US = 100_000
 PARENT_ENV = "UNIONFS_CGROUP_PARENT"
@@ -130,10 +135,30 @@ class Cgroup(ABC):
         return sorted(pids)
 
     def kill_all(self) -> None:
-        """SIGKILL every process in the cgroup."""
+        """SIGKILL every process in the cgroup (thawed, so they die even when paused)."""
         for pid in self.procs():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.thaw()
+
+    # -- the freezer (pause/unpause) --
+
+    def has_freezer(self) -> bool:
+        """True when this cgroup can be frozen."""
+        return False
+
+    def frozen(self) -> bool:
+        """True while the cgroup is frozen (or freezing)."""
+        return False
+
+    def freeze(self) -> None:
+        """Stop every process of the cgroup; returns once all are frozen."""
+        raise OSError(errno.ENOTSUP, "no freezer cgroup")
+
+    def thaw(self) -> None:
+        """Let the processes run again (nothing happens when not frozen)."""
+        return None
 
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what is left and remove the directories (and the parent, when empty)."""
@@ -211,6 +236,28 @@ class CgroupV1(Cgroup):
             return False
         return fields.get("oom_kill", 0) > 0
 
+    def has_freezer(self) -> bool:
+        return "freezer" in self.paths
+
+    def frozen(self) -> bool:
+        if not self.has_freezer():
+            return False
+        try:
+            return self._read("freezer", "freezer.state") != "THAWED"
+        except FileNotFoundError:
+            return False
+
+    def freeze(self) -> None:
+        if not self.has_freezer():
+            super().freeze()
+        self._write("freezer", "freezer.state", "FROZEN")
+        _wait_until(lambda: self._read("freezer", "freezer.state") == "FROZEN",
+                    lambda: self._write("freezer", "freezer.state", "FROZEN"))
+
+    def thaw(self) -> None:
+        if self.has_freezer() and (self.paths["freezer"] / "freezer.state").exists():
+            self._write("freezer", "freezer.state", "THAWED")
+
 
 class CgroupV2(Cgroup):
     """A cgroup v2 group: one directory in the unified hierarchy."""
@@ -266,6 +313,25 @@ class CgroupV2(Cgroup):
         except FileNotFoundError:
             return False
 
+    def has_freezer(self) -> bool:
+        return (self.path / "cgroup.freeze").exists()
+
+    def frozen(self) -> bool:
+        try:
+            return self._read("cgroup.freeze") == "1"
+        except FileNotFoundError:
+            return False
+
+    def freeze(self) -> None:
+        if not self.has_freezer():
+            super().freeze()
+        self._write("cgroup.freeze", 1)
+        _wait_until(lambda: _keyed(self._read("cgroup.events")).get("frozen") == 1)
+
+    def thaw(self) -> None:
+        if self.has_freezer():
+            self._write("cgroup.freeze", 0)
+
     def kill_all(self) -> None:
         kill = self.path / "cgroup.kill"
         if kill.exists():
@@ -275,6 +341,18 @@ class CgroupV2(Cgroup):
             except OSError:
                 pass
         super().kill_all()
+
+
+def _wait_until(done: Callable[[], bool], again: Callable[[], None] | None = None) -> None:
+    """Poll ``done`` (the kernel freezes a cgroup asynchronously); ``again`` re-asks, as v1's
+    FREEZING state may need. OSError ETIMEDOUT after ``FREEZE_TIMEOUT`` seconds."""
+    deadline = time.monotonic() + FREEZE_TIMEOUT
+    while not done():
+        if time.monotonic() > deadline:
+            raise OSError(errno.ETIMEDOUT, "the cgroup did not freeze")
+        time.sleep(0.01)
+        if again is not None:
+            again()
 
 
 def _keyed(text: str) -> dict[str, int]:
@@ -305,9 +383,11 @@ def _create_v1(name: str, root: Path) -> CgroupV1:
     own = own_cgroups()
     override = os.environ.get(PARENT_ENV)
     paths: dict[str, Path] = {}
-    for ctrl in V1_CONTROLLERS:
+    for ctrl in V1_CONTROLLERS + V1_OPTIONAL:
         mount = root / ctrl
         if not mount.is_dir():
+            if ctrl in V1_OPTIONAL:
+                continue
             raise CgroupUnavailable(f"cgroup v1 controller {ctrl} is not mounted at {mount}")
         parent = mount / (override or own.get(ctrl, "/")).lstrip("/") / "unionfs"
         paths[ctrl] = parent / name

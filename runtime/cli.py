@@ -7,11 +7,9 @@ which asks :mod:`runtime.state` about containers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from unionfs.errors import UserError
@@ -41,9 +39,10 @@ def open_store(args: argparse.Namespace) -> Any:
 def register(sub: Any) -> None:
     """Add the container subcommands to the ``unionfs`` parser."""
     _add_run(sub)
-    p = _parser(sub, "ps", "list containers")
+    p = _parser(sub, "ps", "list containers, newest first")
     p.add_argument("-a", "--all", action="store_true", help="include stopped containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    _add_ps_options(p)
     p.set_defaults(func=cmd_ps)
     for name, help_ in (("stop", "stop containers (SIGTERM, then SIGKILL)"),
                         ("restart", "stop and start containers again")):
@@ -71,8 +70,9 @@ def register(sub: Any) -> None:
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("new_name", metavar="NEW_NAME")
     p.set_defaults(func=cmd_rename)
-    p = _parser(sub, "top", "list a container's processes")
+    p = _parser(sub, "top", "list a container's processes (ps -ef, or the ps options given)")
     p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS")
     p.set_defaults(func=cmd_top)
     p = _parser(sub, "stats", "cpu, memory and pids of running containers (streams)")
     p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
@@ -88,6 +88,7 @@ def register(sub: Any) -> None:
     p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
+    _add_more(sub)
 
 
 def _parser(sub: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
@@ -255,57 +256,33 @@ def _prepare_network(spec: Spec, args: argparse.Namespace, image: Any) -> None:
     spec.ports = network.claim_ports(spec.ports)
 
 
+def _add_ps_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N",
+                   help="the N last created containers (any state)")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="the last created container (any state)")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="status=, name=, id=, label=, ancestor=, exited=, before=, since=, "
+                   "network=")
+    p.add_argument("--format", metavar="TEMPLATE",
+                   help="'table TEMPLATE', 'json' or a Go template ({{.ID}} {{.Names}} ...)")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
-    rows = []
-    for c in state.all_containers(open_store(args)):
-        st = c.state()
-        running = st.get("status") == "running"
-        if not (running or args.all):
-            continue
+    from unionfs.runtime import ps_format
+
+    store = open_store(args)
+    filters = ps_format.parse_filters(args.filter)
+    for c in state.all_containers(store):
         if c.broken:
             print(f"unionfs: warning: container {c.id[:12]} is broken ({c.broken}); "
                   f"remove it with: unionfs rm -f {c.id[:12]}", file=sys.stderr)
-        if args.quiet:
-            print(c.id[:12])
-            continue
-        command = "" if c.broken else _short_cmd(c.spec.argv())
-        ports = "" if c.broken else ", ".join(p.show() for p in c.spec.ports)
-        rows.append((c.id[:12], c.config["image"], command, _ago(c.config["created"]),
-                     _status(st), ports, c.name))
-    if not args.quiet:
-        _table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"),
-               rows)
+    rows = ps_format.select(store, show_all=args.all, last=1 if args.latest else args.last,
+                            filters=filters, trunc=not args.no_trunc)
+    for line in ps_format.format_rows(rows, args.format, args.quiet):
+        print(line)
     return 0
-
-
-def _short_cmd(argv: list[str]) -> str:
-    text = " ".join(argv)
-    return json.dumps(text if len(text) <= 20 else text[:19] + "…", ensure_ascii=False)
-
-
-def _ago(iso: str | None) -> str:
-    return f"{_duration(iso)} ago" if iso else ""
-
-
-def _duration(iso: str | None) -> str:
-    """How long ago ``iso`` was, as docker words it ("3 minutes")."""
-    if not iso:
-        return ""
-    then = datetime.fromisoformat(iso)
-    seconds = int((datetime.now(then.tzinfo) - then).total_seconds())
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} seconds"
-
-
-def _status(st: dict[str, Any]) -> str:
-    if st.get("status") == "running":
-        return f"Up {_duration(st.get('started_at'))}"
-    if st.get("status") == "exited":
-        text = f"Exited ({st.get('exit_code')}) {_ago(st.get('finished_at'))}"
-        return f"{text} (Error: {st['error']})" if st.get("error") else text
-    return "Created"
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -368,14 +345,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise UserError("exec needs a command to run")
     container = state.get(open_store(args), args.container)
+    _refuse_paused(container)
     return exec_in(container, list(args.command), interactive=args.interactive, tty=args.tty,
                    user=args.user, workdir=args.workdir, env=list(args.env))
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    procs = lifecycle.processes(state.get(open_store(args), args.container))
-    _table(("UID", "PID", "PPID", "CMD"),
-           [(str(p.uid), str(p.pid), str(p.ppid), p.cmd) for p in procs])
+    from unionfs.runtime.ps_format import align
+    from unionfs.runtime.top import top
+
+    titles, rows = top(state.get(open_store(args), args.container), list(args.ps_args))
+    for line in align(["\t".join(r) for r in [titles, *rows]], minwidth=20):
+        print(line)
     return 0
 
 
@@ -413,3 +394,26 @@ def cmd_logs(args: argparse.Namespace) -> int:
                    tail=None if args.tail == "all" else int(args.tail), since=args.since,
                    timestamps=args.timestamps)
     return 0
+
+
+def _refuse_paused(container: state.Container) -> None:
+    """exec would hang in a frozen cgroup: docker's error instead."""
+    from unionfs.errors import OperationFailed
+    from unionfs.runtime.pause import is_paused
+
+    if is_paused(container):
+        raise OperationFailed(f"Container {container.name} is paused, unpause the container "
+                              "before exec")
+
+
+def _add_more(sub: Any) -> None:
+    """pause, unpause, cp, export, container prune, image prune (each in its own module)."""
+    from unionfs.runtime import cp, export, pause, prune
+
+    for name, action, help_ in (("pause", pause.pause, "freeze every process of containers"),
+                                ("unpause", pause.unpause, "thaw paused containers")):
+        p = _parser(sub, name, help_)
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=lambda args, act=action: _each(args, act))
+    for module in (cp, export, prune):
+        module.register(sub, _parser)

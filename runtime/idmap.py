@@ -37,6 +37,7 @@ IN_USERNS_ENV = "UNIONFS_IN_USERNS"  # set in a command re-executed in the user 
 HOST_COMMANDS = frozenset({
     "mount", "umount", "unmount", "exec", "stop", "ps", "logs", "top", "stats", "demo",
     "images", "inspect", "tag", "run", "start", "restart", "rm",
+    "pause", "unpause", "cp",  # cp enters a user namespace itself, where it needs one
 })
 
 

@@ -8,7 +8,7 @@ import signal
 from dataclasses import dataclass
 
 from unionfs.errors import UserError
-from unionfs.runtime import cgroups, network, state, supervisor
+from unionfs.runtime import cgroups, network, pause, state, supervisor
 from unionfs.runtime.imageconfig import stop_signal
 from unionfs.runtime.rootfs import cleanup_stale, end_server
 
@@ -23,6 +23,7 @@ def stop(container: state.Container, timeout: float = 10.0) -> None:
         pid, start = st["pid"], st.get("pid_start")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, stop_signal(container.spec))
+        pause.thaw_if_paused(container)  # a paused container gets the signal once thawed
         if not state.wait_gone(pid, start, timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -67,6 +68,8 @@ def start(container: state.Container) -> None:
     """Start a stopped container again, detached, on the same upper."""
     if container.broken:
         raise UserError(f"cannot start container {container.id[:12]}: {container.broken}")
+    if pause.is_paused(container):
+        raise UserError("cannot start a paused container, try unpause instead")
     if container.running():
         return
     wait_supervisor(container)
@@ -82,6 +85,7 @@ def remove(container: state.Container, force: bool = False) -> None:
         st = container.state()
         with contextlib.suppress(ProcessLookupError):
             os.kill(st["pid"], signal.SIGKILL)
+        pause.thaw_if_paused(container)
         state.wait_gone(st["pid"], st.get("pid_start"), SUPERVISOR_GRACE)
     wait_supervisor(container)
     state.delete(container)
@@ -168,6 +172,7 @@ def kill(container: state.Container, signum: int = signal.SIGKILL) -> None:
     if state.pid_alive(st["pid"], st.get("pid_start")):
         with contextlib.suppress(ProcessLookupError):
             os.kill(st["pid"], signum)
+        pause.thaw_if_paused(container)  # as docker's kill: delivered once thawed
 
 
 def wait(container: state.Container) -> int:

@@ -136,3 +136,30 @@ def last_cap() -> int:
     """The highest capability number this kernel knows."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
+
+
+# openat2(2): paths of a container resolved inside its root (``cp``).
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+_SYS_OPENAT2 = 437  # the same number on every architecture
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd: int, path: str | bytes, flags: int, resolve: int, mode: int = 0) -> int:
+    """``openat2(2)``: open ``path`` relative to ``dir_fd`` under the ``resolve`` rules
+    (``RESOLVE_IN_ROOT``: ``..`` and absolute symlinks stay inside ``dir_fd``)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    raw = os.fsencode(path) or b"."
+    result = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), raw,
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(raw))
+    return int(result)

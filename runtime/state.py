@@ -207,7 +207,8 @@ def create(store: Any, spec: Spec, image: Any) -> Container:
             upper, work = store.new_upper("container", cid, image=image)
         spec.hostname = spec.hostname or cid[:12]
         config = {
-            "id": cid, "name": spec.name, "created": now_iso(), "spec": spec.to_dict(),
+            "id": cid, "name": spec.name, "spec": spec.to_dict(),
+            "created": datetime.now(UTC).isoformat(timespec="microseconds"),  # ps's order
             "image": spec.image, "image_id": image.id,
             "layer_dirs": [str(p) for p in image.layer_dirs],
             "upper": str(upper) if upper else None, "work": str(work) if work else None,
@@ -305,12 +306,14 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
         return None
     st = c.state()
     running = st.get("status") == "running"
+    paused = running and _frozen(st)
     return {
         "Id": c.id, "Name": c.name, "Created": c.config["created"],
         "Image": c.config["image"], "ImageId": c.config["image_id"],
-        "Config": {**c.config["spec"], "Labels": _image_labels(store, c)},
+        "Config": {**c.config["spec"], "Labels": container_labels(store, c)},
         "State": {
-            "Status": st.get("status"), "Running": running,
+            "Status": "paused" if paused else st.get("status"), "Running": running,
+            "Paused": paused,
             "Pid": st.get("pid") if running else 0, "ExitCode": st.get("exit_code", 0),
             "OOMKilled": bool(st.get("oom_killed")), "StartedAt": st.get("started_at"),
             "FinishedAt": st.get("finished_at"), "Error": st.get("error") or c.broken or "",
@@ -323,7 +326,14 @@ def container_info(store: Any, name: str) -> dict[str, Any] | None:
     }
 
 
-def _image_labels(store: Any, c: Container) -> dict[str, str]:
+def _frozen(st: dict[str, Any]) -> bool:
+    """True when the container's cgroup is frozen (``pause``)."""
+    from unionfs.runtime import cgroups
+
+    return bool(st.get("cgroup")) and cgroups.load(st["cgroup"]).frozen()
+
+
+def container_labels(store: Any, c: Container) -> dict[str, str]:
     """The labels of the container's image (docker shows them in the container's Config)."""
     try:
         config = store.image(c.config["image_id"]).config

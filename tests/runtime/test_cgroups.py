@@ -149,3 +149,41 @@ def test_v1_real_limits_stats_and_removal() -> None:
         cg.remove()  # kills what is left
     assert proc.wait(5) == -9
     assert not any(d.exists() for d in cg.dirs())
+
+
+def test_v2_freeze_and_thaw_on_a_fake_tree(fake_v2: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    _populate(fake_v2 / "unionfs" / "fz")
+    cg = cgroups.create("fz", fake_v2)
+    assert not cg.has_freezer()  # no cgroup.freeze: no freezer (an old kernel)
+    (cg.dirs()[0] / "cgroup.freeze").write_text("0\n")
+    events = cg.dirs()[0] / "cgroup.events"
+    events.write_text("populated 1\nfrozen 1\n")  # what the kernel reports once frozen
+    assert cg.has_freezer() and not cg.frozen()
+    cg.freeze()
+    assert (cg.dirs()[0] / "cgroup.freeze").read_text() == "1\n" and cg.frozen()
+    cg.thaw()
+    assert (cg.dirs()[0] / "cgroup.freeze").read_text() == "0\n" and not cg.frozen()
+    events.write_text("populated 1\nfrozen 0\n")  # the kernel never gets there
+    monkeypatch.setattr(cgroups, "FREEZE_TIMEOUT", 0.1)
+    with pytest.raises(OSError, match="did not freeze"):
+        cg.freeze()
+
+
+@pytest.mark.skipif(cgroups.detect() != 1, reason="this machine runs cgroup v2")
+def test_v1_freezer_stops_and_resumes_a_process() -> None:
+    cg = cgroups.create(f"test-fz-{os.getpid()}")
+    assert cg.has_freezer()
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        cg.add(proc.pid)
+        cg.freeze()
+        assert cg.frozen()
+        assert (cg.dirs()[-1] / "freezer.state").read_text().strip() == "FROZEN"
+        cg.thaw()
+        assert not cg.frozen()
+        cg.freeze()
+    finally:
+        cg.remove()  # kills and thaws what is left
+    assert proc.wait(5) == -9
+    assert not any(d.exists() for d in cg.dirs())
