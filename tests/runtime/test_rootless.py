@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers
+from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers, server_log_problems
 from .rootless_env import SYSTEM_PYTHON, readable_install
 
 
@@ -31,8 +31,12 @@ class Rootless:
         self.base = base
         self.uid = uid
         pythonpath = readable_install(base / "install")
+        self.kept_logs = base / "server-logs"  # removed containers' unionfs server logs
+        self.kept_logs.mkdir(exist_ok=True)
+        os.chown(self.kept_logs, uid, uid)
         self.uf = (f"setpriv --reuid {uid} --regid {uid} --clear-groups "
                    f"env HOME={base} UNIONFS_STORE={base}/store PYTHONPATH={pythonpath} "
+                   f"UNIONFS_KEEP_SERVER_LOGS={self.kept_logs} "
                    f"{SYSTEM_PYTHON} -m unionfs")
 
     def _subids(self) -> str:
@@ -82,6 +86,8 @@ def nothing_left(rootless: Rootless) -> Iterator[None]:
     while (left := process_leftovers(str(rootless.base))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"rootless processes left: {left}"
+    problems = server_log_problems(rootless.base / "store" / "containers", rootless.kept_logs)
+    assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)
     assert not list((rootless.base / "store" / "containers").glob("*/state.json")) or all(
         '"running"' not in p.read_text()
         for p in (rootless.base / "store" / "containers").glob("*/state.json"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLI, build_busybox_rootfs, process_leftovers
+from .conftest import CLI, build_busybox_rootfs, process_leftovers, server_log_problems
 from .test_rootless import Rootless
 
 IDMAP_UID = 4317
@@ -90,6 +90,8 @@ def nothing_left(ranged: Rootless) -> Iterator[None]:
     while (left := process_leftovers(str(ranged.base))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"rootless processes left: {left}"
+    problems = server_log_problems(ranged.base / "store" / "containers", ranged.kept_logs)
+    assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)
     # rm and --rm removed every upper, though they hold files of other mapped owners.
     uppers = ranged.base / "store/uppers/container"
     assert not uppers.exists() or not list(uppers.iterdir())
