@@ -88,6 +88,9 @@ def register(sub: Any) -> None:
     p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
+    from unionfs.runtime import attach
+
+    attach.register(sub, _parser)
 
 
 def _parser(sub: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
@@ -136,6 +139,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--gidmap", action="append", default=[], metavar="CTR:HOST:COUNT",
                    help="gid map of the container's own user namespace (implies --userns)")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", metavar="KEYS",
+                   help="the keys that detach from a -t container (default ctrl-p,ctrl-q)")
     _add_security(p)
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -228,9 +233,14 @@ def _run(args: argparse.Namespace) -> int:
     _prepare_network(spec, args, image)
     if os.geteuid() != 0 and not idmap.rootless_maps().full:
         print(idmap.one_id_warning(), file=sys.stderr)
+    from unionfs.runtime import attach
+
+    keys = attach.parse_detach_keys(args.detach_keys)
     make_missing_sources(spec.volumes)
     container = state.create(store, spec, image)
     try:
+        if spec.tty and not spec.detach:
+            return attach.run_in_terminal(container, keys)
         if spec.detach:
             supervisor.run_detached(container)
             print(container.id)
