@@ -91,6 +91,9 @@ def register(sub: Any) -> None:
     from unionfs.runtime import attach
 
     attach.register(sub, _parser)
+    from unionfs.runtime import volumes
+
+    volumes.register(sub, _parser)
 
 
 def _parser(sub: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
@@ -120,8 +123,9 @@ def _add_run(sub: Any) -> None:
                    help="user (and group) to run as: numbers or names in the image")
     p.add_argument("-h", "--hostname", default="", metavar="NAME",
                    help="hostname (default: the short id)")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]",
-                   help="bind-mount a host path")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="HOST|NAME:CTR[:ro]",
+                   help="bind-mount a host path (made if missing) or a named volume")
     p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m, 2g")
     p.add_argument("-c", "--cpu-shares", type=int, metavar="N", help="relative cpu weight")
     p.add_argument("--cpus", metavar="N", help="cpu quota in cpus, e.g. 1.5")
@@ -237,6 +241,9 @@ def _run(args: argparse.Namespace) -> int:
 
     keys = attach.parse_detach_keys(args.detach_keys)
     make_missing_sources(spec.volumes)
+    from unionfs.runtime import volumes
+
+    volumes.resolve(store, spec.volumes)  # named volumes: created when missing
     container = state.create(store, spec, image)
     try:
         if spec.tty and not spec.detach:
