@@ -146,3 +146,21 @@ def test_rootless_seccomp_and_no_device_nodes(rootless: Rootless) -> None:
                    "unshare -m true || echo nounshare'")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["Seccomp:", "2", "denied", "nounshare"]
+
+
+def test_rootless_attach_init_title_exec_tty_and_a_volume(rootless: Rootless) -> None:
+    res = rootless(
+        "$UF run -dit --name ra --network none busybox sh >/dev/null && "
+        "printf 'echo R-$((4+4)); exit 7\\n' | $UF attach ra; echo rc=$?; $UF rm ra >/dev/null; "
+        "$UF run --rm --init --network none busybox sh -c 'cat /proc/1/comm; ps -o pid,args' "
+        "&& $UF run -d --name rx --network none busybox sleep 100 >/dev/null && "
+        "$UF exec -t rx tty && $UF rm -f rx >/dev/null && "
+        "$UF run --rm --network none -v rvol:/data busybox sh -c 'echo v > /data/f' && "
+        "stat -c '%u %a' store/volumes store/volumes/rvol/_data/f && $UF volume rm rvol")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.replace("\r", "")
+    assert "R-8" in out and "rc=7" in out  # attached through the supervisor's socket
+    assert "unionfs-init\n" in out and "python" not in out
+    assert "1 unionfs-init -- sh -c" in " ".join(out.split())
+    assert "/dev/pts/0" in out  # exec -t: a pty of the container's devpts
+    assert out.splitlines()[-3:] == [f"{ROOTLESS_UID} 700", f"{ROOTLESS_UID} 644", "rvol"]

@@ -335,3 +335,15 @@ def test_network_none_and_host_stay(cli: CLI) -> None:
 
 
 
+
+
+def test_a_volume_is_filled_with_the_image_owners_as_the_container_sees_them(
+        ranged: Rootless) -> None:
+    out = ok(ranged, "$UF run --rm --network none -v hv:/home/user owners sh -c "
+                     f"'{STAT} /home/user /home/user/f; echo new > /home/user/g; {STAT} "
+                     "/home/user/g' && stat -c '%u:%g' store/volumes/hv/_data/f && "
+                     "$UF volume rm hv && ls store/volumes")
+    assert out[:3] == ["1000:1000 755 /home/user", "1000:1000 644 /home/user/f",
+                       "0:0 644 /home/user/g"]
+    assert out[3] == f"{SUB_START + 999}:{SUB_START + 999}"  # shifted as the layers are
+    assert out[4:] == ["hv"]  # removed, files of mapped owners too
