@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from unionfs.errors import OperationFailed, UserError
+from unionfs.errors import UserError
 from unionfs.runtime import relay, state
 
 SOCKET_NAME = "attach.sock"
@@ -345,54 +345,3 @@ def _lost(container: state.Container) -> int:
         if st.get("status") == "exited" and st.get("exit_code") is not None:
             return int(st["exit_code"])
     raise UserError(f"lost the connection to container {container.name}'s supervisor")
-
-
-# -- the commands ------------------------------------------------------------------------
-
-
-def run_in_terminal(container: state.Container, keys: bytes) -> int:
-    """``run -t`` (not detached): start the supervisor as a daemon that holds the terminal,
-    then attach to it here; the container's exit code, or 0 when the user detaches."""
-    from unionfs.runtime import supervisor
-
-    supervisor.run_detached(container, hold_output=True)
-    return attach_terminal(container, connect(container), keys=keys,
-                           interactive=container.spec.interactive)
-
-
-def attach(container: state.Container, keys: bytes) -> int:
-    """``attach``: to the terminal of a ``-t`` container, else to its output (stdout and
-    stderr, from now on) until it stops; the container's exit code."""
-    if container.broken or not container.running():
-        raise OperationFailed("You cannot attach to a stopped container, start it first")
-    spec = container.spec
-    if spec.tty:
-        return attach_terminal(container, connect(container), keys=keys,
-                               interactive=spec.interactive)
-    from unionfs.runtime import lifecycle, logs
-
-    with relay.forwarding(int(container.state()["pid"])):
-        logs.show(container.log_path, tail=0, since=None, timestamps=False, follow=True,
-                  running=container.running)
-        return lifecycle.wait(container) if container.dir.exists() else 0
-
-
-# -- the command line (registered by runtime.cli) ------------------------------------------
-
-
-def register(sub: object, parser: object) -> None:
-    """Add ``attach`` to the ``unionfs`` subcommands; ``parser(sub, name, help)`` makes one."""
-    p = parser(sub, "attach", "attach to a running container's terminal or output")  # type: ignore[operator]
-    p.add_argument("--detach-keys", default=DEFAULT_DETACH_KEYS, metavar="KEYS",
-                   help="the keys that detach (default ctrl-p,ctrl-q)")
-    p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=cmd_attach)
-
-
-def cmd_attach(args: object) -> int:
-    """``unionfs attach [--detach-keys KEYS] CONTAINER``."""
-    from unionfs.store import Store
-
-    keys = parse_detach_keys(args.detach_keys)  # type: ignore[attr-defined]
-    store = Store.open(getattr(args, "store", None))
-    return attach(state.get(store, args.container), keys)  # type: ignore[attr-defined]

@@ -88,9 +88,9 @@ def register(sub: Any) -> None:
     p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
-    from unionfs.runtime import attach
+    from unionfs.runtime import attach_cli
 
-    attach.register(sub, _parser)
+    attach_cli.register(sub, _parser)
     from unionfs.runtime import volumes
 
     volumes.register(sub, _parser)
@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     _prepare_network(spec, args, image)
     if os.geteuid() != 0 and not idmap.rootless_maps().full:
         print(idmap.one_id_warning(), file=sys.stderr)
-    from unionfs.runtime import attach
+    from unionfs.runtime import attach, attach_cli
 
     keys = attach.parse_detach_keys(args.detach_keys)
     make_missing_sources(spec.volumes)
@@ -247,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
     container = state.create(store, spec, image)
     try:
         if spec.tty and not spec.detach:
-            return attach.run_in_terminal(container, keys)
+            return attach_cli.run_in_terminal(container, keys)
         if spec.detach:
             supervisor.run_detached(container)
             print(container.id)

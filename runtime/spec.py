@@ -19,6 +19,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_COMMAND = ["/bin/sh"]
 MIN_MEMORY = 6 * 1024 * 1024  # docker's lower bound: smaller limits kill the runtime itself
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # docker's rule for volumes
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
@@ -173,9 +174,7 @@ def parse_volume(text: str) -> Volume:
         raise UserError(f"invalid mount config: mount path must be absolute: {parts[1]}")
     target = os.path.normpath(parts[1])
     if "/" not in parts[0] and not parts[0].startswith("."):
-        from unionfs.runtime.volumes import check_name
-
-        return Volume("", target, mode == "ro", volume=check_name(parts[0]))
+        return Volume("", target, mode == "ro", volume=check_volume_name(parts[0]))
     return Volume(os.path.abspath(parts[0]), target, mode == "ro")
 
 
@@ -184,6 +183,14 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise UserError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                         "are allowed")
+    return name
+
+
+def check_volume_name(name: str) -> str:
+    """A volume name as docker allows them."""
+    if not _VOLUME_NAME_RE.match(name):
+        raise UserError(f'invalid volume name "{name}": only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are '
+                        "allowed, at least two characters")
     return name
 
 

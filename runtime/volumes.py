@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -25,9 +24,8 @@ from typing import Any
 
 from unionfs.errors import OperationFailed, UserError
 from unionfs.runtime import state
-from unionfs.runtime.spec import Volume
+from unionfs.runtime.spec import Volume, check_volume_name
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # docker's rule for volume names
 DATA = "_data"
 
 
@@ -36,14 +34,6 @@ def volumes_dir(store: Any) -> Path:
     path = Path(store.root) / "volumes"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
-
-
-def check_name(name: str) -> str:
-    """A volume name as docker allows them."""
-    if not _NAME_RE.match(name):
-        raise UserError(f'invalid volume name "{name}": only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are '
-                        "allowed, at least two characters")
-    return name
 
 
 def info(store: Any, name: str) -> dict[str, Any]:
@@ -62,7 +52,7 @@ def exists(store: Any, name: str) -> bool:
 
 def create(store: Any, name: str | None = None) -> dict[str, Any]:
     """Create volume ``name`` (a random one when None); an existing one is returned as is."""
-    name = check_name(name) if name else secrets.token_hex(32)
+    name = check_volume_name(name) if name else secrets.token_hex(32)
     base = volumes_dir(store)
     with state.store_lock(store):
         if exists(store, name):
