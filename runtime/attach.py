@@ -278,7 +278,8 @@ def attach_terminal(container: state.Container, sock: socket.socket, *, keys: by
     old_wakeup = signal.set_wakeup_fd(wfd)
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
     try:
-        with relay.forwarding(int(container.state().get("pid") or 0) or os.getpid()):
+        pid1 = int(container.state().get("pid") or 0)
+        with relay.forwarding(pid1) if pid1 > 0 else contextlib.nullcontext():
             _send_size(sock, sized)
             code = _client_loop(sock, rfd, DetachMatcher(keys),
                                 stdin if interactive else None, stdout, sized)

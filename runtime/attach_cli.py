@@ -3,6 +3,8 @@ the supervisor's server and the terminal client)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 from unionfs.errors import OperationFailed
@@ -13,9 +15,14 @@ from unionfs.runtime.attach import DEFAULT_DETACH_KEYS, attach_terminal, connect
 def run_in_terminal(container: state.Container, keys: bytes) -> int:
     """``run -t`` (not detached): start the supervisor as a daemon that holds the terminal,
     then attach to it here; the container's exit code, or 0 when the user detaches."""
-    supervisor.run_detached(container, hold_output=True)
-    return attach_terminal(container, connect(container), keys=keys,
-                           interactive=container.spec.interactive)
+    with supervisor.deferred_signals() as received:  # a SIGTERM now still ends the container
+        supervisor.run_detached(container, hold_output=True)
+        sock = connect(container)
+    pid1 = int(container.state().get("pid") or 0)
+    for signum in received if pid1 > 0 else ():
+        with contextlib.suppress(OSError):
+            os.kill(pid1, signum)
+    return attach_terminal(container, sock, keys=keys, interactive=container.spec.interactive)
 
 
 def attach(container: state.Container, keys: bytes) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -152,6 +153,8 @@ def test_attach_to_a_container_without_a_tty_follows_its_output(cli: CLI) -> Non
            "mkfifo /tmp/go; while read n < /tmp/go; do echo OUT-$n; echo ERR-$n >&2; "
            "[ $n = end ] && exit 3; done")
     try:
+        while cli("exec", "notty", "test", "-p", "/tmp/go").returncode != 0:
+            pass  # until its fifo exists: an exec before would make /tmp/go a plain file
         proc = subprocess.Popen(cli.argv("attach", "notty"), env=cli.env, stdout=-1,
                                 stderr=-1, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
@@ -167,3 +170,22 @@ def test_attach_to_a_container_without_a_tty_follows_its_output(cli: CLI) -> Non
         assert b"OUT-end" in seen + out and b"ERR-end" in err
     finally:
         cli("rm", "-f", "notty")
+
+
+def test_a_signal_to_run_it_reaches_the_container(cli: CLI) -> None:
+    term = Terminal([sys.executable, "-m", "unionfs", "run", "-it", "--rm", "busybox", "sh",
+                     "-c", "trap 'echo GOT-TERM; exit 4' TERM; echo READY; sleep 100 & wait"],
+                    cli.env)
+    term.expect("READY")
+    os.kill(term.pid, signal.SIGTERM)  # the client forwards it to PID 1, as docker's does
+    term.expect("GOT-TERM")
+    assert term.wait() == 4
+
+
+def test_run_t_shows_the_output_of_a_command_that_ends_at_once(cli: CLI) -> None:
+    # The supervisor holds the output until run's own client is attached: none is lost.
+    for flags in ("-it", "-t"):
+        term = Terminal([sys.executable, "-m", "unionfs", "run", flags, "--rm", "busybox", "sh",
+                         "-c", "echo QUICK-$((2+3)); exit 2"], cli.env)
+        term.expect("QUICK-5")
+        assert term.wait() == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .conftest import CLI
-from .test_tty import Terminal
+from .test_tty import Terminal, wait_for_process
 
 
 def test_exec_t_gets_a_pty_of_the_containers_devpts(cli: CLI) -> None:
@@ -37,7 +37,9 @@ def test_exec_it_is_interactive_and_as_another_user(cli: CLI) -> None:
         term.expect("/dev/pts/0")
         term.expect("1000")
         term.expect("IN-21")
-        term.send("\x03")  # Ctrl-C reaches the shell through the pty, which stays
+        term.send("sleep 30\r")
+        wait_for_process(b"sleep\x0030\x00")
+        term.send("\x03")  # Ctrl-C reaches the sleep through the pty; the shell stays
         term.send("echo STILL-$((1+1)); exit 6\r")
         term.expect("STILL-2")
         assert term.wait() == 6
