@@ -104,12 +104,11 @@ def test_detach_keys_option_and_attach_to_a_run_dit_container(cli: CLI) -> None:
         # A second client while another one is attached: both see the output.
         first = Terminal([sys.executable, "-m", "unionfs", "attach", "dit"], cli.env)
         second = Terminal([sys.executable, "-m", "unionfs", "attach", "dit"], cli.env)
-        marker = ""
-        while not marker:  # until the second client is connected: its own output proves it
+        seen = False
+        while not seen:  # until the first one is connected: output of the second's input
             second.send("echo B-$((5*5))\r")
-            if second.saw("B-25", timeout=2):
-                marker = "B-25"
-        first.expect(marker)
+            seen = first.saw("B-25", timeout=2)
+        second.expect("B-25")  # its input arrived, so it was connected before the output
         second.send("exit 0\r")
         assert first.wait() == 0 and second.wait() == 0
     finally:
