@@ -163,7 +163,9 @@ class ConsoleServer:
 
     def _pump(self, pid: int, master: int, log_fd: int, wakeup: int, *, interactive: bool,
               hold_until: float | None) -> None:
-        exited, master_open = False, True
+        # PID 1 may have ended before our SIGCHLD handler was there: look once now, and again
+        # whenever the pty closes; later endings wake us through the signal's wakeup fd.
+        exited, master_open = relay.exited(pid), True
         while True:
             if self.clients or (hold_until is not None and time.monotonic() >= hold_until):
                 hold_until = None  # the first client came (or never will): output flows
@@ -188,6 +190,7 @@ class ConsoleServer:
                     self._from_client(client, master, interactive)
             if master in ready:
                 master_open = self._output(master, log_fd)
+                exited = exited or (not master_open and relay.exited(pid))
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
