@@ -149,7 +149,8 @@ def test_attach_with_piped_input_and_to_a_stopped_container(cli: CLI) -> None:
 
 def test_attach_to_a_container_without_a_tty_follows_its_output(cli: CLI) -> None:
     cli.ok("run", "-d", "--name", "notty", "busybox", "sh", "-c",
-           "mkfifo /tmp/go; while read n < /tmp/go; do echo OUT-$n; echo ERR-$n >&2; "
+           # Held open read-write: lines queue up and no writer's close ends the loop.
+           "mkfifo /tmp/go; exec 3<>/tmp/go; while read n <&3; do echo OUT-$n; echo ERR-$n >&2; "
            "[ $n = end ] && exit 3; done")
     try:
         while cli("exec", "notty", "test", "-p", "/tmp/go").returncode != 0:
