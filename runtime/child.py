@@ -173,7 +173,8 @@ def container_main(cfg: ChildConfig) -> NoReturn:
     if spec.init:
         init.run(lambda: guarded(cfg.err_w, lambda: finish(spec, spec.argv(),
                                                            seccomp_filter=seccomp_filter)),
-                 tty_fd=0 if spec.tty else None, close_in_parent=(cfg.err_w,))
+                 tty_fd=0 if spec.tty else None, close_in_parent=(cfg.err_w,),
+                 argv=spec.argv())
     finish(spec, spec.argv(), seccomp_filter=seccomp_filter)
 
 

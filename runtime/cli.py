@@ -89,6 +89,12 @@ def register(sub: Any) -> None:
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
     _add_more(sub)
+    from unionfs.runtime import attach_cli
+
+    attach_cli.register(sub, _parser)
+    from unionfs.runtime import volumes
+
+    volumes.register(sub, _parser)
 
 
 def _parser(sub: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
@@ -118,8 +124,9 @@ def _add_run(sub: Any) -> None:
                    help="user (and group) to run as: numbers or names in the image")
     p.add_argument("-h", "--hostname", default="", metavar="NAME",
                    help="hostname (default: the short id)")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]",
-                   help="bind-mount a host path")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="HOST|NAME:CTR[:ro]",
+                   help="bind-mount a host path (made if missing) or a named volume")
     p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m, 2g")
     p.add_argument("-c", "--cpu-shares", type=int, metavar="N", help="relative cpu weight")
     p.add_argument("--cpus", metavar="N", help="cpu quota in cpus, e.g. 1.5")
@@ -137,6 +144,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--gidmap", action="append", default=[], metavar="CTR:HOST:COUNT",
                    help="gid map of the container's own user namespace (implies --userns)")
     p.add_argument("--init", action="store_true", help="run a reaping init as PID 1")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", metavar="KEYS",
+                   help="the keys that detach from a -t container (default ctrl-p,ctrl-q)")
     _add_security(p)
     p.add_argument("image", metavar="IMAGE", help="image name[:tag] or id")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -229,9 +238,17 @@ def _run(args: argparse.Namespace) -> int:
     _prepare_network(spec, args, image)
     if os.geteuid() != 0 and not idmap.rootless_maps().full:
         print(idmap.one_id_warning(), file=sys.stderr)
+    from unionfs.runtime import attach, attach_cli
+
+    keys = attach.parse_detach_keys(args.detach_keys)
     make_missing_sources(spec.volumes)
+    from unionfs.runtime import volumes
+
+    volumes.resolve(store, spec.volumes)  # named volumes: created when missing
     container = state.create(store, spec, image)
     try:
+        if spec.tty and not spec.detach:
+            return attach_cli.run_in_terminal(container, keys)
         if spec.detach:
             supervisor.run_detached(container)
             print(container.id)

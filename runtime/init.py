@@ -1,7 +1,9 @@
 """A tiny init for ``--init``: runs the command as its child, forwards signals, reaps zombies.
 
 It runs in the already-loaded interpreter of the container's PID 1 (the image has no Python),
-so it uses only ``os`` and ``signal``, both built in, after the pivot.
+so it uses only ``os`` and ``signal``, both built in, and the already-loaded ``ctypes`` of
+:mod:`runtime.linux`, after the pivot. It shows itself as ``unionfs-init -- CMD...`` (as
+docker's ``docker-init -- CMD``), never as the host's Python command line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import os
 import signal
 from collections.abc import Callable
 from typing import NoReturn
+
+from unionfs.runtime import linux
+
+TITLE = "unionfs-init"
 
 FORWARDED = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -26,11 +32,11 @@ def exit_code(status: int) -> int:
 
 
 def run(start_child: Callable[[], NoReturn], tty_fd: int | None = None,
-        close_in_parent: tuple[int, ...] = ()) -> NoReturn:
+        close_in_parent: tuple[int, ...] = (), argv: list[str] | None = None) -> NoReturn:
     """Fork ``start_child`` (which must exec or exit) and supervise it until it ends.
 
     ``close_in_parent`` are fds only the child needs (the error pipe: it must close when the
-    command execs, not when init ends).
+    command execs, not when init ends); ``argv`` is the command, shown in init's title.
     """
     watched = {*FORWARDED, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
@@ -46,6 +52,7 @@ def run(start_child: Callable[[], NoReturn], tty_fd: int | None = None,
         start_child()
     for fd in close_in_parent:
         os.close(fd)
+    linux.set_process_title([TITLE, "--", *(argv or [])])
     _supervise(pid, watched)
 
 

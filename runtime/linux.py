@@ -42,6 +42,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_NAME = 15
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -163,3 +164,20 @@ def openat2(dir_fd: int, path: str | bytes, flags: int, resolve: int, mode: int 
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(raw))
     return int(result)
+
+
+def set_process_title(argv: list[str]) -> None:
+    """Show this process as ``argv`` in ``ps``/``top``: its name (``PR_SET_NAME``, what
+    ``comm`` and ``top`` show) and its command line, written over the original argv area
+    (``/proc/self/stat`` gives its bounds; a longer line is cut), the rest zeroed.
+    """
+    name = ctypes.create_string_buffer(os.fsencode(os.path.basename(argv[0]))[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(name))
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+    if not start or end <= start:
+        return
+    text = b"\0".join(os.fsencode(a) for a in argv)[:end - start - 1] + b"\0"
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, text, len(text))

@@ -58,7 +58,16 @@ class Symlink:
     path: str
 
 
-Step = MountStep | Symlink
+@dataclass(frozen=True)
+class Populate:
+    """Fill the empty named volume ``dest`` from the image's directory ``source`` (before
+    the volume is mounted over it; runtime.volumes)."""
+
+    source: str
+    dest: str
+
+
+Step = MountStep | Symlink | Populate
 
 
 def in_root(root: str, path: str, max_links: int = 40) -> str:
@@ -103,6 +112,8 @@ def plan(spec: Spec, root: str, state_dir: str, *, userns: bool) -> list[Step]:
     for vol in spec.volumes:
         kind = "dir" if os.path.isdir(vol.host) else "file"
         target = in_root(root, vol.container)
+        if vol.volume:
+            steps.append(Populate(target, vol.host))
         steps.append(MountStep(vol.host, target, None, MS_BIND | MS_REC, create=kind))
         if vol.read_only:
             steps.append(_remount_ro(target))
@@ -148,6 +159,11 @@ def _sys_steps(root: str, *, own_netns: bool, userns: bool) -> list[Step]:
 def execute(steps: list[Step]) -> None:
     """Perform the steps in order; the first failure raises with its target named."""
     for step in steps:
+        if isinstance(step, Populate):
+            from unionfs.runtime.volumes import populate
+
+            populate(step.source, step.dest)
+            continue
         if isinstance(step, Symlink):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(step.path)

@@ -62,7 +62,7 @@ def pty_session(pid: int, master: int, *, stdin: int | None, stdout: int) -> int
     old_wakeup = signal.set_wakeup_fd(wfd)
     old_chld = signal.signal(signal.SIGCHLD, lambda *_: None)
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
-    saved = _make_raw(stdin)
+    saved = make_raw(stdin)
     if stdin is not None and os.isatty(stdin):
         copy_winsize(stdin, master)
     try:
@@ -79,11 +79,11 @@ def pty_session(pid: int, master: int, *, stdin: int | None, stdout: int) -> int
         os.close(wfd)
 
 
-def _make_raw(fd: int | None) -> list[Any] | None:
+def make_raw(fd: int | None) -> list[Any] | None:
     if fd is None or not os.isatty(fd):
         return None
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSADRAIN)  # keep what was typed ahead (TCSAFLUSH drops it)
     return saved
 
 
@@ -99,7 +99,7 @@ def _pump(pid: int, master: int, wakeup: int, stdin: int | None, stdout: int) ->
             sigs = os.read(wakeup, 512)
             if signal.SIGWINCH in sigs and stdin is not None:
                 copy_winsize(stdin, master)
-            if _exited(pid):
+            if exited(pid):
                 return
         if master in ready and not _copy(master, stdout):
             return
@@ -107,7 +107,7 @@ def _pump(pid: int, master: int, wakeup: int, stdin: int | None, stdout: int) ->
             stdin = None  # EOF on our side: stop reading it, keep the output flowing
 
 
-def _exited(pid: int) -> bool:
+def exited(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             text = f.read()
@@ -125,11 +125,11 @@ def _copy(src: int, dst: int) -> bool:
         raise
     if not data:
         return False
-    _write_all(dst, data)
+    write_all(dst, data)
     return True
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
@@ -148,4 +148,4 @@ def _drain(master: int, stdout: int) -> None:
             data = os.read(master, 65536)
             if not data:
                 break
-            _write_all(stdout, data)
+            write_all(stdout, data)

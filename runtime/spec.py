@@ -19,17 +19,20 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_COMMAND = ["/bin/sh"]
 MIN_MEMORY = 6 * 1024 * 1024  # docker's lower bound: smaller limits kill the runtime itself
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # docker's rule for volumes
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 @dataclass
 class Volume:
-    """A bind mount ``HOST:CTR[:ro]``."""
+    """A bind mount ``HOST:CTR[:ro]``, or a named volume ``NAME:CTR[:ro]`` (``volume`` is
+    its name; ``host`` its data directory once runtime.volumes resolved it)."""
 
     host: str
     container: str
     read_only: bool = False
+    volume: str = ""
 
 
 @dataclass
@@ -159,20 +162,20 @@ def parse_cpu_shares(value: int) -> int:
 
 def parse_volume(text: str) -> Volume:
     """``HOST:CTR[:ro|rw]``; a missing host path is made later, as a directory, by
-    :func:`make_missing_sources` (docker's ``-v``); a bare name would be a named volume."""
+    :func:`make_missing_sources` (docker's ``-v``). A source without a ``/`` that does not
+    start with ``.`` is a named volume, as docker decides."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UserError(f"invalid volume specification: '{text}'")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise UserError(f"invalid mode: {mode} in volume '{text}'")
-    if "/" not in parts[0] and parts[0] not in (".", ".."):
-        raise UserError(f"named volumes are not supported: '{parts[0]}' (give a host path, "
-                        "e.g. ./" + parts[0] + ")")
-    host = os.path.abspath(parts[0])
     if not parts[1].startswith("/"):
         raise UserError(f"invalid mount config: mount path must be absolute: {parts[1]}")
-    return Volume(host, os.path.normpath(parts[1]), mode == "ro")
+    target = os.path.normpath(parts[1])
+    if "/" not in parts[0] and not parts[0].startswith("."):
+        return Volume("", target, mode == "ro", volume=check_volume_name(parts[0]))
+    return Volume(os.path.abspath(parts[0]), target, mode == "ro")
 
 
 def check_name(name: str) -> str:
@@ -180,6 +183,14 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise UserError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                         "are allowed")
+    return name
+
+
+def check_volume_name(name: str) -> str:
+    """A volume name as docker allows them."""
+    if not _VOLUME_NAME_RE.match(name):
+        raise UserError(f'invalid volume name "{name}": only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are '
+                        "allowed, at least two characters")
     return name
 
 
@@ -192,7 +203,7 @@ def make_missing_sources(volumes: list[Volume]) -> None:
     """Create the host directories of ``-v`` sources that do not exist (as docker's ``-v``
     does); called once every option has been checked."""
     for vol in volumes:
-        if not os.path.lexists(vol.host):
+        if not vol.volume and not os.path.lexists(vol.host):
             try:
                 os.makedirs(vol.host, mode=0o755)
             except OSError as exc:

@@ -24,6 +24,10 @@ from typing import Any
 from unionfs.errors import UserError
 from unionfs.runtime.spec import Spec
 
+# A directory where removed containers leave their unionfs server log (``<id>.unionfs.log``),
+# for debugging and for the tests' check that no server logged an unexpected failure.
+KEEP_SERVER_LOGS_ENV = "UNIONFS_KEEP_SERVER_LOGS"
+
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
                "merry", "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
 _NOUNS = ("babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "kepler",
@@ -243,6 +247,10 @@ def delete(container: Container) -> None:
     from unionfs.runtime.idmap import remove_tree
 
     upper_root = container.upper.parent if container.upper else None
+    keep = os.environ.get(KEEP_SERVER_LOGS_ENV)
+    if keep:
+        with contextlib.suppress(OSError):
+            shutil.move(container.dir / "unionfs.log", Path(keep) / f"{container.id}.unionfs.log")
     shutil.rmtree(container.dir, ignore_errors=True)
     if upper_root is not None:
         with contextlib.suppress(OSError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from unionfs.errors import UserError
 from unionfs.runtime import (
+    attach,
     cgroups,
     child,
     console,
@@ -158,11 +159,13 @@ def make_cgroup(container: state.Container, spec: Spec) -> cgroups.Cgroup | None
 
 
 def supervise(container: state.Container, *, attached: bool,
-              notify: Callable[[], None] | None = None) -> int:
+              notify: Callable[[], None] | None = None, hold_output: bool = False) -> int:
     """Run the container once; its exit code. ``notify()`` is called once it started.
 
     A termination signal before the container runs undoes the start (mount, cgroup, and with
-    ``--rm`` the container); after that, signals are forwarded to the container.
+    ``--rm`` the container); after that, signals are forwarded to the container. A ``-t``
+    container's terminal is served on its attach socket (runtime.attach); with
+    ``hold_output`` its output waits for the first client (``run -it``).
     """
     spec = container.spec
     with deferred_signals() as received:
@@ -171,12 +174,15 @@ def supervise(container: state.Container, *, attached: bool,
         server_ns = maps is not None and maps.full and os.geteuid() != 0
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         write_etc_files(container, spec)
+        console_server = attach.ConsoleServer(attach.socket_path(container)) if spec.tty \
+            else None
         cleanup_stale(container.rootfs)
         private = private_mounts()
         cg = make_cgroup(container, spec)
         res = Resources()
         started: Started | None = None
         logger = logs.Logger(container.log_path)
+        code: int | None = None
 
         def in_ns(pid: int) -> None:
             res.root = mount_container_root(container, spec, pid)
@@ -200,14 +206,18 @@ def supervise(container: state.Container, *, attached: bool,
                 notify()
             watch_server(res.root, started.pid)
             status = wait_container(started, spec, logger, attached=attached,
-                                    pending=received)
+                                    pending=received, console=console_server,
+                                    hold_output=hold_output)
             _record_exit(container, status, cg, res.root)
-            return int(container.state()["exit_code"])
+            code = int(container.state()["exit_code"])
+            return code
         finally:
             _cleanup(started, cg, res)
             logger.close()
             if spec.remove:
                 state.delete(container)
+            if console_server is not None:
+                console_server.close(code)  # attached clients learn the code after cleanup
 
 
 def watch_server(root: RootMount, pid1: int) -> None:
@@ -391,11 +401,13 @@ def _handshake(pid: int, cg: cgroups.Cgroup | None, maps: idmap.Maps | None, dow
 
 
 def wait_container(started: Started, spec: Spec, logger: logs.Logger, *,
-                   attached: bool, pending: list[int] | None = None) -> int:
+                   attached: bool, pending: list[int] | None = None,
+                   console: attach.ConsoleServer | None = None,
+                   hold_output: bool = False) -> int:
     """Wait for PID 1 with signals forwarded and the terminal relayed; its wait status.
 
     ``pending`` are signals that arrived since the container was recorded running: they are
-    forwarded first.
+    forwarded first. With ``console``, the terminal goes to the log and the attached clients.
     """
     with relay.forwarding(started.pid):
         for signum in pending or ():
@@ -406,6 +418,9 @@ def wait_container(started: Started, spec: Spec, logger: logs.Logger, *,
         out = logger.stream("stdout", echo=1 if attached else None)
         stdin = 0 if attached and spec.interactive else None
         try:
+            if console is not None:
+                return console.serve(started.pid, started.master, out,
+                                     interactive=spec.interactive, hold=hold_output)
             return relay.pty_session(started.pid, started.master, stdin=stdin, stdout=out)
         finally:
             os.close(out)
@@ -419,13 +434,14 @@ def run_attached(container: state.Container) -> int:
     return supervise(container, attached=True)
 
 
-def run_detached(container: state.Container) -> None:
-    """Start a daemon that supervises the container; return once it runs (or failed)."""
+def run_detached(container: state.Container, *, hold_output: bool = False) -> None:
+    """Start a daemon that supervises the container; return once it runs (or failed).
+    ``hold_output``: a ``-t`` container's output waits for the first attached client."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _daemon(container, w)
+        _daemon(container, w, hold_output)
     os.close(w)
     os.waitpid(pid, 0)
     message = read_all(r)
@@ -436,7 +452,7 @@ def run_detached(container: state.Container) -> None:
                           int(code) if code.isdigit() else 1)
 
 
-def _daemon(container: state.Container, fd: int) -> Any:
+def _daemon(container: state.Container, fd: int, hold_output: bool = False) -> Any:
     """The detached supervisor: a new session, stdio to files, then :func:`supervise`.
 
     ``fd`` gets ``"0 ok"`` once the container runs, or ``"<code> <message>"``; it is closed
@@ -463,7 +479,8 @@ def _daemon(container: state.Container, fd: int) -> Any:
         os.close(null)
         os.close(log)
         os.chdir("/")
-        code = supervise(container, attached=False, notify=lambda: tell("0 ok"))
+        code = supervise(container, attached=False, notify=lambda: tell("0 ok"),
+                         hold_output=hold_output)
     except UserError as exc:
         tell(f"{exc.exit_code} {exc}")
         code = exc.exit_code

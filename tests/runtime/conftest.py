@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from unionfs.runtime import cgroups
+from unionfs.runtime.state import KEEP_SERVER_LOGS_ENV
 from unionfs.store import Store
+
+from ..conftest import UNEXPECTED
 
 BUSYBOX = Path("/bin/busybox")
 ROOTLESS_UID = 4242
@@ -76,9 +79,16 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def kept_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where removed containers leave their unionfs server logs (see server_log_problems)."""
+    return tmp_path_factory.mktemp("server-logs")
+
+
 @pytest.fixture
-def cli(store_root: Path) -> CLI:
+def cli(store_root: Path, kept_logs: Path) -> CLI:
     env = dict(os.environ, UNIONFS_STORE=str(store_root))
+    env[KEEP_SERVER_LOGS_ENV] = str(kept_logs)
     return CLI(store_root, env)
 
 
@@ -134,13 +144,38 @@ def _settle(check: object, timeout: float = 10.0) -> object:
         time.sleep(0.1)
 
 
+_REPORTED: set[Path] = set()
+UNEXPECTED_IN_SERVER_LOG = (*UNEXPECTED, "Traceback (most recent call last)")
+
+
+def server_log_problems(*dirs: Path) -> list[str]:
+    """What containers' unionfs servers logged as unexpected (ERROR, CRITICAL, a traceback):
+    ``unionfs.log`` of the containers under ``dirs`` (a store's ``containers/``) and the logs
+    removed containers left in ``dirs`` (``KEEP_SERVER_LOGS_ENV``). Each file is reported
+    once per session."""
+    found = []
+    for d in dirs:
+        for log_file in [*d.glob("*/unionfs.log"), *d.glob("*.unionfs.log")]:
+            if log_file in _REPORTED:
+                continue
+            lines = log_file.read_text(errors="replace").splitlines()
+            for index, line in enumerate(lines):
+                if any(marker in line for marker in UNEXPECTED_IN_SERVER_LOG):
+                    _REPORTED.add(log_file)
+                    found.append(f"{log_file}:\n" + "\n".join(lines[max(0, index - 3):index + 30]))
+                    break
+    return found
+
+
 @pytest.fixture(autouse=True)
-def no_leftovers(store_root: Path) -> Iterator[None]:
-    """After each test: no mount, cgroup or process of the test remains."""
+def no_leftovers(store_root: Path, kept_logs: Path) -> Iterator[None]:
+    """After each test: no mount, cgroup or process of the test remains, and no container's
+    unionfs server logged an unexpected failure."""
     marker = str(store_root)
     before_cg = cgroup_leftovers()
     before_procs = process_leftovers(marker)
     yield
+    problems = server_log_problems(store_root / "containers", kept_logs)
     procs = _settle(lambda: process_leftovers(marker) - before_procs)
     mounts = _settle(lambda: mount_leftovers(marker))
     cgs = _settle(lambda: cgroup_leftovers() - before_cg)
@@ -149,6 +184,7 @@ def no_leftovers(store_root: Path) -> Iterator[None]:
     assert not procs, f"processes left: {[_cmdline(p) for p in procs]}"  # type: ignore[union-attr]
     assert not mounts, f"mounts left: {mounts}"
     assert not cgs, f"cgroups left: {cgs}"
+    assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)
 
 
 def _clean_up(procs: set[int], mounts: set[str], cgs: set[str]) -> None:

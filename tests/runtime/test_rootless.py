@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers
+from .conftest import ROOTLESS_UID, build_busybox_rootfs, process_leftovers, server_log_problems
 from .rootless_env import SYSTEM_PYTHON, readable_install
 
 
@@ -31,8 +31,12 @@ class Rootless:
         self.base = base
         self.uid = uid
         pythonpath = readable_install(base / "install")
+        self.kept_logs = base / "server-logs"  # removed containers' unionfs server logs
+        self.kept_logs.mkdir(exist_ok=True)
+        os.chown(self.kept_logs, uid, uid)
         self.uf = (f"setpriv --reuid {uid} --regid {uid} --clear-groups "
                    f"env HOME={base} UNIONFS_STORE={base}/store PYTHONPATH={pythonpath} "
+                   f"UNIONFS_KEEP_SERVER_LOGS={self.kept_logs} "
                    f"{SYSTEM_PYTHON} -m unionfs")
 
     def _subids(self) -> str:
@@ -82,6 +86,8 @@ def nothing_left(rootless: Rootless) -> Iterator[None]:
     while (left := process_leftovers(str(rootless.base))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"rootless processes left: {left}"
+    problems = server_log_problems(rootless.base / "store" / "containers", rootless.kept_logs)
+    assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)
     assert not list((rootless.base / "store" / "containers").glob("*/state.json")) or all(
         '"running"' not in p.read_text()
         for p in (rootless.base / "store" / "containers").glob("*/state.json"))
@@ -140,3 +146,21 @@ def test_rootless_seccomp_and_no_device_nodes(rootless: Rootless) -> None:
                    "unshare -m true || echo nounshare'")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["Seccomp:", "2", "denied", "nounshare"]
+
+
+def test_rootless_attach_init_title_exec_tty_and_a_volume(rootless: Rootless) -> None:
+    res = rootless(
+        "$UF run -dit --name ra --network none busybox sh >/dev/null && "
+        "printf 'echo R-$((4+4)); exit 7\\n' | $UF attach ra; echo rc=$?; $UF rm ra >/dev/null; "
+        "$UF run --rm --init --network none busybox sh -c 'cat /proc/1/comm; ps -o pid,args' "
+        "&& $UF run -d --name rx --network none busybox sleep 100 >/dev/null && "
+        "$UF exec -t rx tty && $UF rm -f rx >/dev/null && "
+        "$UF run --rm --network none -v rvol:/data busybox sh -c 'echo v > /data/f' && "
+        "stat -c '%u %a' store/volumes store/volumes/rvol/_data/f && $UF volume rm rvol")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.replace("\r", "")
+    assert "R-8" in out and "rc=7" in out  # attached through the supervisor's socket
+    assert "unionfs-init\n" in out and "python" not in out
+    assert "1 unionfs-init -- sh -c" in " ".join(out.split())
+    assert "/dev/pts/0" in out  # exec -t: a pty of the container's devpts
+    assert out.splitlines()[-3:] == [f"{ROOTLESS_UID} 700", f"{ROOTLESS_UID} 644", "rvol"]

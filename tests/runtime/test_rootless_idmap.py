@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLI, build_busybox_rootfs, process_leftovers
+from .conftest import CLI, build_busybox_rootfs, process_leftovers, server_log_problems
 from .test_rootless import Rootless
 
 IDMAP_UID = 4317
@@ -90,6 +90,8 @@ def nothing_left(ranged: Rootless) -> Iterator[None]:
     while (left := process_leftovers(str(ranged.base))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"rootless processes left: {left}"
+    problems = server_log_problems(ranged.base / "store" / "containers", ranged.kept_logs)
+    assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)
     # rm and --rm removed every upper, though they hold files of other mapped owners.
     uppers = ranged.base / "store/uppers/container"
     assert not uppers.exists() or not list(uppers.iterdir())
@@ -333,3 +335,15 @@ def test_network_none_and_host_stay(cli: CLI) -> None:
 
 
 
+
+
+def test_a_volume_is_filled_with_the_image_owners_as_the_container_sees_them(
+        ranged: Rootless) -> None:
+    out = ok(ranged, "$UF run --rm --network none -v hv:/home/user owners sh -c "
+                     f"'{STAT} /home/user /home/user/f; echo new > /home/user/g; {STAT} "
+                     "/home/user/g' && stat -c '%u:%g' store/volumes/hv/_data/f && "
+                     "$UF volume rm hv && ls store/volumes")
+    assert out[:3] == ["1000:1000 755 /home/user", "1000:1000 644 /home/user/f",
+                       "0:0 644 /home/user/g"]
+    assert out[3] == f"{SUB_START + 999}:{SUB_START + 999}"  # shifted as the layers are
+    assert out[4:] == ["hv"]  # removed, files of mapped owners too

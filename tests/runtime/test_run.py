@@ -240,7 +240,7 @@ def test_network_none_has_only_loopback(cli: CLI) -> None:
     (["--memory", "lots", "busybox", "true"], 125, "invalid size"),
     (["busybox", "nosuchcmd"], 127,
      'exec: "nosuchcmd": executable file not found in $PATH'),
-    (["-v", "named:/x", "busybox", "true"], 125, "named volumes are not supported"),
+    (["-v", "n!:/x", "busybox", "true"], 125, "invalid volume name"),
     (["--name", "taken", "busybox", "true"], 125, "already in use"),
     (["busybox", "/etc/motd"], 126, 'exec: "/etc/motd": permission denied'),
 ])

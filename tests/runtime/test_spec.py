@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from unionfs.errors import UserError
@@ -54,8 +56,12 @@ def test_volumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert parse_volume(f"{tmp_path}:/data/:ro") == Volume(str(tmp_path), "/data", True)
     assert parse_volume(f"{tmp_path}/missing:/data").host == f"{tmp_path}/missing"
     assert not (tmp_path / "missing").exists()  # made only when the run goes ahead
-    with pytest.raises(UserError, match="named volumes are not supported"):
-        parse_volume("data:/data")
+    # A bare name is a named volume; a source with / or starting with . a host path.
+    assert parse_volume("data:/data:ro") == Volume("", "/data", True, volume="data")
+    assert parse_volume("./data:/data").host == os.path.abspath("data")
+    assert parse_volume(".hidden:/data").volume == ""
+    with pytest.raises(UserError, match="invalid volume name"):
+        parse_volume("d:/data")  # docker wants two characters at least
     for bad in (f"{tmp_path}", f"{tmp_path}:rel", f"{tmp_path}:/d:rx", ":/d"):
         with pytest.raises(UserError):
             parse_volume(bad)

@@ -55,6 +55,9 @@ def run(store: Store, base: Base, argv: list[str], *, env: list[str], workdir: s
     if not base.layer_dirs:
         raise UserError("RUN needs a base image with a shell (FROM scratch has none)")
     binds = [parse_volume(v) for v in volumes or []]
+    from unionfs.runtime.volumes import resolve
+
+    resolve(store, binds)  # NAME:/path: a named volume, created when missing (as run -v)
     spec = Spec(image=base.id, command=argv, env=env, workdir=workdir or "/", user=user,
                 network=network, volumes=binds)
     container = state.create(store, spec, base)
