@@ -55,3 +55,34 @@ def test_union_and_store_read_the_same_markers(tmp_path: Path, ns: XattrNamespac
     assert children == {name: store[name].opaque for name in children}
     assert children == {b"opaque_xattr": True, b"opaque_oci": True, b"plain": False}
     assert not union.opaque  # "x" means "has xattr whiteouts", not opaque
+
+
+@pytest.mark.parametrize("ns", [TRUSTED, USER], ids=["trusted", "user"])
+def test_what_ondisk_writes_it_reads_back(tmp_path: Path, ns: XattrNamespace) -> None:
+    """The writers (whiteout, origin, OCI marker paths) and the readers agree."""
+    dfd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        ondisk.make_device_whiteout(b"gone", dfd)
+    finally:
+        os.close(dfd)
+    assert ondisk.is_device_whiteout(os.lstat(tmp_path / "gone"))
+    (tmp_path / "copied").write_text("x")
+    name, value = ondisk.origin_xattr(ns, 4242)
+    os.setxattr(tmp_path / "copied", name, value)
+    path = os.fsencode(tmp_path / "copied")
+
+    def get(attr: bytes) -> bytes | None:
+        try:
+            return os.getxattr(path, attr)
+        except OSError:
+            return None
+
+    assert ondisk.origin(get, ns) == 4242
+    assert ondisk.origin(lambda _attr: None, ns) is None
+    with pytest.raises(ValueError):
+        ondisk.origin(lambda _attr: b"not a number", ns)
+    (tmp_path / ".wh.y").write_text("")
+    (tmp_path / ".wh..wh..opq").write_text("")
+    assert ondisk.oci_whiteout_path(b"a/b", b"y") == b"a/b/.wh.y"
+    assert ondisk.has_oci_whiteout(os.fsencode(tmp_path), b"y")
+    assert ondisk.has_oci_opaque_marker(os.fsencode(tmp_path))

@@ -14,12 +14,14 @@ scan could not type, costs an ``lstat``.
 
 from __future__ import annotations
 
+import functools
 import stat
 
 from unionfs.core.merge import Entry
 from unionfs.core.paths import join
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NewEntry, Union
+from unionfs.layers import ondisk
 
 Scans = dict[int, dict[bytes, tuple[int, int]]]
 """Per layer index: name -> (inode number in that layer, DT_* type)."""
@@ -44,7 +46,7 @@ class NameLister:
         self.scans = scans
         self.devs = [layer.dev for layer in union.layers]
         # Upper files not made by this mount may be copy-ups, numbered by their origin.
-        self.origins = union.ns.origin if union.writable and union.ns is not None else None
+        self.origins = union.ns if union.writable else None
 
     def dirent(self, name: bytes, entry: Entry) -> tuple[int, int] | None:
         """(inode number, DT_* type) of ``name`` in the directory; None once it is gone."""
@@ -66,11 +68,10 @@ class NameLister:
 
     def _origin(self, name: bytes) -> int | None:
         assert self.origins is not None
-        value = self.union.layers[0].getxattr(join(self.parent.path(), name), self.origins)
-        if not value:
-            return None
+        path = join(self.parent.path(), name)
         try:
-            return int(value)
+            return ondisk.origin(functools.partial(self.union.layers[0].getxattr, path),
+                                 self.origins)
         except ValueError:
             return None  # the lookup logs it
 

@@ -9,6 +9,7 @@ union (the layers never change behind its back: that is the contract of a mount)
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -22,7 +23,6 @@ from unionfs.core.merge import Entry, LayerListing, covered_and_whiteouts, merge
 from unionfs.core.names import NAME_MAX
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
-    TRUSTED,
     XattrNamespace,
     escape_xattr,
     is_private_xattr,
@@ -32,6 +32,7 @@ from unionfs.core.whiteout import (
 from unionfs.engine.aliases import link_aliases
 from unionfs.engine.counters import EngineCounters
 from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
+from unionfs.layers import ondisk
 from unionfs.layers.copyup import CopyUp, WorkDir
 from unionfs.layers.layer import Layer
 
@@ -282,12 +283,14 @@ class Union:
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
         if layer.writable and self.ns is not None:
-            origin = layer.getxattr(join(parent.path(), name), self.ns.origin)
-            if origin:
-                try:
-                    return int(origin)
-                except ValueError:
-                    log.warning("ignoring a malformed origin xattr on %r", name)
+            path = join(parent.path(), name)
+            try:
+                origin = ondisk.origin(functools.partial(layer.getxattr, path), self.ns)
+            except ValueError:
+                log.warning("ignoring a malformed origin xattr on %r", name)
+            else:
+                if origin is not None:
+                    return origin
         return self.numbers.of(st)
 
     def stat(self, node: Node) -> os.stat_result:
@@ -328,7 +331,7 @@ class Union:
         if index == len(self.layers) - 1:
             return False
         path = self.dir_path(node, index, built=False)
-        return self.layers[index].getxattr(path, TRUSTED.redirect) is not None
+        return ondisk.redirect(functools.partial(self.layers[index].getxattr, path)) is not None
 
     def readlink(self, node: Node) -> bytes:
         parent = node.parent

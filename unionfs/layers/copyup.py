@@ -16,6 +16,7 @@ from collections.abc import Callable
 from itertools import count
 
 from unionfs.core.whiteout import XattrNamespace, is_private_xattr
+from unionfs.layers import ondisk
 from unionfs.layers.layer import Layer, keeping_times
 from unionfs.layers.syscalls import RENAME_NOREPLACE, proc_path, renameat2
 
@@ -82,7 +83,7 @@ class WorkDir:
                 if exc.errno not in _NO_SHARING:
                     raise
                 self._shared = False
-        os.mknod(name, stat.S_IFCHR, 0, dir_fd=dir_fd)
+        ondisk.make_device_whiteout(name, dir_fd)
 
     def _link_shared(self, dir_fd: int, name: bytes) -> None:
         try:
@@ -98,7 +99,7 @@ class WorkDir:
     def _new_shared(self) -> None:
         """(Re)make the shared whiteout, atomically."""
         tmp = self.new_name()
-        os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.fd)
+        ondisk.make_device_whiteout(tmp, self.fd)
         os.rename(tmp, SHARED_WHITEOUT, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         self._shared = True
 
@@ -225,7 +226,7 @@ class CopyUp:
                 self.fchown(dfd, st.st_uid, st.st_gid)
                 os.fchmod(dfd, stat.S_IMODE(st.st_mode))
                 copy_xattrs(sfd, dfd, is_link=False)
-                set_xattr(dfd, self.ns.origin, b"%d" % origin)
+                set_xattr(dfd, *ondisk.origin_xattr(self.ns, origin))
                 os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 if self.sync:
                     os.fsync(dfd)
@@ -309,7 +310,7 @@ class CopyUp:
         copy_xattrs(proc_path(src.dir_fd(parent), name), proc_path(wfd, tmp), is_link)
         # Symlinks too (trusted.* is allowed on them; user.* is not, and is then skipped), or
         # a copied-up symlink would change its inode number.
-        set_xattr(proc_path(wfd, tmp), self.ns.origin, b"%d" % origin)
+        set_xattr(proc_path(wfd, tmp), *ondisk.origin_xattr(self.ns, origin))
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=wfd, follow_symlinks=False)
 
 

@@ -14,8 +14,10 @@ read: a stat, and a way to read an xattr.
 * ``trusted.overlay.redirect``: where a renamed directory's lower content is;
   ``overlay.unionfs.origin``: the inode number of a copied-up file.
 
-Written in one form, the kernel's: whiteouts as character devices 0/0 (``WorkDir.make_
-whiteout`` in ``layers/copyup.py``, ``store/materialize.py``), opacity as ``opaque=y``.
+Written in one form, the kernel's: whiteouts as character devices 0/0
+(:func:`make_device_whiteout`, which ``WorkDir`` in ``layers/copyup.py`` and
+``store/materialize.py`` call), opacity as ``opaque=y``; the OCI markers only in layer tars
+(:func:`oci_whiteout_path`, :func:`oci_opaque_marker_path`, for ``store/layertar.py``).
 """
 
 from __future__ import annotations
@@ -58,14 +60,30 @@ def dir_marks(get: GetXattr) -> DirMarks:
                     OPAQUE_HAS_XATTR_WHITEOUTS in values)
 
 
+def oci_opaque_marker_path(dir_path: bytes) -> bytes:
+    """Where the OCI opaque marker of the directory at ``dir_path`` is (a tar path too)."""
+    return os.path.join(dir_path, OCI_OPAQUE_MARKER)
+
+
+def oci_whiteout_path(parent_path: bytes, name: bytes) -> bytes:
+    """Where the OCI whiteout of ``name`` in ``parent_path`` is (a tar path too)."""
+    return os.path.join(parent_path, OCI_WHITEOUT_PREFIX + name)
+
+
 def has_oci_opaque_marker(dir_path: bytes) -> bool:
     """True when the directory at ``dir_path`` holds the OCI opaque marker ``.wh..wh..opq``."""
-    return os.path.lexists(os.path.join(dir_path, OCI_OPAQUE_MARKER))
+    return os.path.lexists(oci_opaque_marker_path(dir_path))
 
 
 def has_oci_whiteout(parent_path: bytes, name: bytes) -> bool:
     """True when the directory at ``parent_path`` holds an OCI whiteout of ``name``."""
-    return os.path.lexists(os.path.join(parent_path, OCI_WHITEOUT_PREFIX + name))
+    return os.path.lexists(oci_whiteout_path(parent_path, name))
+
+
+def make_device_whiteout(name: bytes, dir_fd: int | None) -> None:
+    """Make the overlayfs whiteout, a character device 0/0, at ``name`` in ``dir_fd``
+    (None: ``name`` is a path)."""
+    os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd)
 
 
 def is_device_whiteout(st: os.stat_result) -> bool:
@@ -84,6 +102,18 @@ def redirect(get: GetXattr) -> bytes | None:
     """A directory's ``trusted.overlay.redirect`` (the kernel follows trusted ones only: a
     user could forge a ``user.`` one)."""
     return get(TRUSTED.redirect)
+
+
+def origin(get: GetXattr, ns: XattrNamespace) -> int | None:
+    """The inode number a copied-up entry keeps (its ``overlay.unionfs.origin`` in ``ns``);
+    None when it has none. Raises ValueError for a malformed value."""
+    value = get(ns.origin)
+    return int(value) if value else None
+
+
+def origin_xattr(ns: XattrNamespace, ino: int) -> tuple[bytes, bytes]:
+    """The (name, value) of the origin xattr that records inode number ``ino``."""
+    return ns.origin, b"%d" % ino
 
 
 def mark_opaque(path: bytes, ns: XattrNamespace) -> None:

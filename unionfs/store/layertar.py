@@ -21,8 +21,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from unionfs.core import whiteout as wh
-from unionfs.core.paths import join
+from unionfs.layers import ondisk
 from unionfs.store.tree import Node, NodeType
 
 ENCODING = "utf-8"
@@ -114,10 +113,10 @@ def entry_header(node: Node) -> bytes:
     """The tar bytes of ``node`` that precede its data: its header (a whiteout's marker
     header), and for an opaque directory the opaque marker entry after it."""
     if node.type is NodeType.WHITEOUT:
-        return _marker_header(join(node.parent, wh.OCI_WHITEOUT_PREFIX + node.name))
+        return _marker_header(ondisk.oci_whiteout_path(node.parent, node.name))
     buf = _node_header(node)
     if node.type is NodeType.DIR and node.opaque:
-        buf += _marker_header(join(node.path, wh.OCI_OPAQUE_MARKER))
+        buf += _marker_header(ondisk.oci_opaque_marker_path(node.path))
     return buf
 
 

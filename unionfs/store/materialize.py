@@ -279,7 +279,7 @@ class LayerWriter:
     def _whiteout(self, node: Node, _content: IO[bytes] | None) -> None:
         full = self.full(node.path)
         with self._at(node.path) as (dfd, name):
-            os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
+            ondisk.make_device_whiteout(name, dfd)
         os.utime(full, ns=(0, 0), follow_symlinks=False)  # a whiteout's metadata means nothing
 
     # -- metadata ------------------------------------------------------------------------
