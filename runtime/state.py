@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from unionfs.errors import UserError
+from unionfs.errors import NotFound, UserError
 from unionfs.runtime.spec import Spec
 
 # A directory where removed containers leave their unionfs server log (``<id>.unionfs.log``),
@@ -186,7 +186,7 @@ def get(store: Any, ref: str) -> Container:
     """Like :func:`find`, but a one-line error when there is no such container."""
     c = find(store, ref)
     if c is None:
-        raise UserError(f"No such container: {ref}")
+        raise NotFound(f"No such container: {ref}")
     return c
 
 

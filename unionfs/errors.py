@@ -7,6 +7,12 @@ class UserError(Exception):
     exit_code = 2
 
 
+class NotFound(UserError):
+    """A container named on the command line does not exist: exit 1, as docker's."""
+
+    exit_code = 1
+
+
 class OperationFailed(UserError):
     """A command that could not do its job for a reason outside the user's input: exit 1."""
 
