@@ -8,7 +8,7 @@ class UserError(Exception):
 
 
 class NotFound(UserError):
-    """A container named on the command line does not exist: exit 1, as docker's."""
+    """A container or object named on the command line does not exist: exit 1, as docker's."""
 
     exit_code = 1
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unionfs.errors import UserError
+from unionfs.errors import NotFound, UserError
 
 if TYPE_CHECKING:
     from unionfs.store import Image, Store
@@ -280,7 +280,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             out.append(inspect_image(image))
             continue
         info = _container(store, ref, "container_info")
-        out.append(info if info is not None else inspect_layer(store.layer(ref)))
+        if info is None:
+            layer = store.find_layer(ref)
+            if layer is None:
+                raise NotFound(f"No such object: {ref}")
+            info = inspect_layer(layer)
+        out.append(info)
     if args.format is not None:
         from unionfs.cli.template import render
 

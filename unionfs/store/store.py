@@ -245,11 +245,16 @@ class Store:
 
     def layer(self, ref: str) -> Layer:
         """The layer with this (abbreviated) id."""
-        ids = ["sha256:" + p.name for p in (self.root / "layers" / "sha256").iterdir()]
-        found = self._match_id(ref, ids, "layer")
+        found = self.find_layer(ref)
         if found is None:
             raise UserError(f"unknown layer: {ref}")
-        return Layer(self, found)
+        return found
+
+    def find_layer(self, ref: str) -> Layer | None:
+        """The layer with this (abbreviated) id, or None."""
+        ids = ["sha256:" + p.name for p in (self.root / "layers" / "sha256").iterdir()]
+        found = self._match_id(ref, ids, "layer")
+        return Layer(self, found) if found is not None else None
 
     def layer_ids(self) -> list[str]:
         return sorted("sha256:" + p.name for p in (self.root / "layers" / "sha256").iterdir())
