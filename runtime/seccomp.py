@@ -10,11 +10,13 @@ library is out of reach); :meth:`Filter.load` is the last step before ``execve``
 
 Profiles use docker's JSON format (``defaultAction``, ``syscalls`` with ``names``,
 ``action``, ``errnoRet``, ``args`` and ``includes``/``excludes`` by capability). The default
-profile keeps docker's semantics where they matter for the host: the calls docker's default
-denies (modules, kexec, reboot, clock setting, keyrings, bpf, perf, mount and namespace
-calls, namespace flags on clone, ...) fail with EPERM unless the capability docker ties them
-to is granted; ``clone3`` fails with ENOSYS so libc falls back to ``clone``. Unlike docker's
-it is a deny list (everything else is allowed) and it also denies creating device nodes.
+profile has docker's semantics: an allow list (``runtime/seccomp_allow.py``), so a call
+not on it fails (with ENOSYS, so that libc falls back as it does on an older kernel, as runc
+answers calls newer than its profile); the calls docker's default denies (modules, kexec,
+reboot, clock setting, keyrings, bpf, perf, mount and namespace calls, namespace flags on
+clone, ...) fail with EPERM unless the capability docker ties them to is granted, and are
+allowed when it is; ``clone3`` fails with ENOSYS so libc falls back to ``clone``. It also
+denies creating device nodes (pass devices in with ``--device``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 from typing import Any
 
 from unionfs.errors import UserError
+from unionfs.runtime.seccomp_allow import ALLOWED
 
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_ACT_KILL_THREAD = 0x00000000
@@ -34,11 +37,13 @@ SCMP_ACT_ERRNO = 0x00050000
 SCMP_ACT_TRACE = 0x7FF00000
 SCMP_ACT_LOG = 0x7FFC0000
 SCMP_ACT_ALLOW = 0x7FFF0000
+_NR_SCMP_ERROR = -1  # what libseccomp resolves an unknown name to (other arches' calls: < -1)
 _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
         "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 _EXTRA_ARCHES = {"x86_64": (0x40000003, 0x4000003E)}  # x86 and x32 beside the native one
 
 S_IFMT, S_IFCHR, S_IFBLK = 0o170000, 0o020000, 0o060000
+S_IFREG, S_IFDIR, S_IFIFO, S_IFSOCK, S_IFLNK = 0o100000, 0o040000, 0o010000, 0o140000, 0o120000
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
                    0x40000000, 0x00000080)  # NEWNS CGROUP UTS IPC USER PID NET TIME
 
@@ -46,6 +51,24 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 class _ArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
                 ("datum_b", ctypes.c_uint64)]
+
+
+def _allow(names: list[str] | tuple[str, ...], *, if_any: list[str] | None = None,
+           unless: list[str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"names": list(names), "action": "SCMP_ACT_ALLOW"}
+    if if_any:
+        rule["includes"] = {"caps": [f"CAP_{c}" for c in if_any]}
+    if unless:
+        rule["excludes"] = {"caps": [f"CAP_{c}" for c in unless]}
+    return rule
+
+
+def _allow_args(name: str, index: int, value: int, mask: int, *,
+                unless: list[str] | None = None) -> dict[str, Any]:
+    rule = _allow([name], unless=unless)
+    rule["args"] = [{"index": index, "value": mask, "valueTwo": value,
+                     "op": "SCMP_CMP_MASKED_EQ"}]
+    return rule
 
 
 def _deny(names: list[str], *, unless: list[str] | None = None,
@@ -64,35 +87,56 @@ def _deny_args(name: str, index: int, value: int, mask: int, *,
     return rule
 
 
+# Calls denied (EPERM) unless the container holds one of the capabilities docker ties them to;
+# with it they are allowed.
+_CAPABLE = (
+    (("acct",), ["SYS_PACCT"]),
+    (("bpf",), ["SYS_ADMIN", "BPF"]),
+    (("perf_event_open",), ["SYS_ADMIN", "PERFMON"]),
+    (("clock_adjtime", "clock_settime", "settimeofday", "stime"), ["SYS_TIME"]),
+    (("create_module", "delete_module", "finit_module", "get_kernel_syms", "init_module",
+      "query_module"), ["SYS_MODULE"]),
+    (("kexec_file_load", "kexec_load", "reboot"), ["SYS_BOOT"]),
+    (("ioperm", "iopl"), ["SYS_RAWIO"]),
+    (("get_mempolicy", "mbind", "set_mempolicy", "move_pages"), ["SYS_NICE"]),
+    (("open_by_handle_at",), ["DAC_READ_SEARCH"]),
+    (("syslog",), ["SYSLOG"]),
+    (("kcmp", "process_vm_readv", "process_vm_writev"), ["SYS_PTRACE"]),
+    (("vhangup",), ["SYS_TTY_CONFIG"]),
+    (("mount", "umount", "umount2", "pivot_root", "setns", "unshare", "swapon", "swapoff",
+      "quotactl", "name_to_handle_at", "fanotify_init", "fsopen", "fsconfig", "fsmount",
+      "fspick", "open_tree", "move_mount", "mount_setattr", "lookup_dcookie"), ["SYS_ADMIN"]),
+)
+_ALL_NAMESPACES = 0
+for _flag in NAMESPACE_FLAGS:
+    _ALL_NAMESPACES |= _flag
+
+
 def default_profile() -> dict[str, Any]:
     """The profile applied unless ``--security-opt seccomp=...`` says otherwise."""
     rules = [
+        _allow(ALLOWED),
         _deny(["add_key", "keyctl", "request_key", "lookup_dcookie", "nfsservctl", "uselib",
                "ustat", "sysfs", "_sysctl", "vm86", "vm86old", "userfaultfd",
                "io_uring_setup", "io_uring_enter", "io_uring_register"]),
-        _deny(["acct"], unless=["SYS_PACCT"]),
-        _deny(["bpf"], unless=["SYS_ADMIN", "BPF"]),
-        _deny(["perf_event_open"], unless=["SYS_ADMIN", "PERFMON"]),
-        _deny(["clock_adjtime", "clock_settime", "settimeofday", "stime"], unless=["SYS_TIME"]),
-        _deny(["create_module", "delete_module", "finit_module", "get_kernel_syms",
-               "init_module", "query_module"], unless=["SYS_MODULE"]),
-        _deny(["kexec_file_load", "kexec_load", "reboot"], unless=["SYS_BOOT"]),
-        _deny(["ioperm", "iopl"], unless=["SYS_RAWIO"]),
-        _deny(["get_mempolicy", "mbind", "set_mempolicy", "move_pages"], unless=["SYS_NICE"]),
-        _deny(["open_by_handle_at"], unless=["DAC_READ_SEARCH"]),
-        _deny(["syslog"], unless=["SYSLOG"]),
-        _deny(["mount", "umount", "umount2", "pivot_root", "setns", "unshare", "swapon",
-               "swapoff", "quotactl", "name_to_handle_at", "fanotify_init", "fsopen",
-               "fsconfig", "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr",
-               "lookup_dcookie"], unless=["SYS_ADMIN"]),
+        *(_deny(list(names), unless=caps) for names, caps in _CAPABLE),
+        *(_allow(names, if_any=caps) for names, caps in _CAPABLE),
         _deny(["clone3"], unless=["SYS_ADMIN"], errno_ret=errno.ENOSYS),
+        _allow(["clone", "clone3"], if_any=["SYS_ADMIN"]),
+        # clone without namespace flags is allowed; with any of them, EPERM.
+        _allow_args("clone", 0, 0, _ALL_NAMESPACES, unless=["SYS_ADMIN"]),
         *(_deny_args("clone", 0, flag, flag, unless=["SYS_ADMIN"]) for flag in NAMESPACE_FLAGS),
-        # Device nodes: creating one is denied (pass devices in with --device).
+        # Files, directories, FIFOs and sockets may be made with mknod; device nodes not (pass
+        # devices in with --device).
+        *(_allow_args(name, index, kind, S_IFMT)
+          for name, index in (("mknod", 1), ("mknodat", 2))
+          for kind in (0, S_IFREG, S_IFDIR, S_IFIFO, S_IFSOCK, S_IFLNK)),
         *(_deny_args(name, index, kind, S_IFMT) for name, index in (("mknod", 1),
                                                                     ("mknodat", 2))
           for kind in (S_IFCHR, S_IFBLK)),
     ]
-    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.ENOSYS,
+            "syscalls": rules}
 
 
 def parse_option(value: str) -> str | dict[str, Any]:
@@ -195,9 +239,11 @@ class Filter:
                                int(arg.get("valueTwo", 0)))
         for name in rule.get("names") or [rule.get("name", "")]:
             number = self.lib.seccomp_syscall_resolve_name(name.encode())
-            if number < 0:
-                continue  # not a call of this architecture
+            if number == _NR_SCMP_ERROR:
+                continue  # a name libseccomp does not know
             res = self.lib.seccomp_rule_add_array(self.ctx, act, number, len(args), array)
+            if res < 0 and number < 0:
+                continue  # a call of another architecture that the filter does not cover
             if res < 0:
                 raise UserError(f"seccomp profile: cannot add the rule for {name}: "
                                 f"{os.strerror(-res)}")
