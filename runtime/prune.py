@@ -124,22 +124,21 @@ def _store(args: argparse.Namespace) -> Any:
 def cmd_container_prune(args: argparse.Namespace) -> int:
     if not args.force and not _confirmed(CONTAINER_WARNING):
         return 0
-    removed, freed = prune_containers(_store(args))
-    if removed:
-        print("Deleted Containers:")
-        print("\n".join(removed))
-        print()
-    print(f"Total reclaimed space: {human_size(freed)}")
+    _report("Deleted Containers:", *prune_containers(_store(args)))
     return 0
 
 
 def cmd_image_prune(args: argparse.Namespace) -> int:
     if not args.force and not _confirmed(ALL_WARNING if args.all else DANGLING_WARNING):
         return 0
-    lines, freed = prune_images(_store(args), args.all)
+    _report("Deleted Images:", *prune_images(_store(args), args.all))
+    return 0
+
+
+def _report(title: str, lines: list[str], freed: int) -> None:
+    """Docker's prune report: what went, under ``title``, then the space freed."""
     if lines:
-        print("Deleted Images:")
+        print(title)
         print("\n".join(lines))
         print()
     print(f"Total reclaimed space: {human_size(freed)}")
-    return 0
