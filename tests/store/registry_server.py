@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 USER, PASSWORD = "alice", "s3cret-pass"
 
@@ -105,7 +106,29 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenServer:
+class _LoopbackServer:
+    """An HTTP server of the tests' own on a free loopback port, served from a thread."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> str:
+        """Start serving; returns ``127.0.0.1:PORT``."""
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return f"127.0.0.1:{self._httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TokenServer(_LoopbackServer):
     """Issues registry JWTs (RS256, signed with ``openssl``) to callers with the right basic
     credentials, granting what the scope asks; anonymous callers get nothing."""
 
@@ -127,15 +150,7 @@ class TokenServer:
             def log_message(self, *_args: object) -> None:
                 return None
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        self.url = f"http://{self._serve(Handler)}/token"
 
     def handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(req.path).query))
@@ -185,7 +200,7 @@ class Seen:
     forwarded: bool = True
 
 
-class FaultyProxy:
+class FaultyProxy(_LoopbackServer):
     """A loopback HTTP proxy in front of a registry that breaks chosen transfers, and
     records every request. ``cut_blob_at``: the first GET of each blob larger than that
     sends that many bytes, then drops the connection. ``drop_patch``: the PATCH with this
@@ -218,21 +233,7 @@ class FaultyProxy:
             def log_message(self, *_args: object) -> None:
                 return None
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> FaultyProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.host = self._serve(Handler)
 
     def forward(self, req: http.server.BaseHTTPRequestHandler) -> None:
         import http.client
@@ -299,7 +300,7 @@ class FaultyProxy:
             req.connection.shutdown(socket.SHUT_RDWR)
 
 
-class StaticRegistry:
+class StaticRegistry(_LoopbackServer):
     """A hostile registry on loopback: answers ``/v2/`` and fixed ``routes``
     (path -> (status, content type, body)); 404 for anything else."""
 
@@ -321,15 +322,4 @@ class StaticRegistry:
             def log_message(self, *_args: object) -> None:
                 return None
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def __enter__(self) -> StaticRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        self.host = self._serve(Handler)
