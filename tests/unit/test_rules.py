@@ -33,6 +33,7 @@ from unionfs.core.rename import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     RENAME_WHITEOUT,
+    MarkImpure,
     MarkOpaque,
     Move,
     PrepareMove,
@@ -293,3 +294,15 @@ def test_owner_and_set_id_bits_of_a_new_entry() -> None:
     assert special_bits(stat.S_IFDIR | 0o755, True, True) == stat.S_ISGID
     assert special_bits(stat.S_IFREG | 0o755, False, True) == 0  # files do not inherit it
     assert special_bits(stat.S_IFREG | 0o4755, False, False) == stat.S_ISUID
+
+
+def test_a_name_with_an_origin_marks_the_directory_it_moves_into_first() -> None:
+    steps = plan_rename(facts(src_origin=True)).steps
+    assert MarkImpure(Side.SRC) in steps
+    assert steps.index(MarkImpure(Side.SRC)) < steps.index(Rename())
+    assert MarkImpure(Side.SRC) not in plan_rename(facts(src_origin=True, same_dir=True)).steps
+    assert not any(isinstance(s, MarkImpure) for s in plan_rename(facts()).steps)
+    exchange = plan_rename(facts(exchange=True, dst=FILE, dst_move=Move.COPY_UP,
+                                 dst_origin=True)).steps
+    assert MarkImpure(Side.DST) in exchange and MarkImpure(Side.SRC) not in exchange
+    assert exchange.index(MarkImpure(Side.DST)) < exchange.index(Rename(RENAME_EXCHANGE))

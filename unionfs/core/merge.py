@@ -26,6 +26,7 @@ class LayerListing:
     entries: dict[bytes, Kind]
     opaque: bool = False
     redirect: bytes | None = None  # overlay.redirect of the directory itself (trusted mode)
+    impure: bool = False  # the upper directory is marked as holding entries with an origin
 
 
 @dataclass(slots=True)

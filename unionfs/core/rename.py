@@ -25,6 +25,10 @@ old name, a whiteout stays there (``RENAME_WHITEOUT``). A name that lands on an 
 whiteout swaps with it (``RENAME_EXCHANGE``: a directory cannot replace a character device),
 and the whiteout that comes back stays at the old name only if that needs one. A directory
 landing where a lower layer has the name is made opaque, unless it has a redirect.
+
+**Impure directories**: a name that keeps its inode number from elsewhere (it has an origin:
+a copy-up) and moves to another directory marks that directory impure first, as the
+kernel's overlayfs does (:mod:`unionfs.layers.ondisk`); so does the target of an exchange.
 """
 
 from __future__ import annotations
@@ -153,6 +157,13 @@ class MarkOpaque:
 
 
 @dataclass(frozen=True)
+class MarkImpure:
+    """Mark the directory the ``side`` moves into impure (it gets an entry with an origin)."""
+
+    side: Side
+
+
+@dataclass(frozen=True)
 class Rename:
     """renameat2(old, new, flags) in the upper."""
 
@@ -170,8 +181,8 @@ class ForgetDirFds:
 
 
 RenameStep = (PrepareMove | KeepTargetStat | CopyUpNewParent | EmptyTargetDir
-              | KeepTargetInode | DropTargetWhiteout | SetRedirect | MarkOpaque | Rename | RemoveOld
-              | ForgetDirFds)
+              | KeepTargetInode | DropTargetWhiteout | SetRedirect | MarkOpaque | MarkImpure
+              | Rename | RemoveOld | ForgetDirFds)
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,9 @@ class RenameFacts:
     old_covered: bool
     new_covered: bool
     new_whiteout: bool
+    same_dir: bool = False  # old and new name in one directory
+    src_origin: bool = False  # the source has (or gets, by its copy-up) an origin
+    dst_origin: bool = False  # the same of the target (an exchange moves it too)
 
 
 @dataclass(frozen=True)
@@ -214,8 +228,12 @@ def plan_rename(f: RenameFacts) -> RenamePlan:
             steps.append(DropTargetWhiteout())
             target_whiteout = False
     steps += _marks(Side.SRC, f.src, f.src_move, f.new_covered or target_whiteout)
+    if f.src_origin and not f.same_dir:
+        steps.append(MarkImpure(Side.SRC))
     if f.exchange and f.dst is not None and f.dst_move is not None:
         steps += _marks(Side.DST, f.dst, f.dst_move, f.old_covered)
+        if f.dst_origin and not f.same_dir:
+            steps.append(MarkImpure(Side.DST))
     whiteout_at_old = False
     if f.exchange:
         steps.append(Rename(RENAME_EXCHANGE))

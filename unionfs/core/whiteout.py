@@ -24,6 +24,7 @@ OCI_WHITEOUT_PREFIX = b".wh."
 OCI_OPAQUE_MARKER = b".wh..wh..opq"
 
 OPAQUE_YES = b"y"
+IMPURE_YES = b"y"
 OPAQUE_HAS_XATTR_WHITEOUTS = b"x"
 
 
@@ -43,6 +44,9 @@ class XattrNamespace:
         self.opaque = prefix + b"opaque"
         self.whiteout = prefix + b"whiteout"
         self.origin = prefix + b"unionfs.origin"
+        # "Some entry here has an origin": unionfs's own name, not the kernel's "impure"
+        # (which means kernel origins, and which the kernel removes where it finds none).
+        self.impure = prefix + b"unionfs.impure"
         self.redirect = prefix + b"redirect"
 
     @property

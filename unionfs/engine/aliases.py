@@ -52,6 +52,7 @@ def _visible(union: Union, rel: bytes, layer_index: int) -> tuple[Node, bytes] |
 def _link(union: Union, node: Node, parent: Node, name: bytes) -> None:
     """Link ``node``'s upper file as ``parent/name`` (``parent`` copied up first)."""
     union.copy_up(parent)
+    union.mark_impure(parent)  # the link has the copy's origin
     upper = union.layers[0]
     src_parent = node.parent
     assert src_parent is not None

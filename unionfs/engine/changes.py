@@ -116,6 +116,8 @@ class Changes:
         u.copy_up(parent)  # the new name's directory may still be only in a lower layer
         src_parent = node.parent
         assert src_parent is not None
+        if u.numbered_by_origin(src_parent, u.entry(node)):
+            u.mark_impure(parent)
         upper = u.layers[0]
         src_fd = upper.dir_fd(src_parent.path())
         src_name = node.name
@@ -146,6 +148,7 @@ class Changes:
         node.absent_xattrs = {_CAPABILITY}
         if kind is Kind.DIR:  # its view is known: empty, in the upper only
             node.merged, node.layers, node.covered, node.whiteouts = {}, (0,), set(), set()
+            node.impure = False
         return node, st
 
     def _owner(self, parent: Node, path: bytes, caller: Caller) -> tuple[int, int, bool]:
@@ -278,7 +281,10 @@ class Changes:
             src, dst, exchange, self._how_to_move(src_node, src),
             self._how_to_move(dst_node, dst) if exchange and dst_node is not None and dst
             is not None else None,
-            old in old_parent.covered, new in new_parent.covered, new in new_parent.whiteouts)
+            old in old_parent.covered, new in new_parent.covered, new in new_parent.whiteouts,
+            same_dir=old_parent is new_parent,
+            src_origin=u.numbered_by_origin(old_parent, src),
+            dst_origin=dst is not None and u.numbered_by_origin(new_parent, dst))
         plan = rules.plan_rename(facts)
         _Renaming(self, plan, (old_parent, old, src_node), (new_parent, new, dst_node)).run()
         self._update_views(old_parent, old, new_parent, new, src_node, dst_node, exchange)
@@ -530,6 +536,8 @@ class _Renaming:
                                           self.old_parent)
         elif isinstance(step, rules.MarkOpaque):
             self.changes.set_opaque_dir(self._node(step.side))
+        elif isinstance(step, rules.MarkImpure):
+            u.mark_impure(self.new_parent if step.side is Side.SRC else self.old_parent)
         elif isinstance(step, rules.Rename):
             renameat2(upper.dir_fd(self.old_parent.path()), self.old,
                       upper.dir_fd(self.new_parent.path()), self.new, step.flags)

@@ -8,8 +8,9 @@ with the names (one ``getdents`` pass per layer, no ``lstat``).
 
 The inode number of an entry is the one a lookup of it would give (the node's, when the
 kernel holds one; otherwise derived from the layer file as :mod:`unionfs.engine.nodes`
-says, a copy-up keeping its origin's). Only a name changed after the scan, or a file the
-scan could not type, costs an ``lstat``.
+says, a copy-up keeping its origin's: read from its xattr only in an upper directory marked
+impure). Only a name changed after the scan, or a file the scan could not type, costs an
+``lstat``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class NameLister:
         self.parent = parent
         self.scans = scans
         self.devs = [layer.dev for layer in union.layers]
-        # Upper files not made by this mount may be copy-ups, numbered by their origin.
-        self.origins = union.ns if union.writable else None
+        # Upper files not made by this mount may be copy-ups, numbered by their origin,
+        # unless the directory is known to hold none (not marked impure).
+        self.origins = union.ns if union.writable and union.may_hold_origins(parent) else None
 
     def dirent(self, name: bytes, entry: Entry) -> tuple[int, int] | None:
         """(inode number, DT_* type) of ``name`` in the directory; None once it is gone."""

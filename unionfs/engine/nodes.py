@@ -24,8 +24,8 @@ class Node:
     """One inode of the union."""
 
     __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
-                 "is_dir", "last_stat", "layers", "lookups", "lower_paths", "merged", "name",
-                 "orphan_fd", "parent", "sgid_gid", "whiteouts")
+                 "impure", "is_dir", "last_stat", "layers", "lookups", "lower_paths", "merged",
+                 "name", "orphan_fd", "parent", "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -54,6 +54,9 @@ class Node:
         # The gid new entries inherit from this directory in the upper (-1: it is not
         # set-gid), None until needed; reset whenever its owner or mode may change.
         self.sgid_gid: int | None = None
+        # Whether the upper directory is marked impure (entries with an origin may be in
+        # it); None until its view is read (unknown: treated as impure).
+        self.impure: bool | None = None
 
     def path(self) -> bytes:
         """The layer-relative path this node was last seen under (b"" for the root)."""

@@ -137,6 +137,7 @@ class SlowWork:
             copier.work.remove(tmp)
             return
         union.copy_up(parent)
+        union.mark_impure(parent)
         copier.install(tmp, parent.path(), node.name)
         union.copied_up(node, entry, source, st)
 

@@ -35,6 +35,8 @@ from unionfs.engine.nodes import ROOT_ID, InodeNumbers, Node, NodeTable
 from unionfs.layers import ondisk
 from unionfs.layers.copyup import CopyUp, WorkDir
 from unionfs.layers.layer import Layer
+from unionfs.layers.syscalls import syncfs
+from unionfs.layers.upgrade import mark_impure_dirs
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,68 @@ class Union:
         self.table = NodeTable(root)
         self.root = root
         self.counters = EngineCounters()  # for `unionfs watch` (read by the FUSE adapter)
+        # True: every upper directory holding an entry with an origin is marked impure
+        # (layers/ondisk.py), so an unmarked one needs no origin read per entry.
+        self.impure_kept = self._keep_impure_markers() if self.writable else False
+
+    # ---- impure markers -------------------------------------------------------------------
+
+    def _keep_impure_markers(self) -> bool:
+        """Check the upper's format record; without one (an upper from before the markers,
+        or written by an older unionfs), walk the upper once and mark it. False: the markers
+        cannot be trusted for this mount (every upper entry's origin is read)."""
+        upper, work, ns = self.layers[0], self.work, self.ns
+        assert work is not None and ns is not None
+        record = ondisk.format_record(os.fstat(upper.root_fd), ns)
+        try:
+            if ondisk.read_format_record(work.fd) == record:
+                return True
+            start = time.monotonic()
+            marked = mark_impure_dirs(upper, ns)
+            if marked:  # the marks are on disk before the record that vouches for them
+                fd = upper.open(b"", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    syncfs(fd)
+                finally:
+                    os.close(fd)
+            ondisk.write_format_record(work.fd, work.new_name(), record)
+        except OSError as exc:
+            log.warning("upper %s: impure markers not kept (%s); listings read the origin "
+                        "of every upper entry", upper.path, exc)
+            return False
+        log.info("upper %s: marked %d directories impure (%.2f s)", upper.path, marked,
+                 time.monotonic() - start)
+        return True
+
+    def may_hold_origins(self, node: Node) -> bool:
+        """True when upper directory ``node`` may hold entries with an origin xattr."""
+        return not self.impure_kept or node.impure is not False
+
+    def numbered_by_origin(self, parent: Node, entry: Entry) -> bool:
+        """True when ``parent``'s ``entry`` has (or gets, being copied up) an origin: it is
+        in a lower layer, or in the upper, not made by this mount, where one may be."""
+        if entry.layer != 0:
+            return True
+        return type(entry) is not NewEntry and self.may_hold_origins(parent)
+
+    def mark_impure(self, node: Node) -> None:
+        """Before an entry with an origin appears in upper directory ``node`` (a copy-up, a
+        rename or link from another directory): mark the directory, once."""
+        if not self.impure_kept or node.impure:
+            return
+        ns, work = self.ns, self.work
+        assert ns is not None and work is not None
+        try:
+            ondisk.mark_impure(self.layers[0].xattr_path(node.path()), ns)
+        except OSError as exc:
+            if exc.errno != errno.ENOTSUP:  # no xattrs at all: no origins either
+                # Cannot mark: trust no marker for this mount, and walk at the next.
+                log.warning("cannot mark %r impure (%s); listings read every origin",
+                            node.path(), exc)
+                self.impure_kept = False
+                ondisk.drop_format_record(work.fd)
+                return
+        node.impure = True
 
     def close(self) -> None:
         for layer in self.layers:
@@ -144,8 +208,10 @@ class Union:
                 lower_paths[index] = path
             if path is None:
                 continue
+            impure = self.ns if index == 0 and self.writable else None
             try:
-                listing = self.layers[index].listing(path, redirects=self.follow_redirects)
+                listing = self.layers[index].listing(path, redirects=self.follow_redirects,
+                                                     impure=impure)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             listings.append((index, listing))
@@ -163,6 +229,7 @@ class Union:
         """Make ``listings`` (from :meth:`read_listings`) the merged view of ``node``."""
         node.lower_paths = lower_paths or None
         node.layers = tuple(index for index, _ in listings)
+        node.impure = next((listing.impure for index, listing in listings if index == 0), None)
         self.counters.views_built += 1
         node.merged = merge(listings)
         node.covered, node.whiteouts = covered_and_whiteouts(listings)
@@ -282,7 +349,7 @@ class Union:
         return self.table.adopt(node, parent, name)
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
-        if layer.writable and self.ns is not None:
+        if layer.writable and self.ns is not None and self.may_hold_origins(parent):
             path = join(parent.path(), name)
             try:
                 origin = ondisk.origin(functools.partial(layer.getxattr, path), self.ns)
@@ -420,6 +487,8 @@ class Union:
             node.whiteouts = set()
             node.sgid_gid = None
             node.lower_paths = None  # re-read with the views (the layers moved down one)
+            node.impure = None
+        self.impure_kept = self._keep_impure_markers()  # a record for the fresh upper
         return frozen
 
     # ---- copy-up ------------------------------------------------------------------------
@@ -440,6 +509,7 @@ class Union:
         parent = node.parent
         assert parent is not None
         self.copy_up(parent)
+        self.mark_impure(parent)
         source = entry.layer
         st = copier.copy(self.layers[source], parent.path(), node.name, node.id,
                          src_parent=self.dir_path(parent, source))
@@ -453,6 +523,7 @@ class Union:
         if not entry.is_dir and st.st_nlink > 1:
             link_aliases(self, node, source, st.st_ino)
         if entry.is_dir:
+            node.impure = False  # a fresh upper directory
             entry.dir_layers = (0, *entry.dir_layers)
             if node.layers is not None:
                 node.layers = (0, *node.layers)

@@ -62,7 +62,8 @@ class WorkDir:
 
     def clean(self) -> int:
         """Remove leftovers of interrupted copy-ups; returns how many there were."""
-        leftovers = [n for n in _list(self.fd) if n != SHARED_WHITEOUT]
+        kept = (SHARED_WHITEOUT, ondisk.FORMAT_RECORD)
+        leftovers = [n for n in _list(self.fd) if n not in kept]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(SHARED_WHITEOUT, dir_fd=self.fd)
         for name in leftovers:

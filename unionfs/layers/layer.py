@@ -19,6 +19,7 @@ from unionfs.core.merge import LayerListing
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     Kind,
+    XattrNamespace,
     translate_entries,
 )
 from unionfs.layers import ondisk
@@ -168,23 +169,26 @@ class Layer:
                 os.close(fd)
         return names
 
-    def listing(self, rel: bytes, *, redirects: bool = False) -> LayerListing:
+    def listing(self, rel: bytes, *, redirects: bool = False,
+                impure: XattrNamespace | None = None) -> LayerListing:
         """The directory ``rel`` in union terms: kinds by name, and its opacity; with
         ``redirects``, also its ``trusted.overlay.redirect`` (the kernel follows redirects
-        only in trusted mode: a user could forge a ``user.`` one)."""
+        only in trusted mode: a user could forge a ``user.`` one); with ``impure`` (the
+        upper's namespace), whether it is marked impure."""
         fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
             entries = _scan(fd)
-            get = functools.partial(_fgetxattr, fd)
+            get = _xattr_reader(fd)
             marks = ondisk.dir_marks(get)
             if marks.xattr_whiteouts:
                 _mark_xattr_whiteouts(fd, entries)
             redirect = ondisk.redirect(get) if redirects and rel else None
+            is_impure = impure is not None and ondisk.is_impure(get, impure)
         finally:
             os.close(fd)
         entries, oci_opaque = translate_entries(entries)
         opaque = oci_opaque or marks.opaque
-        return LayerListing(entries, opaque, redirect)
+        return LayerListing(entries, opaque, redirect, is_impure)
 
 
     def dirents(self, rel: bytes) -> dict[bytes, tuple[int, int]]:
@@ -234,11 +238,23 @@ def _scan(fd: int) -> dict[bytes, Kind]:
     return entries
 
 
-def _fgetxattr(fd: int, name: bytes) -> bytes | None:
+def _xattr_reader(fd: int) -> ondisk.GetXattr:
+    """Reads the xattrs of directory ``fd``: one listxattr, then a getxattr only of the
+    names it has (most directories have none: one system call for all their marks)."""
     try:
-        return os.getxattr(fd, name)
+        present = {os.fsencode(n) for n in os.listxattr(fd)}
     except OSError:
-        return None
+        present = set()
+
+    def get(name: bytes) -> bytes | None:
+        if name not in present:
+            return None
+        try:
+            return os.getxattr(fd, name)
+        except OSError:
+            return None
+
+    return get
 
 
 def _mark_xattr_whiteouts(dir_fd: int, entries: dict[bytes, Kind]) -> None:

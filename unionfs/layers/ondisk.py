@@ -13,6 +13,13 @@ read: a stat, and a way to read an xattr.
   namespace; a ``.wh..wh..opq`` entry in it (OCI).
 * ``trusted.overlay.redirect``: where a renamed directory's lower content is;
   ``overlay.unionfs.origin``: the inode number of a copied-up file.
+* ``overlay.unionfs.impure`` = ``y`` on an upper directory: some entry in it may have an
+  origin (a copy-up, or one renamed or linked in from another directory); set before such
+  an entry appears. Where it is absent no entry has one, so a listing needs no xattr read
+  per entry. It holds only where the upper's *format record* (``upper-format`` in the work
+  dir's ``unionfs-tmp``, naming the upper and the namespace) says every writer kept the
+  markers: an upper without it (written before the markers, or by an older unionfs, whose
+  work-dir cleaning removes the record) is walked once and marked (:func:`format_record`).
 
 Written in one form, the kernel's: whiteouts as character devices 0/0
 (:func:`make_device_whiteout`, which ``WorkDir`` in ``layers/copyup.py`` and
@@ -22,12 +29,14 @@ Written in one form, the kernel's: whiteouts as character devices 0/0
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from unionfs.core.whiteout import (
+    IMPURE_YES,
     NAMESPACES,
     OCI_OPAQUE_MARKER,
     OCI_WHITEOUT_PREFIX,
@@ -124,3 +133,61 @@ def mark_opaque(path: bytes, ns: XattrNamespace) -> None:
 def set_redirect(path: bytes, value: bytes) -> None:
     """Record where the directory at ``path`` has its lower content (trusted only)."""
     os.setxattr(path, TRUSTED.redirect, value, follow_symlinks=False)
+
+
+# ---- impure directories, and the upper's format record --------------------------------------
+
+XattrTarget = int | bytes  # an open fd, or a path whose final component is not followed
+FORMAT_RECORD = b"upper-format"  # in the work dir's unionfs-tmp (see the module docstring)
+FORMAT_VERSION = 1
+
+
+def is_impure(get: GetXattr, ns: XattrNamespace) -> bool:
+    """True when the upper directory whose xattrs ``get`` reads is marked impure."""
+    return get(ns.impure) == IMPURE_YES
+
+
+def mark_impure(target: XattrTarget, ns: XattrNamespace) -> None:
+    """Mark the upper directory ``target`` impure: an entry with an origin may be in it."""
+    if isinstance(target, int):
+        os.setxattr(target, ns.impure, IMPURE_YES)
+    else:
+        os.setxattr(target, ns.impure, IMPURE_YES, follow_symlinks=False)
+
+
+def format_record(upper_root: os.stat_result, ns: XattrNamespace) -> bytes:
+    """The record that says: every upper directory of this upper (its root's stat) that
+    holds an entry with an origin in namespace ``ns`` is marked impure."""
+    return b"unionfs upper format %d: impure markers (%s) kept in upper %d:%d\n" % (
+        FORMAT_VERSION, ns.impure, upper_root.st_dev, upper_root.st_ino)
+
+
+def read_format_record(work_fd: int) -> bytes | None:
+    """The format record in the work directory ``work_fd`` (None: there is none)."""
+    try:
+        fd = os.open(FORMAT_RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=work_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def write_format_record(work_fd: int, tmp: bytes, record: bytes) -> None:
+    """Write ``record`` atomically (through work entry ``tmp``) and durably."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=work_fd)
+    try:
+        os.write(fd, record)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, FORMAT_RECORD, src_dir_fd=work_fd, dst_dir_fd=work_fd)
+
+
+def drop_format_record(work_fd: int) -> None:
+    """Remove the format record: the next mount walks the upper again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(FORMAT_RECORD, dir_fd=work_fd)

@@ -154,3 +154,10 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2): write out the filesystem that ``fd`` is on (an O_PATH fd will not do)."""
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
