@@ -27,6 +27,8 @@ class LayerListing:
     opaque: bool = False
     redirect: bytes | None = None  # overlay.redirect of the directory itself (trusted mode)
     impure: bool = False  # the upper directory is marked as holding entries with an origin
+    # name -> its readdir(3) entry, packed (:func:`pack_dirent`), read in the same pass
+    dirents: dict[bytes, int] | None = None
 
 
 @dataclass(slots=True)
@@ -36,10 +38,23 @@ class Entry:
     layer: int
     kind: Kind
     dir_layers: tuple[int, ...] = ()
+    # Its readdir(3) entry in ``layer`` when the view was read (0: not known); packed by
+    # :func:`pack_dirent`. Only a layer that never changes keeps it true (not the upper).
+    dirent: int = 0
 
     @property
     def is_dir(self) -> bool:
         return self.kind is Kind.DIR
+
+
+def pack_dirent(ino: int, dtype: int) -> int:
+    """An inode number and a ``DT_*`` type as one int (one slot per entry in a view)."""
+    return ino << 4 | dtype
+
+
+def unpack_dirent(packed: int) -> tuple[int, int]:
+    """(inode number, ``DT_*`` type) of :func:`pack_dirent`."""
+    return packed >> 4, packed & 0xF
 
 
 def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
@@ -51,17 +66,18 @@ def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:
     merged: dict[bytes, Entry] = {}
     closed: set[bytes] = set()
     for layer, listing in listings:
+        dirents = listing.dirents or {}
         for name, kind in listing.entries.items():
             if name in closed:
                 continue
             entry = merged.get(name)
             if entry is None:
                 if kind is Kind.DIR:
-                    merged[name] = Entry(layer, kind, (layer,))
+                    merged[name] = Entry(layer, kind, (layer,), dirents.get(name, 0))
                     continue
                 closed.add(name)
                 if kind is Kind.OTHER:
-                    merged[name] = Entry(layer, kind)
+                    merged[name] = Entry(layer, kind, (), dirents.get(name, 0))
             elif kind is Kind.DIR:
                 entry.dir_layers += (layer,)
             else:

@@ -3,8 +3,10 @@
 The kernel asks for a listing without attributes (READDIR, not READDIRPLUS) when its
 readdirplus heuristic says the caller does not stat the entries (``ls -U``, ``find``
 without ``-type``, shell globs). Such an answer needs each name's inode number and file type
-only, and both are in the layer directories themselves: :meth:`Layer.dirents` reads them
-with the names (one ``getdents`` pass per layer, no ``lstat``).
+only, and both are in the layer directories themselves: the pass that read a directory's
+merged view kept them in its entries (lower layers never change), and only the upper is
+read again when a listing starts (:meth:`Layer.dirents`: one ``getdents`` pass, no
+``lstat``).
 
 The inode number of an entry is the one a lookup of it would give (the node's, when the
 kernel holds one; otherwise derived from the layer file as :mod:`unionfs.engine.nodes`
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 import stat
 
-from unionfs.core.merge import Entry
+from unionfs.core.merge import Entry, unpack_dirent
 from unionfs.core.paths import join
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import NewEntry, Union
@@ -30,12 +32,17 @@ Scans = dict[int, dict[bytes, tuple[int, int]]]
 DT_DIR = stat.S_IFDIR >> 12
 
 
+def layers_to_scan(union: Union, node: Node) -> tuple[int, ...]:
+    """The layers of directory ``node`` whose dirents a listing must read as they are now:
+    the upper's (it changes); the lower ones are in the view's entries."""
+    return (0,) if union.writable and 0 in (node.layers or ()) else ()
+
+
 def scan_layers(union: Union, node: Node) -> Scans:
-    """The dirents of directory ``node`` in each layer of its merged view. Reads only the
-    layers (a worker thread may call it) while no redirect is known."""
-    layers = node.layers or ()
+    """The dirents of directory ``node`` in :func:`layers_to_scan`. Reads only the layers
+    (a worker thread may call it) while no redirect is known."""
     return {index: union.layers[index].dirents(union.dir_path(node, index))
-            for index in layers}
+            for index in layers_to_scan(union, node)}
 
 
 class NameLister:
@@ -55,7 +62,12 @@ class NameLister:
         parent = self.parent
         index = entry.layer
         scan = self.scans.get(index)
-        found = scan.get(name) if scan is not None else None
+        if scan is not None:
+            found = scan.get(name)
+        elif entry.dirent and not (index == 0 and self.union.writable):
+            found = unpack_dirent(entry.dirent)  # a lower layer's, as read with the view
+        else:
+            found = None
         if found is None:
             return self._from_lstat(name, entry)
         ino, kind = found

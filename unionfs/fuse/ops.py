@@ -21,7 +21,14 @@ import pyfuse3
 
 from unionfs.core.rename import Move, how_to_move
 from unionfs.engine.changes import Caller, Changes
-from unionfs.engine.dirents import DT_DIR, NameLister, Scans, dot_number, scan_layers
+from unionfs.engine.dirents import (
+    DT_DIR,
+    NameLister,
+    Scans,
+    dot_number,
+    layers_to_scan,
+    scan_layers,
+)
 from unionfs.engine.nodes import Node
 from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
@@ -354,7 +361,7 @@ class UnionOperations(pyfuse3.Operations):
     async def _scan(self, node: Node) -> Scans:
         """The dirents of ``node``'s layers, read in a worker thread (the trio thread when
         redirects are known: their paths read other views)."""
-        if not node.is_dir or node.layers is None:
+        if not node.is_dir or not layers_to_scan(self.union, node):
             return {}
         if self.union.has_redirects:
             return scan_layers(self.union, node)

@@ -15,7 +15,7 @@ import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from unionfs.core.merge import LayerListing
+from unionfs.core.merge import LayerListing, pack_dirent
 from unionfs.core.paths import join
 from unionfs.core.whiteout import (
     Kind,
@@ -177,7 +177,7 @@ class Layer:
         upper's namespace), whether it is marked impure."""
         fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            entries = _scan(fd)
+            entries, dirents = _scan(fd)
             get = _xattr_reader(fd)
             marks = ondisk.dir_marks(get)
             if marks.xattr_whiteouts:
@@ -188,7 +188,7 @@ class Layer:
             os.close(fd)
         entries, oci_opaque = translate_entries(entries)
         opaque = oci_opaque or marks.opaque
-        return LayerListing(entries, opaque, redirect, is_impure)
+        return LayerListing(entries, opaque, redirect, is_impure, dirents)
 
 
     def dirents(self, rel: bytes) -> dict[bytes, tuple[int, int]]:
@@ -223,19 +223,30 @@ def _scan_dirents(fd: int) -> dict[bytes, tuple[int, int]]:
     return found
 
 
-def _scan(fd: int) -> dict[bytes, Kind]:
+def _scan(fd: int) -> tuple[dict[bytes, Kind], dict[bytes, int]]:
+    """The kinds of the names in directory ``fd`` and, from the same pass, their readdir
+    entries (packed inode number and type: what a names-only listing answers)."""
     entries: dict[bytes, Kind] = {}
+    dirents: dict[bytes, int] = {}
+    fsencode, pack = os.fsencode, pack_dirent
     with os.scandir(fd) as it:
         for e in it:
-            name = os.fsencode(e.name)
+            name = fsencode(e.name)
             if e.is_dir(follow_symlinks=False):
                 entries[name] = Kind.DIR
-            elif e.is_file(follow_symlinks=False) or e.is_symlink():
+                dirents[name] = pack(e.inode(), _DT_DIR)
+            elif e.is_file(follow_symlinks=False):
                 entries[name] = Kind.OTHER
+                dirents[name] = pack(e.inode(), _DT_REG)
+            elif e.is_symlink():
+                entries[name] = Kind.OTHER
+                dirents[name] = pack(e.inode(), _DT_LNK)
             else:
-                whiteout = ondisk.is_device_whiteout(e.stat(follow_symlinks=False))
+                st = e.stat(follow_symlinks=False)
+                whiteout = ondisk.is_device_whiteout(st)
                 entries[name] = Kind.WHITEOUT if whiteout else Kind.OTHER
-    return entries
+                dirents[name] = pack(e.inode(), stat.S_IFMT(st.st_mode) >> 12)
+    return entries, dirents
 
 
 def _xattr_reader(fd: int) -> ondisk.GetXattr:

@@ -30,6 +30,7 @@ Written in one form, the kernel's: whiteouts as character devices 0/0
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -167,8 +168,10 @@ def read_format_record(work_fd: int) -> bytes | None:
     try:
         fd = os.open(FORMAT_RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                      dir_fd=work_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP):  # ELOOP: a symlink planted there
+            return None
+        raise
     try:
         return os.read(fd, 4096)
     finally:
