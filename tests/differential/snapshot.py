@@ -25,6 +25,9 @@ class Entry:
     data: bytes | None  # file content
     target: bytes | None  # symlink target
     xattrs: tuple[tuple[str, bytes], ...]
+    # The inode number its directory's listing gives (d_ino) is its st_ino (numbers differ
+    # between the implementations; this relation must hold on both).
+    d_ino_ok: bool = True
 
 
 Snapshot = dict[str, Entry]
@@ -39,16 +42,28 @@ def take(root: str) -> Snapshot:
     """
     snap: Snapshot = {"": _entry(root)}
     for dirpath, dirnames, filenames in os.walk(root):
+        with os.scandir(dirpath) as it:
+            listed = {e.name: e.inode() for e in it}
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             try:
-                snap[os.path.relpath(path, root)] = _entry(path)
+                snap[os.path.relpath(path, root)] = _entry(path, listed.get(name))
             except FileNotFoundError:
                 continue
     return snap
 
 
-def _entry(path: str) -> Entry:
+def inode_numbers(root: str) -> dict[str, int]:
+    """st_ino of every path under ``root``: a union keeps them across a remount."""
+    numbers = {"": os.lstat(root).st_ino}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            numbers[os.path.relpath(path, root)] = os.lstat(path).st_ino
+    return numbers
+
+
+def _entry(path: str, d_ino: int | None = None) -> Entry:
     st = os.lstat(path)
     mode = st.st_mode
     data = target = None
@@ -61,7 +76,7 @@ def _entry(path: str) -> Entry:
     xattrs = tuple((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
     return Entry(stat.filemode(mode), st.st_uid, st.st_gid, st.st_nlink,
                  None if stat.S_ISDIR(mode) else st.st_size, st.st_mtime_ns, data, target,
-                 xattrs)
+                 xattrs, d_ino is None or d_ino == st.st_ino)
 
 
 def mtime_class(mtime_ns: int, since_ns: int | None) -> object:
@@ -74,8 +89,10 @@ def mtime_class(mtime_ns: int, since_ns: int | None) -> object:
 
 
 def diff(left: Snapshot, right: Snapshot, *, since_ns: int | None,
-         names: tuple[str, str] = ("kernel", "unionfs")) -> list[str]:
-    """Human-readable differences; empty when the trees agree."""
+         names: tuple[str, str] = ("kernel", "unionfs"), ignore: tuple[str, ...] = ()
+         ) -> list[str]:
+    """Human-readable differences (but of the fields named in ``ignore``); empty when the
+    trees agree."""
     out: list[str] = []
     for path in sorted(left.keys() | right.keys()):
         a, b = left.get(path), right.get(path)
@@ -83,13 +100,16 @@ def diff(left: Snapshot, right: Snapshot, *, since_ns: int | None,
             where = names[0] if a is not None else names[1]
             out.append(f"{path!r}: only in {where}: {a or b}")
             continue
-        out.extend(f"{path!r}: {line}" for line in _diff_entry(a, b, since_ns, names))
+        out.extend(f"{path!r}: {line}" for line in _diff_entry(a, b, since_ns, names, ignore))
     return out
 
 
-def _diff_entry(a: Entry, b: Entry, since_ns: int | None, names: tuple[str, str]) -> list[str]:
+def _diff_entry(a: Entry, b: Entry, since_ns: int | None, names: tuple[str, str],
+                ignore: tuple[str, ...] = ()) -> list[str]:
     lines = []
     for f in fields(Entry):
+        if f.name in ignore:
+            continue
         va, vb = getattr(a, f.name), getattr(b, f.name)
         if f.name == "mtime_ns":
             va, vb = mtime_class(va, since_ns), mtime_class(vb, since_ns)

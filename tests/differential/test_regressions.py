@@ -47,6 +47,14 @@ CASES: dict[str, list[Op]] = {
     "move a dir holding whiteouts": [Op("unlink", "l1only/y/z"),
                                      Op("utimens", "l1only/y", ("omit", 10**18, True)),
                                      Op("rename", "l1only/y", ("opq/c", 0))],
+    # Copy-ups moved or linked into other directories (which must then be marked impure,
+    # or the remount numbers them by their upper inodes).
+    "copy-ups moved and linked elsewhere": [Op("write", "d/a", (0, b"x", False)),
+                                            Op("mkdir", "n1", (0o755,)),
+                                            Op("rename", "d/a", ("n1/moved", 0)),
+                                            Op("mkdir", "n2", (0o755,)),
+                                            Op("link", "f0", ("n2/linked",)),
+                                            Op("rename", "d/c", ("n3", 0))],
     # Exchanging a lower dir with a file.
     "exchange a lower dir and a file": [Op("rename", "l1only", ("f0", RENAME_EXCHANGE))],
 }

@@ -13,7 +13,7 @@ import pytest
 
 from unionfs.core.whiteout import TRUSTED, USER, XattrNamespace
 from unionfs.engine.changes import Caller, Changes
-from unionfs.engine.dirents import NameLister, scan_layers
+from unionfs.engine.dirents import NameLister
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import StackConfig, Union
 from unionfs.layers import ondisk
@@ -79,7 +79,7 @@ def _get(path: Path, name: bytes) -> bytes | None:
 
 def listed(u: Union, parent: Node) -> dict[bytes, int]:
     """The inode numbers a names-only listing gives."""
-    lister = NameLister(u, parent, scan_layers(u, parent))
+    lister = NameLister(u, parent)
     out = {}
     for name, entry in u.merged(parent).items():
         found = lister.dirent(name, entry)

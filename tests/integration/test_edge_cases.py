@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import select
+import shutil
 import stat
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_workdir_tmp_symlink_is_removed_not_followed(stack: StackFactory, mounts
     (victim / "sub").mkdir(parents=True)
     (victim / "keep").write_text("precious")
     tmp = st.work / "unionfs-tmp"
-    tmp.rmdir()
+    shutil.rmtree(tmp)
     tmp.symlink_to(victim)
     mnt = mounts.unionfs(st)
     assert sorted(os.listdir(victim)) == ["keep", "sub"]

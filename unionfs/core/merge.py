@@ -38,8 +38,10 @@ class Entry:
     layer: int
     kind: Kind
     dir_layers: tuple[int, ...] = ()
-    # Its readdir(3) entry in ``layer`` when the view was read (0: not known); packed by
-    # :func:`pack_dirent`. Only a layer that never changes keeps it true (not the upper).
+    # Its readdir(3) entry (inode number and type) as the view read it, with the layer it
+    # was read in (:func:`pack_dirent`; 0: not known). True while ``layer`` is still that
+    # layer: every change through the union that gives a name another file (create,
+    # rename, link) makes a new entry, and a copy-up changes ``layer``.
     dirent: int = 0
 
     @property
@@ -47,14 +49,22 @@ class Entry:
         return self.kind is Kind.DIR
 
 
-def pack_dirent(ino: int, dtype: int) -> int:
-    """An inode number and a ``DT_*`` type as one int (one slot per entry in a view)."""
-    return ino << 4 | dtype
+_LAYER_BITS = 12
 
 
-def unpack_dirent(packed: int) -> tuple[int, int]:
-    """(inode number, ``DT_*`` type) of :func:`pack_dirent`."""
-    return packed >> 4, packed & 0xF
+def pack_dirent(layer: int, ino: int, dtype: int) -> int:
+    """The inode number and ``DT_*`` type of a name in layer ``layer`` as one int (one slot
+    per entry in a view); 0 (not known) for a layer beyond the 4095th."""
+    if layer >> _LAYER_BITS:
+        return 0
+    return (ino << _LAYER_BITS | layer) << 4 | dtype
+
+
+def unpack_dirent(packed: int, layer: int) -> tuple[int, int] | None:
+    """(inode number, ``DT_*`` type) of :func:`pack_dirent`, if it was read in ``layer``."""
+    if not packed or (packed >> 4) & ((1 << _LAYER_BITS) - 1) != layer:
+        return None
+    return packed >> (4 + _LAYER_BITS), packed & 0xF
 
 
 def merge(listings: Iterable[tuple[int, LayerListing]]) -> dict[bytes, Entry]:

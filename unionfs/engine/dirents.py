@@ -4,15 +4,14 @@ The kernel asks for a listing without attributes (READDIR, not READDIRPLUS) when
 readdirplus heuristic says the caller does not stat the entries (``ls -U``, ``find``
 without ``-type``, shell globs). Such an answer needs each name's inode number and file type
 only, and both are in the layer directories themselves: the pass that read a directory's
-merged view kept them in its entries (lower layers never change), and only the upper is
-read again when a listing starts (:meth:`Layer.dirents`: one ``getdents`` pass, no
-``lstat``).
+merged view kept them in its entries (no system call at all for a listing). A name that
+the union changed since (made, renamed, copied up) gets an ``lstat``; where there are many,
+the layer directory is read again (:meth:`Layer.dirents`: one ``getdents`` pass).
 
 The inode number of an entry is the one a lookup of it would give (the node's, when the
 kernel holds one; otherwise derived from the layer file as :mod:`unionfs.engine.nodes`
 says, a copy-up keeping its origin's: read from its xattr only in an upper directory marked
-impure). Only a name changed after the scan, or a file the scan could not type, costs an
-``lstat``.
+impure).
 """
 
 from __future__ import annotations
@@ -26,50 +25,36 @@ from unionfs.engine.nodes import Node
 from unionfs.engine.union import NewEntry, Union
 from unionfs.layers import ondisk
 
-Scans = dict[int, dict[bytes, tuple[int, int]]]
-"""Per layer index: name -> (inode number in that layer, DT_* type)."""
+Scan = dict[bytes, tuple[int, int]]
+"""One layer directory's dirents: name -> (inode number in that layer, DT_* type)."""
 
 DT_DIR = stat.S_IFDIR >> 12
-
-
-def layers_to_scan(union: Union, node: Node) -> tuple[int, ...]:
-    """The layers of directory ``node`` whose dirents a listing must read as they are now:
-    the upper's (it changes); the lower ones are in the view's entries."""
-    return (0,) if union.writable and 0 in (node.layers or ()) else ()
-
-
-def scan_layers(union: Union, node: Node) -> Scans:
-    """The dirents of directory ``node`` in :func:`layers_to_scan`. Reads only the layers
-    (a worker thread may call it) while no redirect is known."""
-    return {index: union.layers[index].dirents(union.dir_path(node, index))
-            for index in layers_to_scan(union, node)}
+RESCAN_AFTER = 8  # names of one layer not known from the view: lstat each, then read it all
 
 
 class NameLister:
     """Inode numbers and types of the entries of one directory, for one listing."""
 
-    def __init__(self, union: Union, parent: Node, scans: Scans) -> None:
+    def __init__(self, union: Union, parent: Node) -> None:
         self.union = union
         self.parent = parent
-        self.scans = scans
         self.devs = [layer.dev for layer in union.layers]
+        union.merged(parent)  # built already when a listing starts: it knows the marker
         # Upper files not made by this mount may be copy-ups, numbered by their origin,
         # unless the directory is known to hold none (not marked impure).
         self.origins = union.ns if union.writable and union.may_hold_origins(parent) else None
+        self.misses: dict[int, int] = {}  # per layer: names the view's dirents did not know
+        self.scans: dict[int, Scan] = {}
 
     def dirent(self, name: bytes, entry: Entry) -> tuple[int, int] | None:
         """(inode number, DT_* type) of ``name`` in the directory; None once it is gone."""
         parent = self.parent
         index = entry.layer
-        scan = self.scans.get(index)
-        if scan is not None:
-            found = scan.get(name)
-        elif entry.dirent and not (index == 0 and self.union.writable):
-            found = unpack_dirent(entry.dirent)  # a lower layer's, as read with the view
-        else:
-            found = None
+        found = unpack_dirent(entry.dirent, index)
         if found is None:
-            return self._from_lstat(name, entry)
+            found = self._rescanned(index, name)
+            if found is None:
+                return self._from_lstat(name, entry)
         ino, kind = found
         node = parent.children.get(name)
         if node is not None and self.union.table.nodes.get(node.id) is node:
@@ -79,6 +64,19 @@ class NameLister:
             if origin is not None:
                 return origin, kind
         return self.union.numbers.of_ino(self.devs[index], ino), kind
+
+    def _rescanned(self, index: int, name: bytes) -> tuple[int, int] | None:
+        """``name``'s dirent from layer ``index`` read now, once enough of its names were
+        not known from the view (made, renamed or copied up since): None until then."""
+        scan = self.scans.get(index)
+        if scan is None:
+            misses = self.misses[index] = self.misses.get(index, 0) + 1
+            if misses < RESCAN_AFTER:
+                return None
+            union = self.union
+            scan = self.scans[index] = union.layers[index].dirents(
+                union.dir_path(self.parent, index))
+        return scan.get(name)
 
     def _origin(self, name: bytes) -> int | None:
         assert self.origins is not None

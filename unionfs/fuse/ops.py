@@ -21,14 +21,7 @@ import pyfuse3
 
 from unionfs.core.rename import Move, how_to_move
 from unionfs.engine.changes import Caller, Changes
-from unionfs.engine.dirents import (
-    DT_DIR,
-    NameLister,
-    Scans,
-    dot_number,
-    layers_to_scan,
-    scan_layers,
-)
+from unionfs.engine.dirents import DT_DIR, NameLister, dot_number
 from unionfs.engine.nodes import Node
 from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
@@ -335,7 +328,7 @@ class UnionOperations(pyfuse3.Operations):
         entries = await self._listing(handle, start_id)
         lister = handle.names
         if lister is None or start_id == 0:
-            lister = handle.names = NameLister(self.union, parent, await self._scan(parent))
+            lister = handle.names = NameLister(self.union, parent)
         pack = _DIRENT.pack
         records: list[bytes] = []
         used = 0
@@ -357,15 +350,6 @@ class UnionOperations(pyfuse3.Operations):
         return b"".join(records)
 
     readdir_names = _errors(_readdir_names, "readdir")
-
-    async def _scan(self, node: Node) -> Scans:
-        """The dirents of ``node``'s layers, read in a worker thread (the trio thread when
-        redirects are known: their paths read other views)."""
-        if not node.is_dir or not layers_to_scan(self.union, node):
-            return {}
-        if self.union.has_redirects:
-            return scan_layers(self.union, node)
-        return await self.slow.run(scan_layers, self.union, node)
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)

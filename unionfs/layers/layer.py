@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import stat
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -177,7 +178,7 @@ class Layer:
         upper's namespace), whether it is marked impure."""
         fd = self._open_reading(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            entries, dirents = _scan(fd)
+            entries, dirents = _scan(fd, self.index)
             get = _xattr_reader(fd)
             marks = ondisk.dir_marks(get)
             if marks.xattr_whiteouts:
@@ -206,9 +207,12 @@ _DT_REG = stat.S_IFREG >> 12
 _DT_LNK = stat.S_IFLNK >> 12
 
 
+_FS_ENCODING = sys.getfilesystemencoding()  # names as os.fsencode gives them, inline: faster
+
+
 def _scan_dirents(fd: int) -> dict[bytes, tuple[int, int]]:
     found: dict[bytes, tuple[int, int]] = {}
-    fsencode = os.fsencode
+    codec = _FS_ENCODING
     with os.scandir(fd) as it:
         for e in it:
             if e.is_dir(follow_symlinks=False):
@@ -219,33 +223,33 @@ def _scan_dirents(fd: int) -> dict[bytes, tuple[int, int]]:
                 kind = _DT_LNK
             else:
                 kind = stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
-            found[fsencode(e.name)] = (e.inode(), kind)
+            found[e.name.encode(codec, "surrogateescape")] = (e.inode(), kind)
     return found
 
 
-def _scan(fd: int) -> tuple[dict[bytes, Kind], dict[bytes, int]]:
+def _scan(fd: int, layer: int) -> tuple[dict[bytes, Kind], dict[bytes, int]]:
     """The kinds of the names in directory ``fd`` and, from the same pass, their readdir
     entries (packed inode number and type: what a names-only listing answers)."""
     entries: dict[bytes, Kind] = {}
     dirents: dict[bytes, int] = {}
-    fsencode, pack = os.fsencode, pack_dirent
+    pack, codec = pack_dirent, _FS_ENCODING
     with os.scandir(fd) as it:
         for e in it:
-            name = fsencode(e.name)
+            name = e.name.encode(codec, "surrogateescape")
             if e.is_dir(follow_symlinks=False):
                 entries[name] = Kind.DIR
-                dirents[name] = pack(e.inode(), _DT_DIR)
+                dirents[name] = pack(layer, e.inode(), _DT_DIR)
             elif e.is_file(follow_symlinks=False):
                 entries[name] = Kind.OTHER
-                dirents[name] = pack(e.inode(), _DT_REG)
+                dirents[name] = pack(layer, e.inode(), _DT_REG)
             elif e.is_symlink():
                 entries[name] = Kind.OTHER
-                dirents[name] = pack(e.inode(), _DT_LNK)
+                dirents[name] = pack(layer, e.inode(), _DT_LNK)
             else:
                 st = e.stat(follow_symlinks=False)
                 whiteout = ondisk.is_device_whiteout(st)
                 entries[name] = Kind.WHITEOUT if whiteout else Kind.OTHER
-                dirents[name] = pack(e.inode(), stat.S_IFMT(st.st_mode) >> 12)
+                dirents[name] = pack(layer, e.inode(), stat.S_IFMT(st.st_mode) >> 12)
     return entries, dirents
 
 
