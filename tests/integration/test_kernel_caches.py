@@ -8,16 +8,20 @@ The request counters of the server's control socket show what reached the server
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Mounts, Stack
 from unionfs.api import server_stats
 
 StackFactory = Callable[..., Stack]
 ACL_ACCESS = "system.posix_acl_access"
+SELINUX = "security.selinux"
 def requests(mnt: Path, name: str) -> int:
     return int(server_stats(mnt)["requests"].get(name, 0))
 
@@ -27,7 +31,8 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
     mnt = mounts.unionfs(stack({}))
     assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
                                                    "cache_symlinks", "lean_wait",
-                                                   "parallel_dirops", "readdir_names"}
+                                                   "parallel_dirops", "readdir_names",
+                                                   "getxattr_known"}
 
 
 def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:
@@ -98,6 +103,31 @@ def test_acl_lookups_are_cached(stack: StackFactory, mounts: Mounts) -> None:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_xattrs_known_absent_are_answered_at_once_and_stay_right(stack: StackFactory,
+                                                                  mounts: Mounts) -> None:
+    """ls -l asks security.selinux of every file each time: a file found to have no xattrs
+    is answered on the fast path (still counted); one that gets an xattr through the union
+    shows it at once, and one with xattrs shows them."""
+    st = stack({"bare": "x", "labelled": "y"})
+    os.setxattr(st.lowers[0] / "labelled", "user.kept", b"v")
+    mnt = mounts.unionfs(st)
+    for name in ("bare", "labelled"):
+        with pytest.raises(OSError) as exc:
+            os.getxattr(mnt / name, SELINUX)
+        assert exc.value.errno == errno.ENODATA
+    served = requests(mnt, "getxattr")
+    for _ in range(3):
+        for name in (SELINUX, "user.other"):
+            with pytest.raises(OSError) as exc:
+                os.getxattr(mnt / "bare", name)
+            assert exc.value.errno == errno.ENODATA
+    assert requests(mnt, "getxattr") == served + 6  # each reached the server, and counts
+    assert os.getxattr(mnt / "labelled", "user.kept") == b"v"
+    os.setxattr(mnt / "bare", "user.new", b"w")
+    assert os.getxattr(mnt / "bare", "user.new") == b"w"
+    assert os.listxattr(mnt / "bare") == ["user.new"]
 
 
 def test_forgotten_inodes_are_freed(stack: StackFactory, mounts: Mounts) -> None:

@@ -466,6 +466,7 @@ class Changes:
 
     def setxattr(self, node: Node, name: bytes, value: bytes, fd: int | None = None) -> None:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
+        node.no_xattrs = False
         if node.absent_xattrs:
             node.absent_xattrs.discard(name)
         name = escape_xattr(name)

@@ -25,7 +25,7 @@ class Node:
 
     __slots__ = ("absent_xattrs", "children", "covered", "generation", "handles", "id",
                  "impure", "is_dir", "last_stat", "layers", "lookups", "lower_paths", "merged",
-                 "name", "orphan_fd", "parent", "sgid_gid", "whiteouts")
+                 "name", "no_xattrs", "orphan_fd", "parent", "sgid_gid", "whiteouts")
 
     def __init__(self, node_id: int, parent: Node | None, name: bytes, is_dir: bool) -> None:
         self.id = node_id
@@ -42,6 +42,9 @@ class Node:
         # xattr names the file was found not to have (the kernel asks for security.capability
         # at every write); only a setxattr through the union can add one.
         self.absent_xattrs: set[bytes] | None = None
+        # listxattr found none: every getxattr is ENODATA until a setxattr through the union
+        # (ls asks for two of every file it lists long).
+        self.no_xattrs = False
         # Directories only, filled when the merged view is first needed:
         self.layers: tuple[int, ...] | None = None  # contributing layers, top down
         self.merged: dict[bytes, Entry] | None = None  # name -> Entry

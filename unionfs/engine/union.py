@@ -8,6 +8,7 @@ union (the layers never change behind its back: that is the contract of a mount)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -346,6 +347,7 @@ class Union:
             node.is_dir = stat.S_ISDIR(st.st_mode)
             node.sgid_gid = None
             node.absent_xattrs = None
+            node.no_xattrs = False
         return self.table.adopt(node, parent, name)
 
     def _number(self, layer: Layer, parent: Node, name: bytes, st: os.stat_result) -> int:
@@ -410,16 +412,25 @@ class Union:
     def getxattr(self, node: Node, name: bytes) -> bytes | None:
         """An xattr of ``node`` as the union shows it (never the overlay's own; nested
         ``overlay.*`` ones are stored escaped)."""
-        absent = node.absent_xattrs
-        if absent is not None and name in absent:
+        if self.knows_absent(node, name):
             return None
         value = self._read_xattr(node, escape_xattr(name))
         if value is None:
-            if absent is None:
+            absent = node.absent_xattrs
+            if absent is None:  # the first one missing: has the file any xattr at all?
                 absent = node.absent_xattrs = set()
+                with contextlib.suppress(OSError):  # not known: each name is asked
+                    node.no_xattrs = not self.listxattr(node)
             if len(absent) < ABSENT_XATTRS_KEPT:
                 absent.add(name)
         return value
+
+    def knows_absent(self, node: Node, name: bytes) -> bool:
+        """True when ``node`` is known to have no xattr ``name`` (no system call needed)."""
+        if node.no_xattrs:
+            return True
+        absent = node.absent_xattrs
+        return absent is not None and name in absent
 
     def _read_xattr(self, node: Node, name: bytes) -> bytes | None:
         fd = self._unlinked_fd(node)

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 # Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
 SLOT_INIT = 0
+SLOT_GETXATTR = 26
 SLOT_OPENDIR = 20
 SLOT_READDIR = 21
 SLOT_FLOCK = 39
@@ -102,11 +103,18 @@ _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_i
 _READDIR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_int64,
                  ctypes.c_void_p)
 _READDIR = ctypes.CFUNCTYPE(None, *_READDIR_ARGS)
+_GETXATTR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
+_GETXATTR = ctypes.CFUNCTYPE(None, *_GETXATTR_ARGS)
+_GETXATTR_CALL = ctypes.PYFUNCTYPE(None, *_GETXATTR_ARGS)
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
 _DECREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythonapi))
 
 FallocateHandler = Callable[[int, int, int, int], int]
 """(fh, mode, offset, length) -> 0 or a positive errno; must not raise."""
+
+XattrAbsent = Callable[[int, bytes], bool]
+"""(inode, name) -> True when that inode is known to have no such xattr (answered ENODATA
+at once, without pyfuse3's request machinery); must not raise."""
 
 ReaddirNames = Callable[[int, int, int], Coroutine[Any, Any, bytes]]
 """(fh, offset, size) -> the ``struct fuse_dirent`` records of a plain READDIR answer;
@@ -133,11 +141,13 @@ class Installed:
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
             readdir_names: ReaddirNames | None = None,
-            max_readahead: int = 0) -> Installed | None:
+            max_readahead: int = 0, xattr_absent: XattrAbsent | None = None
+            ) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
     ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
-    the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``).
+    the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``);
+    with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once.
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -146,7 +156,8 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         check_versions()
         table = _Table.locate()
         libfuse = _libfuse()
-        installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead)
+        installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead,
+                             xattr_absent)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -181,7 +192,7 @@ def _libfuse() -> ctypes.CDLL:
 
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
              poll_us: int, readdir_names: ReaddirNames | None = None,
-             max_readahead: int = 0) -> Installed:
+             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -205,6 +216,11 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         callbacks.append(_READDIR(_readdir_submitting(readdir_names, submit, reply_buf,
                                                       reply_err)))
         features = (*features, "readdir_names")
+    if xattr_absent is not None:
+        original = _GETXATTR_CALL(table.session_slot(SLOT_GETXATTR))
+        slots.append(SLOT_GETXATTR)
+        callbacks.append(_GETXATTR(_getxattr_known(original, xattr_absent, reply_err)))
+        features = (*features, "getxattr_known")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
     for slot, address in zip(slots, addresses, strict=True):
@@ -396,6 +412,24 @@ def _replied(code: int) -> None:
         log.error("readdir: fuse_reply_* failed with %s", os.strerror(-code))
 
 
+def _getxattr_known(original: Callable[[int, int, int, int], None], absent: XattrAbsent,
+                    reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    """getxattr: ENODATA at once where ``absent`` knows it (ls asks two xattrs of every
+    file it lists long), else pyfuse3's own handler."""
+    def getxattr(req: int, ino: int, name: int, size: int) -> None:
+        try:
+            known = absent(ino, ctypes.string_at(name))
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("getxattr check failed unexpectedly")
+            known = False
+        if known:
+            reply_err(req, errno.ENODATA)
+        else:
+            original(req, ino, name, size)
+
+    return getxattr
+
+
 def _fallocate_replying(handler: FallocateHandler,
                         reply_err: Callable[[int, int], int]) -> Callable[..., None]:
     def fallocate(req: int, ino: int, mode: int, offset: int, length: int, fi: int) -> None:
@@ -434,6 +468,7 @@ class _Table:
             SLOT_OPENDIR: symbols.address("__pyx_f_7pyfuse3_fuse_opendir"),
             SLOT_INIT: symbols.address("__pyx_f_7pyfuse3_fuse_init"),
             SLOT_READDIRPLUS: symbols.address("__pyx_f_7pyfuse3_fuse_readdirplus"),
+            SLOT_GETXATTR: symbols.address("__pyx_f_7pyfuse3_fuse_getxattr"),
             SLOT_READDIR: None, SLOT_FLOCK: None, SLOT_FALLOCATE: None,
         }
         for slot, address in expected.items():
