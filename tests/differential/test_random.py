@@ -34,11 +34,11 @@ directory is merged with its copy). The kernel side checks the flag first, as py
 Not compared, and why:
 
 * ``st_ino`` and ``st_dev``: each implementation numbers inodes its own way (the kernel passes
-  the layers' numbers through; unionfs makes its own, stable ones). Compared instead: that a
-  listing's ``d_ino`` of every name is its ``st_ino`` (both sides), and that unionfs keeps
-  every number across the remount. Not for the kernel reading unionfs's upper: unionfs's
-  copy-ups carry no kernel origin, and the kernel's listing of a merged directory may then
-  give another number than its stat.
+  the layers' numbers through; unionfs makes its own, stable ones). Checked on unionfs
+  instead: a listing's ``d_ino`` of every name is its ``st_ino`` (the kernel's listing of a
+  merged directory may give another number than its stat, so that is not compared), and
+  every number stays the same across the remount (but a copied-up symlink's in
+  ``userxattr`` mode: user xattrs are refused on symlinks, so it has no origin xattr).
 * ``st_atime``: reads update it at different moments (and relatime rules differ per mount).
 * ``st_ctime``: set by the clock on every change, and copy-up changes it on both sides at
   different instants; it cannot be set by a caller, so no fixed value can be compared.
