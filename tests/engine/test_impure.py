@@ -204,3 +204,16 @@ def test_a_directory_that_cannot_be_marked_turns_the_markers_off(
         assert listed(u, node(u, b"d"))[b"low"] == number
     finally:
         u.close()
+
+
+def test_a_walk_that_takes_too_long_leaves_the_markers_off(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    stack(tmp_path)
+    monkeypatch.setattr("unionfs.engine.union.UPGRADE_SECONDS", -1.0)
+    u = mount(tmp_path)
+    try:
+        assert not u.impure_kept  # every origin is read: right, only slower
+        assert u.work is not None and ondisk.read_format_record(u.work.fd) is None
+    finally:
+        u.close()

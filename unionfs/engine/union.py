@@ -42,6 +42,7 @@ from unionfs.layers.upgrade import mark_impure_dirs
 log = logging.getLogger(__name__)
 
 ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
+UPGRADE_SECONDS = 10.0  # the walk of an upper without a format record, at most (mounts wait)
 
 
 class NewEntry(Entry):
@@ -118,7 +119,7 @@ class Union:
             if ondisk.read_format_record(work.fd) == record:
                 return True
             start = time.monotonic()
-            marked = mark_impure_dirs(upper, ns)
+            marked = mark_impure_dirs(upper, ns, UPGRADE_SECONDS)
             if marked:  # the marks are on disk before the record that vouches for them
                 fd = upper.open(b"", os.O_RDONLY | os.O_DIRECTORY)
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 from unionfs.core.paths import join
 from unionfs.core.whiteout import XattrNamespace
@@ -18,13 +19,17 @@ from unionfs.layers.layer import Layer
 from unionfs.layers.syscalls import proc_path
 
 
-def mark_impure_dirs(upper: Layer, ns: XattrNamespace) -> int:
+def mark_impure_dirs(upper: Layer, ns: XattrNamespace, seconds: float | None = None) -> int:
     """Mark every directory of ``upper`` that holds an entry with an origin in ``ns``;
-    returns how many were marked. An OSError (a directory it cannot read) is raised: the
-    caller then treats every directory as possibly impure."""
+    returns how many were marked. An OSError (a directory it cannot read; TimeoutError
+    after ``seconds``, so that a huge upper cannot hold a mount up) is raised: the caller
+    then treats every directory as possibly impure. The marks made so far are true."""
+    deadline = None if seconds is None else time.monotonic() + seconds
     marked = 0
     pending = [b""]
     while pending:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"upper not walked within {seconds:g} s")
         rel = pending.pop()
         fd = upper.open(rel, os.O_RDONLY | os.O_DIRECTORY)
         try:
