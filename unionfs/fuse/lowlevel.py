@@ -13,7 +13,10 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
   kernel asks for names only when its heuristic says the caller does not stat the entries
   (``ls -U``, ``find``, globs: every chunk after the first unless the caller looks entries
   up). Its answer is served like pyfuse3's own handlers: the callback hands a coroutine to
-  pyfuse3's request loop (its ``py_retval`` slot), which awaits it in the same worker task.
+  pyfuse3's request loop (its ``py_retval`` slot), which awaits it in the same worker task;
+* ``getxattr`` of a name the union knows a file lacks (``ls -l`` asks ``security.selinux``
+  of every file, each time): answered ENODATA in the callback, pyfuse3's own handler is
+  called for everything else.
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers.
