@@ -149,7 +149,8 @@ def _install_extensions(config: ServerConfig, ops: UnionOperations
     # Kept referenced while serving: libfuse calls into it.
     extensions = lowlevel.install(ops.fallocate, poll_us=config.poll_us,
                                   readdir_names=ops.readdir_names,
-                                  max_readahead=readahead.READ_AHEAD_KB << 10)
+                                  max_readahead=readahead.READ_AHEAD_KB << 10,
+                                  lseek=ops.lseek)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
         if "readdir_names" in extensions.features:
