@@ -288,6 +288,59 @@ def _direct_io(root: str, op: Op) -> object:
     return written, rbuf[:n]
 
 
+def _lseek(root: str, op: Op) -> object:
+    """SEEK_DATA/SEEK_HOLE on a regular file (a directory's answer is its filesystem's own
+    size rule), from a read-only fd, while another fd that wrote first is still open.
+
+    An allocated but unwritten range (fallocate) is a hole to ext4 unless its page cache
+    holds pages there, and which pages the upper file has cached differs between the two
+    mounts (the kernel's overlay reads the upper file itself, unionfs's server only when its
+    own page cache misses). So the whole file is read first, through the page cache and
+    with O_DIRECT (which reaches unionfs's server): both uppers then have it all cached."""
+    whence, offset, write = op.args
+    path = _p(root, op.path)
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return "not a file"
+    _read_everywhere(path)
+    writer = None
+    written = None
+    try:
+        if write is not None:
+            assert isinstance(write, tuple)
+            at, data = write
+            assert isinstance(at, int) and isinstance(data, bytes)
+            writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            written = os.pwrite(writer, data, at)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            try:
+                found: object = os.lseek(fd, int(offset), int(whence))  # type: ignore[call-overload]
+            except OSError as exc:
+                found = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            return written, found
+        finally:
+            os.close(fd)
+    finally:
+        if writer is not None:
+            os.close(writer)
+
+
+def _read_everywhere(path: str) -> None:
+    """Read ``path`` whole, buffered and with O_DIRECT (see :func:`_lseek`)."""
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    buf = mmap.mmap(-1, 1 << 20)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK)
+    try:
+        pos = 0
+        while got := os.preadv(fd, [buf], pos):
+            pos += got
+    finally:
+        os.close(fd)
+        buf.close()
+
+
 def _open_removed(root: str, op: Op) -> object:
     """Calls on a directory or FIFO that is removed while open."""
     kind, mode, uid = op.args
@@ -373,6 +426,7 @@ _CALLS: dict[str, Callable[[str, Op], object]] = {
     "mkfifo": _simple(os.mkfifo),
     "listdir": _simple(os.listdir, takes_args=False),
     "mknod": _mknod, "direct_io": _direct_io, "open_removed": _open_removed, "deep": _deep,
+    "lseek": _lseek,
 }
 
 
@@ -440,7 +494,7 @@ def _copy_tree(src: str, dst: str, outside: dict[int, str], copied: dict[int, st
         for name in sorted(os.listdir(src)):
             _copy_tree(os.path.join(src, name), os.path.join(dst, name), outside, copied)
     elif stat.S_ISREG(mode):
-        shutil.copyfile(src, dst)
+        _copy_keeping_holes(src, dst)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISFIFO(mode):
@@ -448,6 +502,26 @@ def _copy_tree(src: str, dst: str, outside: dict[int, str], copied: dict[int, st
     else:
         raise AssertionError(f"unexpected file type to copy: {src}")
     _copy_metadata(src, dst, st)
+
+
+def _copy_keeping_holes(src: str, dst: str) -> None:
+    """Copy a file's data extents only, as ``cp`` does (``--sparse=auto``: SEEK_DATA)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        pos = 0
+        while pos < size:
+            try:
+                pos = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                break
+            end = os.lseek(fin.fileno(), pos, os.SEEK_HOLE)
+            fout.seek(pos)
+            fin.seek(pos)
+            fout.write(fin.read(end - pos))
+            pos = end
+        fout.truncate(size)
 
 
 def _copy_metadata(src: str, dst: str, st: os.stat_result) -> None:
