@@ -86,6 +86,29 @@ def test_hard_links_of_lower_symlinks(rootless_twins: Twins, mounts: Mounts) -> 
                      kernel_opts=KERNEL_OPTS)
 
 
+# Nested overlays in userxattr mode (Linux >= 6.7): user.overlay.* set through the union
+# is stored one level down, shown unescaped, and the kernel reads it back the same way.
+NESTED_USER_CALLS = [
+    Op("setxattr", "f0", ("user.overlay.nested", b"v1", 0)),
+    Op("getxattr", "f0", ("user.overlay.nested",)), Op("listxattr", "f0"),
+    Op("setxattr", "d", ("user.overlay.opaque", b"y", 0)), Op("listdir", "d"),
+    Op("setxattr", "l1only/y/z", ("user.overlay.nested", b"v2", 0)),
+    Op("removexattr", "f0", ("user.overlay.nested",)), Op("listxattr", "f0"),
+]
+
+
+def test_user_overlay_xattrs_are_escaped(rootless_twins: Twins, mounts: Mounts) -> None:
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) < (6, 7):
+        pytest.skip(f"kernel {os.uname().release} predates overlay xattr escaping (6.7)")
+    run_differential("rootless user.overlay.* xattrs", lambda files, dirs: NESTED_USER_CALLS,
+                     rootless_twins, mounts, kernel_opts=KERNEL_OPTS)
+    upper = rootless_twins.unionfs.upper
+    assert os.getxattr(upper / "d", "user.overlay.overlay.opaque") == b"y"
+    assert os.getxattr(upper / "l1only/y/z", "user.overlay.overlay.nested") == b"v2"
+    assert "user.overlay.opaque" not in os.listxattr(upper / "d")
+
+
 @pytest.mark.parametrize("seed", range(int(os.environ.get("UNIONFS_DIFF_ROOTLESS_SEEDS", "2"))))
 def test_random_calls(seed: int, rootless_twins: Twins, mounts: Mounts) -> None:
     label = f"rootless seed {seed}"
