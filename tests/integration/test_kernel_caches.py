@@ -27,7 +27,8 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
     mnt = mounts.unionfs(stack({}))
     assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
                                                    "cache_symlinks", "lean_wait",
-                                                   "parallel_dirops", "readdir_names"}
+                                                   "parallel_dirops", "readdir_names",
+                                                   "lseek"}
 
 
 def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:
