@@ -509,7 +509,10 @@ class UnionOperations(pyfuse3.Operations):
         node = handle.node
         if any(self.files[f].flags & _WRITE_FLAGS for f in node.handles):
             await self.slow.run_apart(_write_back, node.id)
-        return await self.slow.run(os.lseek, self._fd(fh), offset, whence)
+        # One look at the file's extent map, on the trio thread as the lstat of a lookup is
+        # (a thread hop would cost ten times a cached answer; the map of an open file is
+        # cached once read).
+        return os.lseek(self._fd(fh), offset, whence)
 
     async def flush(self, fh: int) -> None:
         """Nothing to do at close (data reaches the upper at write, durability is fsync's):
