@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import mmap
 import os
 import shutil
@@ -56,12 +57,15 @@ class Result:
 def apply(root: str, op: Op, *, kernel: bool = False) -> Result:
     """Run ``op`` under ``root``.
 
-    On the ``kernel`` side two answers are brought to what unionfs is designed to give (see
+    On the ``kernel`` side some answers are brought to what unionfs is designed to give (see
     the docstring of ``test_random.py``): a rename refused with EXDEV (directories that lower
-    layers contribute to) is done the way ``mv`` does it, copy then remove; a truncate to
+    layers contribute to) is done the way ``mv`` does it, copy then remove; a rename between
+    two names of one file does nothing, as rename(2) says; a truncate to
     the current size gets its mtime back, as FUSE's writeback cache leaves it; and setxattr's
     XATTR_CREATE / XATTR_REPLACE are checked before the call, as pyfuse3 does.
     """
+    if kernel and op.name == "rename" and _one_file(root, op.path, str(op.args[0])):
+        return Result("ok", None, "one file under both names: rename(2) does nothing")
     if kernel and op.name == "truncate":
         return _truncate_keeping_mtime(root, op)
     if kernel and op.name == "setxattr" and op.args[2]:
@@ -75,6 +79,19 @@ def apply(root: str, op: Op, *, kernel: bool = False) -> Result:
         return Result("err", errno.errorcode.get(code, str(code)))
 
 
+def _one_file(root: str, src: str, dst: str) -> bool:
+    """``src`` and ``dst`` are names of one file (hard links): rename(2) then does nothing
+    and succeeds, where the kernel's overlay without index=on may say ESTALE (it holds
+    two inodes for the file, see :data:`UPPERS`)."""
+    try:
+        a, b = os.lstat(_p(root, src)), os.lstat(_p(root, dst))
+    except OSError:
+        return False
+    if stat.S_ISDIR(a.st_mode) or stat.S_ISDIR(b.st_mode):
+        return False
+    return _file_key(root, _p(root, src), a) == _file_key(root, _p(root, dst), b)
+
+
 def _setxattr_flags_first(root: str, op: Op) -> Result:
     """pyfuse3 answers XATTR_CREATE / XATTR_REPLACE itself, after a getxattr, so a call that
     fails on them never reaches the server. The kernel's overlay copies the file up first."""
@@ -86,6 +103,8 @@ def _setxattr_flags_first(root: str, op: Op) -> Result:
         return apply(root, op)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         return apply(root, op)  # user.* xattrs: the VFS says EPERM before any flag matters
+    if str(name).startswith("trusted.") and not _in_init_user_namespace():
+        return apply(root, op)  # without CAP_SYS_ADMIN the VFS says EPERM first, too
     try:
         os.getxattr(path, str(name), follow_symlinks=False)
         exists = True
@@ -98,6 +117,12 @@ def _setxattr_flags_first(root: str, op: Op) -> Result:
     if int(flags) & XATTR_REPLACE and not exists:  # type: ignore[call-overload]
         return Result("err", "ENODATA", "checked first, as pyfuse3 does")
     return apply(root, op)
+
+
+@functools.cache
+def _in_init_user_namespace() -> bool:
+    with open("/proc/self/uid_map", encoding="ascii") as f:
+        return f.read().split() == ["0", "0", "4294967295"]
 
 
 def _truncate_keeping_mtime(root: str, op: Op) -> Result:
@@ -288,6 +313,59 @@ def _direct_io(root: str, op: Op) -> object:
     return written, rbuf[:n]
 
 
+def _lseek(root: str, op: Op) -> object:
+    """SEEK_DATA/SEEK_HOLE on a regular file (a directory's answer is its filesystem's own
+    size rule), from a read-only fd, while another fd that wrote first is still open.
+
+    An allocated but unwritten range (fallocate) is a hole to ext4 unless its page cache
+    holds pages there, and which pages the upper file has cached differs between the two
+    mounts (the kernel's overlay reads the upper file itself, unionfs's server only when its
+    own page cache misses). So the whole file is read first, through the page cache and
+    with O_DIRECT (which reaches unionfs's server): both uppers then have it all cached."""
+    whence, offset, write = op.args
+    path = _p(root, op.path)
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return "not a file"
+    _read_everywhere(path)
+    writer = None
+    written = None
+    try:
+        if write is not None:
+            assert isinstance(write, tuple)
+            at, data = write
+            assert isinstance(at, int) and isinstance(data, bytes)
+            writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            written = os.pwrite(writer, data, at)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            try:
+                found: object = os.lseek(fd, int(offset), int(whence))  # type: ignore[call-overload]
+            except OSError as exc:
+                found = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            return written, found
+        finally:
+            os.close(fd)
+    finally:
+        if writer is not None:
+            os.close(writer)
+
+
+def _read_everywhere(path: str) -> None:
+    """Read ``path`` whole, buffered and with O_DIRECT (see :func:`_lseek`)."""
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    buf = mmap.mmap(-1, 1 << 20)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK)
+    try:
+        pos = 0
+        while got := os.preadv(fd, [buf], pos):
+            pos += got
+    finally:
+        os.close(fd)
+        buf.close()
+
+
 def _open_removed(root: str, op: Op) -> object:
     """Calls on a directory or FIFO that is removed while open."""
     kind, mode, uid = op.args
@@ -373,6 +451,7 @@ _CALLS: dict[str, Callable[[str, Op], object]] = {
     "mkfifo": _simple(os.mkfifo),
     "listdir": _simple(os.listdir, takes_args=False),
     "mknod": _mknod, "direct_io": _direct_io, "open_removed": _open_removed, "deep": _deep,
+    "lseek": _lseek,
 }
 
 
@@ -399,18 +478,36 @@ def _move_by_hand(root: str, op: Op) -> Result:
     return Result("ok", None, "EXDEV, done by hand")
 
 
+# The upper directory of each kernel mount (set by the harness): which names are links of
+# one file is read there. Without index=on the kernel's overlay shows the names of a file
+# hard-linked through it with different inode numbers (the first keeps its origin's).
+UPPERS: dict[str, str] = {}
+FileKey = tuple[str, int]
+
+
+def _file_key(root: str, path: str, st: os.stat_result) -> FileKey:
+    """What identifies the file at ``path``: its inode in the upper if it is there."""
+    upper = UPPERS.get(root)
+    if upper is not None:
+        try:
+            return "upper", os.lstat(os.path.join(upper, os.path.relpath(path, root))).st_ino
+        except OSError:
+            pass
+    return "mount", st.st_ino
+
+
 def _move_tree(root: str, src: str, dst: str) -> None:
     outside = _linked_outside(root, src)
-    _copy_tree(src, dst, outside, {})
+    _copy_tree(root, src, dst, outside, {})
     if os.path.isdir(src) and not os.path.islink(src):
         shutil.rmtree(src)
     else:
         os.unlink(src)
 
 
-def _linked_outside(root: str, subtree: str) -> dict[int, str]:
-    """Inode -> a path outside ``subtree``, for multiply linked non-directories."""
-    found: dict[int, str] = {}
+def _linked_outside(root: str, subtree: str) -> dict[FileKey, str]:
+    """File -> a path outside ``subtree``, for multiply linked non-directories."""
+    found: dict[FileKey, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         if dirpath == subtree or dirpath.startswith(subtree + "/"):
             dirnames[:] = []
@@ -421,26 +518,29 @@ def _linked_outside(root: str, subtree: str) -> dict[int, str]:
                 continue
             st = os.lstat(path)
             if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-                found.setdefault(st.st_ino, path)
+                found.setdefault(_file_key(root, path, st), path)
     return found
 
 
-def _copy_tree(src: str, dst: str, outside: dict[int, str], copied: dict[int, str]) -> None:
+def _copy_tree(root: str, src: str, dst: str, outside: dict[FileKey, str],
+               copied: dict[FileKey, str]) -> None:
     """cp -a, except that a file also linked from outside is linked, not copied."""
     st = os.lstat(src)
     mode = st.st_mode
     if not stat.S_ISDIR(mode) and st.st_nlink > 1:
-        existing = outside.get(st.st_ino) or copied.get(st.st_ino)
+        key = _file_key(root, src, st)
+        existing = outside.get(key) or copied.get(key)
         if existing is not None:
             os.link(existing, dst, follow_symlinks=False)
             return
-        copied[st.st_ino] = dst
+        copied[key] = dst
     if stat.S_ISDIR(mode):
         os.mkdir(dst, 0o700)
         for name in sorted(os.listdir(src)):
-            _copy_tree(os.path.join(src, name), os.path.join(dst, name), outside, copied)
+            _copy_tree(root, os.path.join(src, name), os.path.join(dst, name), outside,
+                       copied)
     elif stat.S_ISREG(mode):
-        shutil.copyfile(src, dst)
+        _copy_keeping_holes(src, dst)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISFIFO(mode):
@@ -448,6 +548,26 @@ def _copy_tree(src: str, dst: str, outside: dict[int, str], copied: dict[int, st
     else:
         raise AssertionError(f"unexpected file type to copy: {src}")
     _copy_metadata(src, dst, st)
+
+
+def _copy_keeping_holes(src: str, dst: str) -> None:
+    """Copy a file's data extents only, as ``cp`` does (``--sparse=auto``: SEEK_DATA)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        pos = 0
+        while pos < size:
+            try:
+                pos = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                break
+            end = os.lseek(fin.fileno(), pos, os.SEEK_HOLE)
+            fout.seek(pos)
+            fin.seek(pos)
+            fout.write(fin.read(end - pos))
+            pos = end
+        fout.truncate(size)
 
 
 def _copy_metadata(src: str, dst: str, st: os.stat_result) -> None:

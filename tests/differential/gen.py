@@ -54,12 +54,17 @@ WEIGHTS: dict[str, int] = {
     "rename": 12, "link": 4, "symlink": 4, "readlink": 1, "chmod": 4, "chown": 3,
     "utimens": 5, "setxattr": 5, "removexattr": 3, "getxattr": 2, "listxattr": 1,
     "mkfifo": 2, "stat": 3, "listdir": 4, "fallocate": 3,
-    "mknod": 3, "direct_io": 3, "open_removed": 3, "deep": 1,
+    "mknod": 3, "direct_io": 3, "open_removed": 3, "deep": 1, "lseek": 4,
 }
 # mknod: (type, major, minor); char 0/0 is the whiteout format, refused with EPERM.
 MKNOD_KINDS = (("fifo", 0, 0), ("char", 1, 3), ("char", 0, 0), ("block", 7, 0),
                ("block", 0, 0), ("socket", 0, 0))
 DEEP_LEVELS = 22  # x 200-byte names: deeper than PATH_MAX below the mount
+SEEK_DATA, SEEK_HOLE = 3, 4
+SPARSE_FILE = "sparse"  # the starting layers' sparse file (layers.py)
+# lseek offsets: block edges, inside blocks, around the sparse file's hole (1 MiB) and end.
+SEEK_OFFSETS = (0, 1, 4096, 5000, 12288, (1 << 20) - 1, 1 << 20, (1 << 20) + 4096,
+                (1 << 20) + 8400, 2 << 20)
 # fallocate modes: allocate, keep size, punch a hole (needs keep size), zero a range.
 FALLOCATE_MODES = (0, 0x01, 0x02 | 0x01, 0x10)
 
@@ -228,6 +233,18 @@ def _op_direct_io(rng: random.Random, g: Guess) -> Op:
                                            rng.getrandbits(8)))
 
 
+def _op_lseek(rng: random.Random, g: Guess) -> Op:
+    """SEEK_DATA or SEEK_HOLE from a fresh read-only fd; sometimes with a write through
+    another fd first, still open (its pages may not be written back yet)."""
+    write = None
+    if rng.random() < 0.4:
+        write = (rng.choice((0, 4096, (1 << 20) - 100, (1 << 20) + 20000, 2 << 20)),
+                 _data(rng) or b"w")
+    path = SPARSE_FILE if rng.random() < 0.3 else _file(rng, g)
+    return Op("lseek", path, (rng.choice((SEEK_DATA, SEEK_HOLE)), rng.choice(SEEK_OFFSETS),
+                              write))
+
+
 def _op_open_removed(rng: random.Random, g: Guess) -> Op:
     """A new directory or FIFO, opened, removed, then fstat, readdir, fchmod, fchown."""
     return Op("open_removed", _new_path(rng, g), (rng.choice(("dir", "fifo")),
@@ -255,7 +272,7 @@ _MAKERS: dict[str, Maker] = {
     "chown": _op_chown, "utimens": _op_utimens, "setxattr": _op_setxattr,
     "removexattr": _op_xattr_name("removexattr"), "getxattr": _op_xattr_name("getxattr"),
     "mkfifo": _op_mkfifo, "mknod": _op_mknod, "direct_io": _op_direct_io,
-    "open_removed": _op_open_removed, "deep": _op_deep,
+    "open_removed": _op_open_removed, "deep": _op_deep, "lseek": _op_lseek,
     "read": _op_path_only("read", _file), "unlink": _op_path_only("unlink", _file),
     "rmdir": _op_path_only("rmdir", _dir), "readlink": _op_path_only("readlink", _file),
     "listxattr": _op_path_only("listxattr", _any_path), "stat": _op_path_only("stat", _any_path),

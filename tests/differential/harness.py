@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import Mounts, Stack
-from tests.differential import snapshot
+from tests.differential import execute, snapshot
 from tests.differential.conftest import Twins
 from tests.differential.execute import Result, apply
 from tests.differential.gen import Op
@@ -123,6 +123,7 @@ def run_differential(label: str, make_ops: MakeOps, twins: Twins, mounts: Mounts
     EACCES on both."""
     kernel_opts = ",".join(o for o in ("nodev", kernel_opts) if o)
     kmnt = mounts.overlay(twins.kernel, extra=kernel_opts)
+    execute.UPPERS[str(kmnt)] = str(twins.kernel.upper)
     umnt = mount_unionfs(mounts, twins.unionfs, unionfs_opts)
     start_k = snapshot.take(str(kmnt))
     check_trees(start_k, snapshot.take(str(umnt)), None, ("kernel", "unionfs"),

@@ -49,6 +49,11 @@ BOTTOM: dict[str, object] = {
 }
 
 FIXED_BASE_NS = 1_600_000_000_000_000_000  # 2020-09-13; every run starts long after
+# A sparse file of the bottom layer: a hole, then data up to the end. The kernel's copy-up
+# copies 1 MiB from wherever data starts (zeros included), so data that reaches the end
+# comes out of either copy-up with the same holes; unionfs's copy keeps every hole.
+SPARSE_HOLE = 1 << 20
+SPARSE_DATA = b"sparse data\n" * 700
 
 
 def unprivileged(spec: dict[str, object]) -> dict[str, object]:
@@ -76,6 +81,9 @@ def decorate(lowers: list[Path], upper: Path, *, rootless: bool = False) -> None
     os.setxattr(bottom / "d/b", "user.b", b"b")
     os.chmod(bottom / "setuid", 0o4755)
     os.mkfifo(bottom / "pipe", 0o640)
+    with open(bottom / "sparse", "wb") as f:
+        f.seek(SPARSE_HOLE)
+        f.write(SPARSE_DATA)
     for root in (*lowers, upper):
         fix_times(root)
 

@@ -67,6 +67,48 @@ def test_fixed_calls(rootless_twins: Twins, mounts: Mounts) -> None:
         assert (st.st_mode & 0o170000, st.st_rdev) == (0o020000, 0), gone
 
 
+# A hard link of a lower symlink (whose copy cannot record its origin: a symlink takes no
+# user.* xattr) looked up again under its first name got a second inode number: the kernel
+# then held two inodes for one file, and the link count stayed 2 under the other name
+# once the first name was replaced (or unlinked).
+SYMLINK_LINK_CALLS = [
+    Op("mkdir", "opq/n1", (0o755,)), Op("symlink", "opq/b", ("n1",)),
+    Op("link", "l0link", ("opq/n1/a",)), Op("stat", "l0link"), Op("stat", "opq/n1/a"),
+    Op("rename", "opq/b", ("l0link", 0)), Op("stat", "opq/n1/a"),
+    Op("link", "l1link", ("n2",)), Op("stat", "l1link"), Op("unlink", "l1link"),
+    Op("stat", "n2"),
+]
+
+
+def test_hard_links_of_lower_symlinks(rootless_twins: Twins, mounts: Mounts) -> None:
+    run_differential("rootless hard links of lower symlinks",
+                     lambda files, dirs: SYMLINK_LINK_CALLS, rootless_twins, mounts,
+                     kernel_opts=KERNEL_OPTS)
+
+
+# Nested overlays in userxattr mode (Linux >= 6.7): user.overlay.* set through the union
+# is stored one level down, shown unescaped, and the kernel reads it back the same way.
+NESTED_USER_CALLS = [
+    Op("setxattr", "f0", ("user.overlay.nested", b"v1", 0)),
+    Op("getxattr", "f0", ("user.overlay.nested",)), Op("listxattr", "f0"),
+    Op("setxattr", "d", ("user.overlay.opaque", b"y", 0)), Op("listdir", "d"),
+    Op("setxattr", "l1only/y/z", ("user.overlay.nested", b"v2", 0)),
+    Op("removexattr", "f0", ("user.overlay.nested",)), Op("listxattr", "f0"),
+]
+
+
+def test_user_overlay_xattrs_are_escaped(rootless_twins: Twins, mounts: Mounts) -> None:
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) < (6, 7):
+        pytest.skip(f"kernel {os.uname().release} predates overlay xattr escaping (6.7)")
+    run_differential("rootless user.overlay.* xattrs", lambda files, dirs: NESTED_USER_CALLS,
+                     rootless_twins, mounts, kernel_opts=KERNEL_OPTS)
+    upper = rootless_twins.unionfs.upper
+    assert os.getxattr(upper / "d", "user.overlay.overlay.opaque") == b"y"
+    assert os.getxattr(upper / "l1only/y/z", "user.overlay.overlay.nested") == b"v2"
+    assert "user.overlay.opaque" not in os.listxattr(upper / "d")
+
+
 @pytest.mark.parametrize("seed", range(int(os.environ.get("UNIONFS_DIFF_ROOTLESS_SEEDS", "2"))))
 def test_random_calls(seed: int, rootless_twins: Twins, mounts: Mounts) -> None:
     label = f"rootless seed {seed}"

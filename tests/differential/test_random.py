@@ -26,6 +26,12 @@ FUSE with the writeback cache (which unionfs uses) keeps mtime, as POSIX allows,
 then ignores whatever mtime the server has. unionfs keeps the file's mtime so that its upper
 agrees with what the mount showed. The kernel side puts the mtime back after such a truncate.
 
+A rename between two names of one file (hard links) does nothing and succeeds, as rename(2)
+says. The kernel's overlay without ``index=on`` holds such a file as two inodes when it was
+linked through the mount, and may answer ESTALE (an exchange in ``userxattr`` mode); the
+kernel side does nothing instead. For the same reason the links ``mv`` by hand must keep are
+found by the inode in the kernel's upper directory, not by what the overlay shows.
+
 ``setxattr`` with XATTR_CREATE or XATTR_REPLACE that fails on the flag: pyfuse3 checks the
 flag itself (with a getxattr) and never calls unionfs, while the kernel's overlay copies the
 file up before it tries. The only trace of that copy-up is the nlink of a directory (1 once a

@@ -38,3 +38,22 @@ def test_install_before_init_changes_nothing(caplog: pytest.LogCaptureFixture) -
         assert lowlevel.install(lambda fh, mode, off, length: 0) is None
     assert "running without fallocate" in caplog.text  # the table is still empty
     assert pyfuse3._wait_fuse_readable is before
+
+
+def test_lseek_slot_is_checked() -> None:
+    """lseek goes in only where pyfuse3's table reaches its slot and leaves it (and
+    copy_file_range before it) empty; otherwise the reason says why it is left out."""
+    slots = (ctypes.c_void_p * (lowlevel.SLOT_LSEEK + 1))()
+    full = ctypes.sizeof(slots)
+    assert lowlevel._lseek_problem(slots, full) is None
+    assert "ends before the lseek slot" in str(lowlevel._lseek_problem(slots, full - 8))
+    for slot in (lowlevel.SLOT_COPY_FILE_RANGE, lowlevel.SLOT_LSEEK):
+        taken = (ctypes.c_void_p * (lowlevel.SLOT_LSEEK + 1))()
+        taken[slot] = 0x1000
+        assert "already fills" in str(lowlevel._lseek_problem(taken, full))
+
+
+def test_lseek_slot_of_this_pyfuse3() -> None:
+    """This machine's pyfuse3 table has the lseek slot (libfuse 3.8+ headers)."""
+    symbols = lowlevel._Symbols(pyfuse3.__file__)
+    assert symbols.size("__pyx_v_7pyfuse3_fuse_ops") >= (lowlevel.SLOT_LSEEK + 1) * lowlevel._PTR

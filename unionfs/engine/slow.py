@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 THREADS = 4  # worker threads for slow work (copy-ups, syncs, cold reads): a disk's queue
+APART_THREADS = 8  # threads for calls that wait on this server's own answers (run_apart)
 HOLD_ENV = "UNIONFS_TEST_HOLD"
 INLINE_COPY = 1 << 20  # a volatile mount copies files up to this size on the trio thread
 
@@ -49,6 +50,7 @@ class SlowWork:
     def __init__(self, union: Union, threads: int = THREADS) -> None:
         self.union = union
         self.limiter = trio.CapacityLimiter(threads)
+        self.apart = trio.CapacityLimiter(APART_THREADS)
         self.stopping = threading.Event()  # set at shutdown: long copies are abandoned
         # Called before a request waits (the request loop hands reading on to another task).
         self.before_wait: Callable[[], None] = _nothing
@@ -80,6 +82,14 @@ class SlowWork:
                                                  limiter=self.limiter)
         finally:
             self.in_flight -= 1
+
+    async def run_apart(self, func: Callable[..., T], *args: object) -> T:
+        """``func(*args)`` in a thread outside :attr:`limiter`: for a call that returns only
+        once this server has answered other requests (a notification that makes the kernel
+        write its dirty pages back). Those requests may need the limiter's threads (a large
+        write goes to one), so waiting for one of them here could deadlock."""
+        self.before_wait()
+        return await trio.to_thread.run_sync(func, *args, limiter=self.apart)
 
     def _call(self, func: Callable[..., T], args: tuple[object, ...], hold: str | None) -> T:
         if hold is not None and self._holds is not None:

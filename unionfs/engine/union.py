@@ -310,7 +310,7 @@ class Union:
         layer = self.layers[entry.layer]
         st = layer.lstat(self.dir_path(parent, entry.layer), name)
         node = self._known_child(parent, name)
-        if node is not None and node.parent is parent:
+        if node is not None and (node.parent is parent or self._same_file(node, st)):
             return node, st
         if type(entry) is NewEntry:
             node_id = self.numbers.of(st)
@@ -327,6 +327,20 @@ class Union:
         if node is not None and node.parent is parent:
             return node
         return self._adopt(parent, name, self.numbers.of(st), st)
+
+    def _same_file(self, node: Node, st: os.stat_result) -> bool:
+        """``node``, known under another name now (a hard link made through the union took
+        it there), is the file ``st`` describes. Its number stays: where no origin could be
+        recorded at copy-up (a symlink takes no ``user.`` xattr), a fresh number would make
+        the kernel hold two inodes for one file, and a link count changed through one name
+        would stay stale under the other."""
+        if node.is_dir or node.parent is None:
+            return False
+        try:
+            known = self.stat(node)
+        except OSError:
+            return False
+        return (known.st_dev, known.st_ino) == (st.st_dev, st.st_ino)
 
     def _known_child(self, parent: Node, name: bytes) -> Node | None:
         """The node the kernel holds as ``parent/name``, if it still holds it. A node with

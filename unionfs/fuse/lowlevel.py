@@ -1,7 +1,7 @@
 """Requests pyfuse3 does not expose, served through libfuse's own dispatch table.
 
 pyfuse3 gives libfuse a static ``struct fuse_lowlevel_ops`` and libfuse copies it into the
-session at ``pyfuse3.init``. Three things the union needs are missing from pyfuse3's table:
+session at ``pyfuse3.init``. What the union needs and pyfuse3's table lacks:
 
 * ``fallocate`` (FUSE_FALLOCATE): without a handler the kernel answers EOPNOTSUPP;
 * ``cache_readdir`` on opendir (FOPEN_CACHE_DIR): without it every listing reaches the server,
@@ -16,7 +16,11 @@ session at ``pyfuse3.init``. Three things the union needs are missing from pyfus
   pyfuse3's request loop (its ``py_retval`` slot), which awaits it in the same worker task;
 * ``getxattr`` of a name the union knows a file lacks (``ls -l`` asks ``security.selinux``
   of every file, each time): answered ENODATA in the callback, pyfuse3's own handler is
-  called for everything else.
+  called for everything else;
+* ``lseek`` (FUSE_LSEEK: SEEK_DATA and SEEK_HOLE): without a handler the kernel treats every
+  file as data up to its end, so ``cp --sparse`` and tar read holes as zeros. Served the same
+  way as plain READDIR (a coroutine handed to pyfuse3's request loop), since an answer may
+  first have to make the kernel write its dirty pages back (``UnionOperations.lseek``).
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers.
@@ -40,10 +44,11 @@ that the plain pyfuse3 path is served (and tested) too.
 :func:`install` fills those slots of the session's copy of the table, after pyfuse3.init and
 before the first request. It writes only after every check passed: pyfuse3's symbols are found
 in its extension's symbol table, the table holds pyfuse3's own ``opendir`` and ``init`` at the
-slots the libfuse 3 ABI gives them and nothing at ``fallocate``, and the session's copy equals
-the table byte for byte. Otherwise nothing is written and the mount runs without these
-features (a warning says why). The callbacks run in the trio thread, inside libfuse's dispatch
-of the request, with the GIL held; they never raise, and every fallocate gets a reply.
+slots the libfuse 3 ABI gives them and nothing at ``fallocate`` (nor at ``copy_file_range`` and
+``lseek``, for lseek), and the session's copy equals the table byte for byte. Otherwise nothing
+is written and the mount runs without these features (a warning says why). The callbacks run in
+the trio thread, inside libfuse's dispatch of the request, with the GIL held; they never raise,
+and every request they take gets a reply.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ SLOT_READDIR = 21
 SLOT_FLOCK = 39
 SLOT_FALLOCATE = 40
 SLOT_READDIRPLUS = 41
+SLOT_COPY_FILE_RANGE = 42
+SLOT_LSEEK = 43
 _MIN_SLOTS = SLOT_READDIRPLUS + 1
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 _SESSION_SCAN = 256  # bytes of struct fuse_session searched for the ops copy
@@ -109,6 +116,8 @@ _READDIR = ctypes.CFUNCTYPE(None, *_READDIR_ARGS)
 _GETXATTR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
 _GETXATTR = ctypes.CFUNCTYPE(None, *_GETXATTR_ARGS)
 _GETXATTR_CALL = ctypes.PYFUNCTYPE(None, *_GETXATTR_ARGS)
+_LSEEK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
+                          ctypes.c_int, ctypes.c_void_p)
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
 _DECREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythonapi))
 
@@ -122,6 +131,10 @@ at once, without pyfuse3's request machinery); must not raise."""
 ReaddirNames = Callable[[int, int, int], Coroutine[Any, Any, bytes]]
 """(fh, offset, size) -> the ``struct fuse_dirent`` records of a plain READDIR answer;
 raises pyfuse3.FUSEError for an error answer."""
+
+Lseek = Callable[[int, int, int], Coroutine[Any, Any, int]]
+"""(fh, offset, whence) -> the offset SEEK_DATA/SEEK_HOLE found; raises pyfuse3.FUSEError
+for an error answer (ENXIO: no data at or after offset)."""
 
 
 class Unsupported(Exception):
@@ -144,13 +157,15 @@ class Installed:
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
             readdir_names: ReaddirNames | None = None,
-            max_readahead: int = 0, xattr_absent: XattrAbsent | None = None
-            ) -> Installed | None:
+            max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
+            lseek: Lseek | None = None) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
     ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
     the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``);
-    with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once.
+    with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once;
+    with ``lseek``, SEEK_DATA/SEEK_HOLE (left out, with a warning, when its slot or
+    ``fuse_reply_lseek`` cannot be checked; the rest is installed all the same).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -160,7 +175,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         table = _Table.locate()
         libfuse = _libfuse()
         installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead,
-                             xattr_absent)
+                             xattr_absent, lseek)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -195,7 +210,8 @@ def _libfuse() -> ctypes.CDLL:
 
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
              poll_us: int, readdir_names: ReaddirNames | None = None,
-             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None) -> Installed:
+             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
+             lseek: Lseek | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -224,12 +240,35 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         slots.append(SLOT_GETXATTR)
         callbacks.append(_GETXATTR(_getxattr_known(original, xattr_absent, reply_err)))
         features = (*features, "getxattr_known")
+    if lseek is not None:
+        reply_lseek = _reply_lseek(libfuse, table)
+        if reply_lseek is not None:
+            submit = _request_slot(table.retval)
+            slots.append(SLOT_LSEEK)
+            callbacks.append(_LSEEK(_lseek_submitting(lseek, submit, reply_lseek, reply_err)))
+            features = (*features, "lseek")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
     for slot, address in zip(slots, addresses, strict=True):
         table.set_session_slot(slot, address)
     setattr(pyfuse3, "_wait_fuse_readable", wait)  # noqa: B010 (not declared by pyfuse3)
     return Installed(callbacks, readers, features)
+
+
+def _reply_lseek(libfuse: ctypes.CDLL, table: _Table) -> Callable[[int, int], int] | None:
+    """libfuse's ``fuse_reply_lseek`` when the lseek slot is known to be free; else None
+    (after a warning: the mount then runs without SEEK_DATA/SEEK_HOLE, as before)."""
+    if table.lseek_problem is not None:
+        log.warning("running without SEEK_DATA/SEEK_HOLE: %s", table.lseek_problem)
+        return None
+    try:
+        reply = libfuse.fuse_reply_lseek
+    except AttributeError:
+        log.warning("running without SEEK_DATA/SEEK_HOLE: libfuse has no fuse_reply_lseek")
+        return None
+    reply.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    reply.restype = ctypes.c_int
+    return reply  # type: ignore[no-any-return]
 
 
 YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
@@ -408,11 +447,43 @@ async def _readdir_answer(handler: ReaddirNames, req: int, fh: int, off: int, si
     _replied(reply_buf(req, data, len(data)))
 
 
-def _replied(code: int) -> None:
+def _replied(code: int, request: str = "readdir") -> None:
     if code == -errno.ENOENT:  # the kernel no longer waits (interrupted, unmounting)
-        log.info("readdir: the reply was not wanted any more")
+        log.info("%s: the reply was not wanted any more", request)
     elif code:
-        log.error("readdir: fuse_reply_* failed with %s", os.strerror(-code))
+        log.error("%s: fuse_reply_* failed with %s", request, os.strerror(-code))
+
+
+def _lseek_submitting(handler: Lseek, submit: Callable[[Coroutine[Any, Any, None]], None],
+                      reply_lseek: Callable[[int, int], int],
+                      reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    def lseek(req: int, ino: int, off: int, whence: int, fi: int) -> None:
+        try:
+            fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
+            submit(_lseek_answer(handler, req, fh, off, whence, reply_lseek, reply_err))
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("lseek failed unexpectedly; returning EIO")
+            reply_err(req, errno.EIO)
+
+    return lseek
+
+
+async def _lseek_answer(handler: Lseek, req: int, fh: int, off: int, whence: int,
+                        reply_lseek: Callable[[int, int], int],
+                        reply_err: Callable[[int, int], int]) -> None:
+    try:
+        found = await handler(fh, off, whence)
+    except pyfuse3.FUSEError as exc:
+        _replied(reply_err(req, exc.errno), "lseek")
+        return
+    except Exception:
+        log.exception("lseek failed unexpectedly; returning EIO")
+        _replied(reply_err(req, errno.EIO), "lseek")
+        return
+    except BaseException:  # cancelled: the session ends
+        reply_err(req, errno.EINTR)
+        raise
+    _replied(reply_lseek(req, found), "lseek")
 
 
 def _getxattr_known(original: Callable[[int, int, int, int], None], absent: XattrAbsent,
@@ -452,12 +523,13 @@ class _Table:
     """pyfuse3's ops table and the session's copy of it, checked before any write."""
 
     def __init__(self, table: int, size: int, session: int, session_ops: int,
-                 retval: int = 0) -> None:
+                 retval: int = 0, lseek_problem: str | None = None) -> None:
         self.table = table
         self.size = size
         self.session = session
         self.session_ops = session_ops
         self.retval = retval  # pyfuse3's py_retval: the coroutine its request loop awaits
+        self.lseek_problem = lseek_problem  # why the lseek slot cannot be filled (None: it can)
 
     @classmethod
     def locate(cls) -> _Table:
@@ -484,7 +556,7 @@ class _Table:
         retval = symbols.address("__pyx_v_7pyfuse3_py_retval")
         if symbols.size("__pyx_v_7pyfuse3_py_retval") != _PTR:
             raise Unsupported("pyfuse3's py_retval is not one object pointer")
-        return cls(table, size, session.value, copy, retval)
+        return cls(table, size, session.value, copy, retval, _lseek_problem(slots, size))
 
     def session_slot(self, slot: int) -> int:
         value = ctypes.c_void_p.from_address(self.session_ops + slot * _PTR).value
@@ -493,6 +565,16 @@ class _Table:
 
     def set_session_slot(self, slot: int, address: int) -> None:
         ctypes.c_void_p.from_address(self.session_ops + slot * _PTR).value = address
+
+
+def _lseek_problem(slots: ctypes.Array[ctypes.c_void_p], size: int) -> str | None:
+    """Why ``lseek`` cannot go into this table (None: pyfuse3's table has the libfuse 3.8+
+    layout up to lseek, with neither copy_file_range nor lseek of its own)."""
+    if size < (SLOT_LSEEK + 1) * _PTR:
+        return f"pyfuse3's ops table ({size} bytes) ends before the lseek slot"
+    if slots[SLOT_COPY_FILE_RANGE] is not None or slots[SLOT_LSEEK] is not None:
+        return "pyfuse3's ops table already fills copy_file_range or lseek"
+    return None
 
 
 def _find_copy(session: int, table_bytes: bytes) -> int:

@@ -83,6 +83,17 @@ def errno_of(exc: Exception, request: str, args: object) -> int:
     return code
 
 
+def _write_back(node_id: int) -> None:
+    """Make the kernel write back (and drop) its cached pages of ``node_id``; returns when
+    they are written. Blocks until this server has served those WRITEs: never call it on
+    the trio thread."""
+    try:
+        pyfuse3.invalidate_inode(node_id, attr_only=False)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: the kernel holds no inode, so no pages
+            raise
+
+
 @dataclass(slots=True)
 class Handle:
     """An open file: its fd, its node, and the layer the fd is in."""
@@ -478,6 +489,33 @@ class UnionOperations(pyfuse3.Operations):
         except Exception as exc:
             return errno_of(exc, "fallocate", (fh, mode, offset, length))
         return 0
+
+    @_errors
+    async def lseek(self, fh: int, offset: int, whence: int) -> int:
+        """SEEK_DATA/SEEK_HOLE on an open file (called by :mod:`unionfs.fuse.lowlevel`),
+        answered by the layer file the handle reads (a lower's, or the upper's after copy-up).
+
+        The layer file may lag behind the caller's writes: the kernel sends FUSE_LSEEK
+        without writing its dirty pages back first. It holds the inode lock meanwhile, so no
+        write(2) can come in between, and with no handle of the file open for writing the
+        kernel has no dirty pages of it (its release writes them back before RELEASE reaches
+        us). With one open, the kernel is first told to invalidate the file's pages, which
+        writes the dirty ones back (WRITE requests, served by the trio thread meanwhile:
+        the notification waits for them in a thread of its own), and only then is the
+        layer file asked. Node numbers are per file, so these are all of its handles.
+        """
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        handle = self.files.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        node = handle.node
+        if any(self.files[f].flags & _WRITE_FLAGS for f in node.handles):
+            await self.slow.run_apart(_write_back, node.id)
+        # One look at the file's extent map, on the trio thread as the lstat of a lookup is
+        # (a thread hop would cost ten times a cached answer; the map of an open file is
+        # cached once read).
+        return os.lseek(self._fd(fh), offset, whence)
 
     async def flush(self, fh: int) -> None:
         """Nothing to do at close (data reaches the upper at write, durability is fsync's):

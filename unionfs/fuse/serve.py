@@ -150,7 +150,8 @@ def _install_extensions(config: ServerConfig, ops: UnionOperations
     extensions = lowlevel.install(ops.fallocate, poll_us=config.poll_us,
                                   readdir_names=ops.readdir_names,
                                   max_readahead=readahead.READ_AHEAD_KB << 10,
-                                  xattr_absent=ops.xattr_known_absent)
+                                  xattr_absent=ops.xattr_known_absent,
+                                  lseek=ops.lseek)
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
         if "readdir_names" in extensions.features:
