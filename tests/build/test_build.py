@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -142,6 +143,7 @@ def test_second_build_is_served_from_cache(cli: CLI, tmp_path: Path) -> None:
     vol = ["-v", f"{counter}:/count"]
     first = build(cli, ctx, *vol, "-t", "cached:1")
     assert runs(counter) == ["first", "second"] and "Using cache" not in first
+    assert len(re.findall(r"^--> \d+\.\d\ds$", first, re.M)) == 5  # each step's time
     try:
         second = build(cli, ctx, *vol, "-t", "cached:2")
         assert runs(counter) == ["first", "second"]  # no RUN executed again
@@ -180,6 +182,23 @@ CMD ["cat", "/app/product", "/app/src.txt"]
     finally:
         cli("rmi", "multi:build")
         cli("rmi", "multi:1")
+
+
+def test_copy_globs_match_one_directory_level(cli: CLI, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx", {
+        "a.txt": "a\n", "b.txt": "b\n", "c.md": "c\n", "sub/d.txt": "d\n",
+        "skip.txt": "s\n", ".dockerignore": "skip.txt\n"}, """\
+FROM busybox
+COPY *.txt /dst/
+COPY sub/*.txt ?.md /sub/
+CMD ["sh", "-c", "ls /dst; echo --; ls /sub"]
+""")
+    build(cli, ctx, "-t", "globs:1")
+    try:  # '*' does not cross '/' (Go's filepath.Match, as docker's COPY); ignored stays out
+        assert cli.ok("run", "--rm", "globs:1").split() == ["a.txt", "b.txt", "--", "c.md",
+                                                            "d.txt"]
+    finally:
+        cli("rmi", "globs:1")
 
 
 def test_dockerignore(cli: CLI, tmp_path: Path) -> None:
