@@ -137,6 +137,25 @@ def test_image_layers_hold_no_mount_targets(cli: CLI, tmp_path: Path, store_root
         cli("rmi", "clean:1")
 
 
+def test_run_steps_network(cli: CLI, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx", {}, """\
+FROM busybox
+RUN ls /sys/class/net > /default-net
+RUN --network=none ls /sys/class/net > /none-net
+""")
+    build(cli, ctx, "-t", "nets:1")
+    build(cli, ctx, "--network", "none", "--no-cache", "-t", "nets:2")
+    try:
+        host = sorted(os.listdir("/sys/class/net"))
+        assert cli.ok("run", "--rm", "nets:1", "cat", "/default-net").split() == host
+        for tag in ("nets:1", "nets:2"):
+            assert cli.ok("run", "--rm", tag, "cat", "/none-net").split() == ["lo"]
+        assert cli.ok("run", "--rm", "nets:2", "cat", "/default-net").split() == ["lo"]
+    finally:
+        cli("rmi", "nets:2")
+        cli("rmi", "nets:1")
+
+
 def test_second_build_is_served_from_cache(cli: CLI, tmp_path: Path) -> None:
     counter = tmp_path / "count"
     ctx = counted_context(tmp_path / "ctx", counter)

@@ -192,6 +192,23 @@ def test_an_image_saved_by_root_keeps_its_owners_rootless(
                    "0:1000 2775 /shared"]
 
 
+def test_a_pulled_image_keeps_its_owners_rootless(
+        ranged: Rootless, cli: CLI, tmp_path: Path) -> None:
+    from tests.store.registry_server import run_registry
+
+    env = dict(cli.env, UNIONFS_STORE=str(tmp_path / "store"), UNIONFS_REGISTRY_LOOPBACK_ONLY="1")
+    root = CLI(tmp_path / "store", env)
+    root.ok("import", str(ranged.base / "owners.tar"), "-t", "pushed")
+    with run_registry(tmp_path / "registry") as registry:
+        ref = f"{registry.host}/test/owners:1"
+        root.ok("push", "-q", "pushed", ref)
+        out = ok(ranged, f"UNIONFS_REGISTRY_LOOPBACK_ONLY=1 $UF pull -q {ref} >/dev/null && "
+                         f"$UF run --rm --network none {ref} {STAT} /home/user/f /nobody/f "
+                         "/shared /suid")
+    assert out == ["1000:1000 644 /home/user/f", "65534:65534 644 /nobody/f",
+                   "0:1000 2775 /shared", "0:0 4755 /suid"]
+
+
 def test_device_nodes_are_left_out_and_named(ranged: Rootless) -> None:
     with tarfile.open(ranged.base / "out/devices.tar", "w") as tar:
         for name, kind in (("dev", tarfile.DIRTYPE), ("dev/null", tarfile.CHRTYPE),
