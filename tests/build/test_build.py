@@ -137,11 +137,13 @@ def test_image_layers_hold_no_mount_targets(cli: CLI, tmp_path: Path, store_root
         cli("rmi", "clean:1")
 
 
-def test_run_steps_network(cli: CLI, tmp_path: Path) -> None:
+def test_run_steps_network_and_user(cli: CLI, tmp_path: Path) -> None:
     ctx = make_context(tmp_path / "ctx", {}, """\
 FROM busybox
 RUN ls /sys/class/net > /default-net
 RUN --network=none ls /sys/class/net > /none-net
+USER user
+RUN id -u > /tmp/uid
 """)
     build(cli, ctx, "-t", "nets:1")
     build(cli, ctx, "--network", "none", "--no-cache", "-t", "nets:2")
@@ -151,6 +153,7 @@ RUN --network=none ls /sys/class/net > /none-net
         for tag in ("nets:1", "nets:2"):
             assert cli.ok("run", "--rm", tag, "cat", "/none-net").split() == ["lo"]
         assert cli.ok("run", "--rm", "nets:2", "cat", "/default-net").split() == ["lo"]
+        assert cli.ok("run", "--rm", "nets:1", "cat", "/tmp/uid") == "1000\n"  # USER's RUN
     finally:
         cli("rmi", "nets:2")
         cli("rmi", "nets:1")
