@@ -209,8 +209,10 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         userns=args.userns or bool(args.uidmap or args.gidmap), init=args.init,
         **_security_fields(args),
         ports=[network.parse_port(p) for p in args.publish],
-        uidmap=[m for t in args.uidmap for m in idmap.parse_map(t, "--uidmap")],
-        gidmap=[m for t in args.gidmap for m in idmap.parse_map(t, "--gidmap")],
+        uidmap=idmap.check_root_maps([m for t in args.uidmap
+                                      for m in idmap.parse_map(t, "--uidmap")], "--uidmap"),
+        gidmap=idmap.check_root_maps([m for t in args.gidmap
+                                      for m in idmap.parse_map(t, "--gidmap")], "--gidmap"),
     )
 
 

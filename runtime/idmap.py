@@ -152,6 +152,17 @@ def parse_map(text: str, flag: str) -> list[IdMap]:
     return [IdMap(inside, outside, count)]
 
 
+def check_root_maps(maps: list[IdMap], flag: str) -> list[IdMap]:
+    """Root's ``--uidmap``/``--gidmap`` must map container 0 to host 0: root's store is not
+    shifted into a range, so a container root of another host id could not reach its own
+    root tree (refused here in one line instead of a failed mount later)."""
+    if maps and not any(m.inside == 0 and m.outside == 0 for m in maps):
+        raise UserError(f"{flag}: container id 0 must map to host id 0 (e.g. {flag} 0:0:1 "
+                        f"{flag} 1:100000:65536): root's store keeps the image's own owners, "
+                        "not owners shifted into a range")
+    return maps
+
+
 # -- running code inside a user namespace with the rootless map -------------------------
 
 

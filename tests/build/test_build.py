@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -136,12 +137,35 @@ def test_image_layers_hold_no_mount_targets(cli: CLI, tmp_path: Path, store_root
         cli("rmi", "clean:1")
 
 
+def test_run_steps_network_and_user(cli: CLI, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx", {}, """\
+FROM busybox
+RUN ls /sys/class/net > /default-net
+RUN --network=none ls /sys/class/net > /none-net
+USER user
+RUN id -u > /tmp/uid
+""")
+    build(cli, ctx, "-t", "nets:1")
+    build(cli, ctx, "--network", "none", "--no-cache", "-t", "nets:2")
+    try:
+        host = sorted(os.listdir("/sys/class/net"))
+        assert cli.ok("run", "--rm", "nets:1", "cat", "/default-net").split() == host
+        for tag in ("nets:1", "nets:2"):
+            assert cli.ok("run", "--rm", tag, "cat", "/none-net").split() == ["lo"]
+        assert cli.ok("run", "--rm", "nets:2", "cat", "/default-net").split() == ["lo"]
+        assert cli.ok("run", "--rm", "nets:1", "cat", "/tmp/uid") == "1000\n"  # USER's RUN
+    finally:
+        cli("rmi", "nets:2")
+        cli("rmi", "nets:1")
+
+
 def test_second_build_is_served_from_cache(cli: CLI, tmp_path: Path) -> None:
     counter = tmp_path / "count"
     ctx = counted_context(tmp_path / "ctx", counter)
     vol = ["-v", f"{counter}:/count"]
     first = build(cli, ctx, *vol, "-t", "cached:1")
     assert runs(counter) == ["first", "second"] and "Using cache" not in first
+    assert len(re.findall(r"^--> \d+\.\d\ds$", first, re.M)) == 5  # each step's time
     try:
         second = build(cli, ctx, *vol, "-t", "cached:2")
         assert runs(counter) == ["first", "second"]  # no RUN executed again
@@ -180,6 +204,23 @@ CMD ["cat", "/app/product", "/app/src.txt"]
     finally:
         cli("rmi", "multi:build")
         cli("rmi", "multi:1")
+
+
+def test_copy_globs_match_one_directory_level(cli: CLI, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx", {
+        "a.txt": "a\n", "b.txt": "b\n", "c.md": "c\n", "sub/d.txt": "d\n",
+        "skip.txt": "s\n", ".dockerignore": "skip.txt\n"}, """\
+FROM busybox
+COPY *.txt /dst/
+COPY sub/*.txt ?.md /sub/
+CMD ["sh", "-c", "ls /dst; echo --; ls /sub"]
+""")
+    build(cli, ctx, "-t", "globs:1")
+    try:  # '*' does not cross '/' (Go's filepath.Match, as docker's COPY); ignored stays out
+        assert cli.ok("run", "--rm", "globs:1").split() == ["a.txt", "b.txt", "--", "c.md",
+                                                            "d.txt"]
+    finally:
+        cli("rmi", "globs:1")
 
 
 def test_dockerignore(cli: CLI, tmp_path: Path) -> None:

@@ -43,6 +43,14 @@ def test_parse_map() -> None:
             idmap.parse_map(bad, "--uidmap")
 
 
+def test_root_maps_keep_container_root_on_host_root() -> None:
+    layout = [IdMap(0, 0, 1), IdMap(1, 100000, 65536)]
+    assert idmap.check_root_maps(layout, "--uidmap") == layout
+    assert idmap.check_root_maps([], "--gidmap") == []
+    with pytest.raises(UserError, match="--gidmap: container id 0 must map to host id 0"):
+        idmap.check_root_maps([IdMap(0, 100000, 65536)], "--gidmap")
+
+
 @pytest.mark.parametrize(("text", "port"), [
     ("80", Port(80, 0)),
     ("8080:80", Port(80, 8080)),

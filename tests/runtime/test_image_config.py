@@ -99,3 +99,21 @@ def test_stop_sends_the_images_stop_signal(cli: CLI) -> None:
         cli("rm", "-f", "sig-run")
         cli("rm", "sig-src")
         cli("rmi", "sig:1")
+
+
+def test_exec_and_start_use_the_image_config(cli: CLI, umoci_image: str) -> None:
+    cli.ok("run", "-d", "--name", "cfg-run", umoci_image, "sleep", "600")
+    try:  # exec runs as the image's user, in its working dir, with its env (docker)
+        assert cli.ok("exec", "cfg-run", "sh", "-c", "echo $MYVAR; pwd; id -u") == \
+            "fromimage\n/opt\n1000\n"
+        assert cli.ok("exec", "-u", "0", "-w", "/", "cfg-run", "sh", "-c", "pwd; id -u") == \
+            "/\n0\n"
+    finally:
+        cli("rm", "-f", "cfg-run")
+    cli.ok("run", "--name", "cfg-start", umoci_image)
+    try:  # start runs the image's Cmd again, as the image's user
+        cli.ok("start", "cfg-start")
+        assert cli.ok("wait", "cfg-start").strip() == "0"
+        assert cli.ok("logs", "cfg-start") == "CMD ran fromimage\n/opt\n1000\n1000\n" * 2
+    finally:
+        cli("rm", "-f", "cfg-start")

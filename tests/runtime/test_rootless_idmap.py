@@ -35,7 +35,8 @@ STAT = 'stat -c "%u:%g %a %n"'
 
 
 def owners_tree(root: Path) -> Path:
-    """busybox plus files of 1000 and 65534 and a setgid directory of group 1000."""
+    """busybox plus files of 1000 and 65534, a setgid directory of group 1000 and a setuid
+    file."""
     build_busybox_rootfs(root)
     (root / "home/user/f").write_text("user's\n")
     os.chown(root / "home/user", 1000, 1000)
@@ -46,6 +47,8 @@ def owners_tree(root: Path) -> Path:
     (root / "shared").mkdir()
     os.chown(root / "shared", 0, 1000)
     os.chmod(root / "shared", 0o2775)
+    (root / "suid").write_text("#!/bin/sh\n")
+    os.chmod(root / "suid", 0o4755)
     return root
 
 
@@ -106,12 +109,13 @@ def ok(runner: Rootless, script: str, timeout: float = 120) -> list[str]:
 
 def test_container_maps_the_range_and_sees_the_image_owners(ranged: Rootless) -> None:
     out = ok(ranged, "$UF run --rm --network none owners sh -c 'cat /proc/self/uid_map "
-                     f"/proc/self/gid_map; {STAT} /home/user/f /nobody/f /shared /etc/passwd'")
+                     f"/proc/self/gid_map; {STAT} /home/user/f /nobody/f /shared /etc/passwd "
+                     "/suid'")
     assert [ln.split() for ln in out[:4]] == [
         ["0", str(IDMAP_UID), "1"], ["1", str(SUB_START), str(SUB_COUNT)],
         ["0", str(IDMAP_UID), "1"], ["1", str(SUB_START), str(SUB_COUNT)]]
     assert out[4:] == ["1000:1000 644 /home/user/f", "65534:65534 644 /nobody/f",
-                       "0:1000 2775 /shared", "0:0 644 /etc/passwd"]
+                       "0:1000 2775 /shared", "0:0 644 /etc/passwd", "0:0 4755 /suid"]
     # On disk the store keeps them shifted into the range (podman's rootless storage).
     layer_file = next((ranged.base / "store/layers/sha256").glob("*/fs/home/user/f"))
     st = os.stat(layer_file)
@@ -157,9 +161,10 @@ def test_commit_and_save_write_container_ids_and_root_loads_them(
     root = CLI(tmp_path / "store", dict(cli.env, UNIONFS_STORE=str(tmp_path / "store")))
     root.ok("load", "-i", str(ranged.base / "out/changed.tar"), "-t", "changed")
     out = root.ok("run", "--rm", "--network", "none", "changed", "sh", "-c",
-                  f"{STAT} /etc/motd /home/user/f /nobody/f /shared/new")
+                  f"{STAT} /etc/motd /home/user/f /nobody/f /shared/new /suid")
     assert out.splitlines() == ["1234:4321 644 /etc/motd", "1000:1000 644 /home/user/f",
-                                "65534:65534 644 /nobody/f", "0:1000 644 /shared/new"]
+                                "65534:65534 644 /nobody/f", "0:1000 644 /shared/new",
+                                "0:0 4755 /suid"]  # the setuid bit survives, too
 
 
 def test_commit_of_a_running_rootless_container(ranged: Rootless) -> None:
@@ -185,6 +190,23 @@ def test_an_image_saved_by_root_keeps_its_owners_rootless(
                      "/shared")
     assert out == ["1000:1000 644 /home/user/f", "65534:65534 644 /nobody/f",
                    "0:1000 2775 /shared"]
+
+
+def test_a_pulled_image_keeps_its_owners_rootless(
+        ranged: Rootless, cli: CLI, tmp_path: Path) -> None:
+    from tests.store.registry_server import run_registry
+
+    env = dict(cli.env, UNIONFS_STORE=str(tmp_path / "store"), UNIONFS_REGISTRY_LOOPBACK_ONLY="1")
+    root = CLI(tmp_path / "store", env)
+    root.ok("import", str(ranged.base / "owners.tar"), "-t", "pushed")
+    with run_registry(tmp_path / "registry") as registry:
+        ref = f"{registry.host}/test/owners:1"
+        root.ok("push", "-q", "pushed", ref)
+        out = ok(ranged, f"UNIONFS_REGISTRY_LOOPBACK_ONLY=1 $UF pull -q {ref} >/dev/null && "
+                         f"$UF run --rm --network none {ref} {STAT} /home/user/f /nobody/f "
+                         "/shared /suid")
+    assert out == ["1000:1000 644 /home/user/f", "65534:65534 644 /nobody/f",
+                   "0:1000 2775 /shared", "0:0 4755 /suid"]
 
 
 def test_device_nodes_are_left_out_and_named(ranged: Rootless) -> None:
@@ -284,7 +306,8 @@ def test_rootless_published_port_and_outbound(ranged: Rootless, host_server: int
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
 
 
-def test_root_published_port_conflict_and_cleanup(cli: CLI) -> None:
+def test_root_published_port_conflict_outbound_and_cleanup(cli: CLI, host_server: int
+                                                           ) -> None:
     port = free_port()
     before = set(pasta_processes())
     cli.ok("run", "-d", "--name", "rootweb", "-p", f"127.0.0.1:{port}:80", "busybox",
@@ -299,6 +322,9 @@ def test_root_published_port_conflict_and_cleanup(cli: CLI) -> None:
         info = json.loads(cli.ok("inspect", "rootweb"))[0]["NetworkSettings"]
         assert info["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
         assert info["IPAddress"] and info["Gateway"]
+        assert cli.ok("run", "--rm", "busybox", "wget", "-q", "-O", "-",
+                      f"http://host.containers.internal:{host_server}/") == \
+            "hello from the host\n"  # outbound, from root's private network too
     finally:
         cli.ok("stop", "-t", "1", "rootweb")
         cli.ok("rm", "rootweb")
@@ -324,6 +350,78 @@ def test_publish_all_uses_the_images_exposed_ports(
         assert fetch(f"http://127.0.0.1:{host_port}/") == "exposed\n"
     finally:
         root.ok("rm", "-f", "ex")
+
+
+DNS_HOST = "127.0.0.153"  # the host's "resolver" in the tests: a loopback address
+DNS_ANSWER = "192.0.2.77"  # TEST-NET-1: only ever an answer, never a destination
+
+
+def _dns_reply(query: bytes) -> bytes:
+    """An answer to a one-question query: DNS_ANSWER for an A record, none for others."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12:end + 5]
+    qtype = int.from_bytes(query[end + 1:end + 3], "big")
+    answers = b""
+    if qtype == 1:
+        answers = (b"\xc0\x0c" + (1).to_bytes(2, "big") + (1).to_bytes(2, "big")
+                   + (60).to_bytes(4, "big") + (4).to_bytes(2, "big")
+                   + socket.inet_aton(DNS_ANSWER))
+    header = query[:2] + b"\x81\x80" + (1).to_bytes(2, "big") \
+        + (1 if answers else 0).to_bytes(2, "big") + b"\x00\x00\x00\x00"
+    return header + question + answers
+
+
+@pytest.fixture
+def host_resolver(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
+    """A DNS server on the host's loopback and a resolv.conf naming it; the names asked."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((DNS_HOST, 53))
+    sock.settimeout(0.2)
+    asked: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            asked.append(query[12:])
+            sock.sendto(_dns_reply(query), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {DNS_HOST}\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(resolv, 0o644)
+    try:
+        yield resolv, asked
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+def test_dns_inside_reaches_the_hosts_resolver(
+        ranged: Rootless, cli: CLI, host_resolver: tuple[Path, list[bytes]]) -> None:
+    """The container's resolv.conf names pasta's forwarder, which asks the resolver of the
+    host's /etc/resolv.conf (bound here to a test server on loopback), rootful and rootless."""
+    resolv, asked = host_resolver
+    bind = f"mount --bind {resolv} /etc/resolv.conf && "
+    root = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         bind + 'exec "$@"', "sh",
+         *cli.argv("run", "--rm", "busybox", "nslookup", "-type=a", "root.probe.test")],
+        capture_output=True, text=True, env=cli.env, timeout=60, stdin=subprocess.DEVNULL)
+    assert root.returncode == 0, root.stderr
+    assert f"Address: {DNS_ANSWER}" in root.stdout, root.stdout
+    out = ok(ranged, bind + "$UF run --rm owners nslookup -type=a rootless.probe.test")
+    assert f"Address: {DNS_ANSWER}" in out, out
+    names = b"".join(asked)
+    assert b"\x04root\x05probe\x04test" in names and b"\x08rootless\x05probe" in names
 
 
 def test_network_none_and_host_stay(cli: CLI) -> None:

@@ -43,6 +43,17 @@ def test_userns_as_root_has_its_own_map(cli: CLI) -> None:
     assert out.split() == ["0", "0", "65536"]
 
 
+def test_uidmap_as_root_gives_the_container_that_layout(cli: CLI) -> None:
+    out = cli.ok("run", "--rm", "--network", "none", "--uidmap", "0:0:1", "--uidmap",
+                 "1:100000:65536", "--gidmap", "0:0:1", "--gidmap", "1:200000:65536",
+                 "busybox", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; "
+                 "touch /tmp/f && chown 1000:1000 /tmp/f && stat -c %u:%g /tmp/f")
+    lines = out.splitlines()
+    assert [ln.split() for ln in lines[:4]] == [["0", "0", "1"], ["1", "100000", "65536"],
+                                                ["0", "0", "1"], ["1", "200000", "65536"]]
+    assert lines[4] == "1000:1000"
+
+
 def test_capabilities_user_and_no_new_privs(cli: CLI) -> None:
     out = cli.ok("run", "--rm", "busybox", "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)",
                  "/proc/self/status")
@@ -243,6 +254,8 @@ def test_network_none_has_only_loopback(cli: CLI) -> None:
     (["-v", "n!:/x", "busybox", "true"], 125, "invalid volume name"),
     (["--name", "taken", "busybox", "true"], 125, "already in use"),
     (["busybox", "/etc/motd"], 126, 'exec: "/etc/motd": permission denied'),
+    (["--uidmap", "0:100000:65536", "busybox", "true"], 125,
+     "--uidmap: container id 0 must map to host id 0"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(cli: CLI, store_root: Path,
                                                   args: list[str], code: int,

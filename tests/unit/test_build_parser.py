@@ -3,10 +3,12 @@ instructions and ``commit --change``, the inspect template."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from unionfs.build import words
-from unionfs.build.context import Ignore
+from unionfs.build.context import Ignore, expand_sources
 from unionfs.build.instructions import apply_changes, apply_config
 from unionfs.build.parser import BuildError, parse
 from unionfs.cli.template import render
@@ -44,11 +46,19 @@ def test_escape_directive() -> None:
     ("FROM busybox\n\nCOPY --from x y\n", "Dockerfile:3", "needs a value"),
     ("FROM busybox\nWORKDIR\n", "Dockerfile:2", "requires at least one argument"),
     ("# escape=x\nFROM a\n", "Dockerfile:1", "invalid escape token"),
+    ("FROM a\nRUN <<EOF\necho hi\nEOF\n", "Dockerfile:2", "heredocs (RUN <<WORD)"),
+    ("FROM a\nRUN cat <<-'END' > /x\nhi\nEND\n", "Dockerfile:2", "heredocs"),
+    ("FROM a\nCOPY <<EOF /x\nhi\nEOF\n", "Dockerfile:2", "heredocs (COPY <<WORD)"),
 ])
 def test_syntax_errors_name_file_and_line(text: str, where: str, what: str) -> None:
     with pytest.raises(BuildError) as exc:
         parse(text, "Dockerfile")
     assert str(exc.value).startswith(where + ": ") and what in str(exc.value)
+
+
+def test_shift_operators_are_no_heredoc() -> None:
+    runs = parse('FROM a\nRUN echo $((1<<4)) && python3 -c "print(2<<x)"\n').instructions
+    assert runs[1].args.startswith("echo $((1<<4))")
 
 
 def test_expansion() -> None:
@@ -69,6 +79,23 @@ def test_dockerignore() -> None:
     assert ig.excluded("build/x/y") and ig.excluded("a/b/tmp/z") and ig.excluded("secret1")
     assert not ig.excluded("src/a.log")  # '*' does not cross '/'
     assert not ig.excluded("main.c")
+
+
+def test_copy_glob_stays_in_one_directory(tmp_path: Path) -> None:
+    for rel in ("a.txt", "b.txt", "c.md", "skip.txt", "sub/d.txt"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).touch()
+
+    def names(*patterns: str) -> list[str]:
+        found = expand_sources(tmp_path, list(patterns), Ignore(["skip.txt"]), "COPY")
+        return [name for _, name in found]
+
+    assert names("*.txt") == ["a.txt", "b.txt"]  # not sub/d.txt: '*' does not cross '/'
+    assert names("sub/*.txt", "?.md") == ["d.txt", "c.md"]
+    assert names("**/*.txt") == ["a.txt", "b.txt", "d.txt"]
+    assert names("[!a].txt") == ["b.txt"]
+    with pytest.raises(UserError, match="no source files"):
+        names("*.none")
 
 
 def test_config_instructions() -> None:

@@ -7,7 +7,6 @@ directory are copied as symlinks, never followed.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import re
@@ -102,7 +101,8 @@ def expand_sources(root: Path, patterns: list[str], ignore: Ignore | None, what:
         norm = os.path.normpath(pattern.lstrip("/")) if pattern.strip("/") else "."
         inside(root, norm, what)
         if any(ch in norm for ch in "*?["):
-            matches = sorted(p for p in _all_paths(root) if fnmatch.fnmatchcase(p, norm))
+            rx = re.compile(_glob_regex(norm))  # '*' stays in one directory, as Go's Match
+            matches = sorted(p for p in _all_paths(root) if rx.fullmatch(p))
             matches = [m for m in matches if not (ignore and ignore.excluded(m))]
             if not matches:
                 raise UserError(f"{what} {pattern!r}: no source files were specified")

@@ -30,6 +30,8 @@ JSON_FORMS = frozenset({"RUN", "CMD", "ENTRYPOINT", "SHELL", "VOLUME", "COPY", "
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _KEYWORD = re.compile(r"^\s*([A-Za-z]+)(?:\s+(.*))?$", re.DOTALL)
 _FLAG = re.compile(r"^--([a-z][a-z-]*)(?:=(\S*))?(?:\s+|$)")
+# ``<<EOF`` / ``<<-"EOF"`` as a word of RUN, COPY or ADD: BuildKit's heredoc, not supported
+_HEREDOC = re.compile(r"(?:^|\s)<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1(?=\s|$)")
 
 
 class BuildError(UserError):
@@ -148,6 +150,8 @@ def _instruction(text: str, line: int, filename: str) -> Instruction:
         flags[name] = fm.group(2)
         rest = rest[fm.end():]
     exec_form = _json_array(rest) if keyword in JSON_FORMS else None
+    if keyword in ("RUN", "COPY", "ADD") and exec_form is None and _HEREDOC.search(rest):
+        raise BuildError(where, f"heredocs ({keyword} <<WORD) are not supported")
     if not rest and keyword not in ("CMD", "ENTRYPOINT"):
         raise BuildError(where, f"{keyword} requires at least one argument")
     return Instruction(keyword, rest, line, where, flags, exec_form, text.strip())
