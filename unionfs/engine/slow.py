@@ -215,27 +215,6 @@ class SlowWork:
         await self.run_meta(_stat_all, [(union.layers[i].root_fd, path, names)
                                         for i, names in by_layer.items()])
 
-    @property
-    def disk_busy(self) -> bool:
-        """Bulk data work runs in worker threads now: the disk's queue is long, and a read
-        of anything not cached waits behind it."""
-        return self.limiter.borrowed_tokens > 0
-
-    async def stat_ahead(self, parent: Node, name: bytes) -> None:
-        """While the disk is busy, before a lookup of ``parent/name`` that the kernel does
-        not hold yet: lstat it in a worker thread, so the lookup's own lstat finds its inode
-        cached and the trio thread does not wait for the disk. Otherwise nothing (the fast
-        path takes no thread hop)."""
-        if not self.disk_busy or name in parent.children:
-            return
-        union = self.union
-        merged = parent.merged
-        entry = merged.get(name) if merged is not None else None
-        if entry is None:
-            return
-        path = union.dir_path(parent, entry.layer)
-        await self.run_meta(_stat_all, [(union.layers[entry.layer].root_fd, path, [name])])
-
     # ---- data -----------------------------------------------------------------------------
 
     async def read(self, fd: int, size: int, offset: int) -> bytes | bytearray:

@@ -232,7 +232,6 @@ class UnionOperations(pyfuse3.Operations):
             return self._entry(up, self.union.stat(up))
         if parent.merged is None:
             await self.slow.view(parent)
-        await self.slow.stat_ahead(parent, name)
         found = self.union.lookup(parent, name)
         if found is None:
             return self._negative()
