@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import Mounts, Stack
 from tests.integration.test_cli import wait_until
 from unionfs.api import is_mounted, server_stats
+from unionfs.engine.slow import META_THREADS, THREADS
 
 StackFactory = Callable[..., Stack]
 BIG = 4 << 20  # a lower file with real data (copy_file_range, chunked: interruptible)
@@ -51,7 +52,7 @@ class Hold:
 
     def release(self) -> None:
         with open(self.release_fifo, "w") as fifo:
-            fifo.write("go\n")
+            fifo.write("x")  # one byte releases one held thread
 
 
 def holding(tmp_path: Path) -> dict[str, str]:
@@ -172,6 +173,54 @@ def test_requests_complete_while_an_fsync_is_held(stack: StackFactory, mounts: M
     assert (st.upper / "new").read_bytes() == b"data"
 
 
+def test_metadata_completes_while_every_data_thread_is_held(stack: StackFactory,
+                                                           mounts: Mounts,
+                                                           tmp_path: Path) -> None:
+    """More fsyncs than there are data worker threads, and than the request loop once had
+    worker tasks (8): THREADS of them held in their threads, the rest queued for one. A
+    cold listing, lookups and stats of other nodes still complete: directory reads and
+    stats have worker threads of their own, and requests are still read."""
+    syncers_n = THREADS + 8
+    st = big_stack(stack)
+    env = holding(tmp_path)
+    directory = Path(env["UNIONFS_TEST_HOLD"])
+    os.mkfifo(directory / "fsync.held")
+    os.mkfifo(directory / "fsync.release")
+    mnt = mounts.unionfs(st, env=env)
+    # Both read-write: no hang-up between two writers, and readers never block in open.
+    held = os.open(directory / "fsync.held", os.O_RDWR | os.O_NONBLOCK)
+    release = os.open(directory / "fsync.release", os.O_RDWR)
+    code = ("import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); "
+            "os.write(fd, b'data'); os.fsync(fd); os.close(fd)")
+    try:
+        with ExitStack() as running:
+            syncers = [running.enter_context(started([sys.executable, "-c", code,
+                                                      str(mnt / f"new{i}")]))
+                       for i in range(syncers_n)]
+            try:
+                lines = b""
+                with select.epoll() as poll:
+                    poll.register(held, select.EPOLLIN)
+                    while lines.count(b"\n") < THREADS:
+                        assert poll.poll(60), f"only {lines.count(10)} fsyncs were held"
+                        lines += os.read(held, 4096)
+                assert wait_until(lambda: server_stats(mnt)["slow_in_flight"] == syncers_n)
+                listing = quick("ls", "-l", str(mnt / "other"))  # a cold directory
+                assert len(listing.splitlines()) == 101
+                assert quick("stat", "-c", "%s", str(mnt / "other" / "f7")).strip() == "1"
+                assert quick("stat", "-c", "%F", str(mnt / "tree" / "sub" / "b")).strip() == (
+                    "regular file")
+                assert all(s.poll() is None for s in syncers)  # all still in their fsync
+            finally:
+                os.unlink(directory / "fsync.held")  # the queued ones are not held
+                os.write(release, b"x" * syncers_n)
+            assert all(s.wait(30) == 0 for s in syncers), [s.stderr for s in syncers]
+    finally:
+        os.close(held)
+        os.close(release)
+    assert all((st.upper / f"new{i}").read_bytes() == b"data" for i in range(syncers_n))
+
+
 def test_requests_complete_during_a_tree_copy_up(stack: StackFactory, mounts: Mounts,
                                                  tmp_path: Path) -> None:
     """The first rename of a merged directory copies its files up in worker threads (where
@@ -232,4 +281,5 @@ def test_stats_report_no_leftovers_after_concurrent_work(stack: StackFactory, mo
         return stats["fds"] - stats["cached_dir_fds"]
 
     assert uncached(after) <= uncached(before)
-    assert after["threads"] <= before["threads"] + 4  # trio's idle worker threads
+    # trio's idle worker threads
+    assert after["threads"] <= before["threads"] + THREADS + META_THREADS

@@ -409,7 +409,9 @@ class Changes:
             u.copy_up(node)
         upper = u.layers[0]
         name = node.name
-        if node is u.root:
+        if fd is not None:  # every change goes through the fd (it may run in a worker thread)
+            parent_fd = -1
+        elif node is u.root:
             parent_fd, name = upper.root_fd, b"."
         else:
             parent_fd = upper.dir_fd(node.parent.path()) if node.parent is not None else -1

@@ -1,14 +1,15 @@
 """Slow work off the trio thread: a file's data copy-up, syncs, cold reads, big writes.
 
 Requests are served on one trio thread. What may take long (it waits for a disk) runs here,
-in worker threads bounded by a limiter, while the trio thread goes on with other requests;
+in worker threads bounded by two limiters (bulk data work; directory reads and stats, so
+that data work never holds every thread), while the trio thread goes on with other requests;
 the state of the union (nodes, merged views, the upper's entries) still changes only on the
 trio thread. The locks that makes necessary, and their order, are in
 :mod:`unionfs.engine.locks`.
 
 ``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
 there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``) writes
-the kind to it, then waits until a line can be read from ``<kind>.release``: a test can hold
+the kind to it, then waits until a byte can be read from ``<kind>.release``: a test can hold
 a copy-up as long as it likes and show that other requests complete meanwhile.
 """
 
@@ -34,7 +35,10 @@ from unionfs.layers.syscalls import open_beneath
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-THREADS = 4  # worker threads for slow work (copy-ups, syncs, cold reads): a disk's queue
+THREADS = 4  # worker threads for bulk data work (copy-ups, syncs, cold reads, big writes)
+# Worker threads for metadata work (merged views, dirents, stats ahead of a listing): their
+# own, so that bulk data work, which can wait seconds for the disk, never holds them all.
+META_THREADS = 2
 APART_THREADS = 8  # threads for calls that wait on this server's own answers (run_apart)
 HOLD_ENV = "UNIONFS_TEST_HOLD"
 INLINE_COPY = 1 << 20  # a volatile mount copies files up to this size on the trio thread
@@ -47,9 +51,11 @@ def _nothing() -> None:
 class SlowWork:
     """Worker threads for a :class:`Union`, with the gate and the entry locks."""
 
-    def __init__(self, union: Union, threads: int = THREADS) -> None:
+    def __init__(self, union: Union, threads: int = THREADS,
+                 meta_threads: int = META_THREADS) -> None:
         self.union = union
-        self.limiter = trio.CapacityLimiter(threads)
+        self.limiter = trio.CapacityLimiter(threads)  # bulk data work
+        self.meta_limiter = trio.CapacityLimiter(meta_threads)  # directory reads, stats
         self.apart = trio.CapacityLimiter(APART_THREADS)
         self.stopping = threading.Event()  # set at shutdown: long copies are abandoned
         # Called before a request waits (the request loop hands reading on to another task).
@@ -62,9 +68,10 @@ class SlowWork:
 
     def _gauge(self) -> ThreadGauge:
         """Worker threads, how many are busy, how much slow work waits (``unionfs watch``)."""
-        limiter = self.limiter
-        return ThreadGauge(int(limiter.total_tokens), int(limiter.borrowed_tokens),
-                           limiter.statistics().tasks_waiting)
+        limiters = (self.limiter, self.meta_limiter)
+        return ThreadGauge(sum(int(limiter.total_tokens) for limiter in limiters),
+                           sum(int(limiter.borrowed_tokens) for limiter in limiters),
+                           sum(limiter.statistics().tasks_waiting for limiter in limiters))
 
     def _before_wait(self) -> None:
         self.before_wait()
@@ -74,12 +81,21 @@ class SlowWork:
         self.stopping.set()
 
     async def run(self, func: Callable[..., T], *args: object, hold: str | None = None) -> T:
-        """``func(*args)`` in a worker thread; other requests are served meanwhile."""
+        """``func(*args)`` (bulk data work) in a worker thread; other requests are served
+        meanwhile."""
+        return await self._run(self.limiter, func, args, hold)
+
+    async def run_meta(self, func: Callable[..., T], *args: object) -> T:
+        """:meth:`run` for metadata work (reading directories, stats), on threads of its
+        own: a lookup or a listing never queues behind copies, syncs and data I/O."""
+        return await self._run(self.meta_limiter, func, args, None)
+
+    async def _run(self, limiter: trio.CapacityLimiter, func: Callable[..., T],
+                   args: tuple[object, ...], hold: str | None) -> T:
         self.before_wait()
         self.in_flight += 1
         try:
-            return await trio.to_thread.run_sync(self._call, func, args, hold,
-                                                 limiter=self.limiter)
+            return await trio.to_thread.run_sync(self._call, func, args, hold, limiter=limiter)
         finally:
             self.in_flight -= 1
 
@@ -181,7 +197,7 @@ class SlowWork:
         if union.has_redirects:  # paths through redirects read other views: not in a thread
             union.merged(node)
             return
-        listings, lower_paths = await self.run(union.read_listings, node, candidates)
+        listings, lower_paths = await self.run_meta(union.read_listings, node, candidates)
         # Back on the trio thread: a change through the union may have built the view
         # meanwhile (it is newer), or moved the directory (the listing may be stale), or the
         # listing met the first redirect (its paths must be found on this thread).
@@ -208,8 +224,8 @@ class SlowWork:
         if not by_layer:
             return
         path = node.path()
-        await self.run(_stat_all, [(union.layers[i].root_fd, path, names)
-                                   for i, names in by_layer.items()])
+        await self.run_meta(_stat_all, [(union.layers[i].root_fd, path, names)
+                                        for i, names in by_layer.items()])
 
     # ---- data -----------------------------------------------------------------------------
 
@@ -266,5 +282,9 @@ def _hold_for_test(directory: str, kind: str) -> None:
         return
     with open(held, "w") as fifo:  # blocks until the test reads
         fifo.write(kind + "\n")
-    with open(os.path.join(directory, f"{kind}.release")) as fifo:
-        fifo.readline()
+    # One byte per held thread: a test that holds several releases them one by one.
+    fd = os.open(os.path.join(directory, f"{kind}.release"), os.O_RDONLY)
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)

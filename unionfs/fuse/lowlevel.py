@@ -106,7 +106,7 @@ _INIT_CALL = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 PYFUSE3_VERSIONS = ("3.3", "3.4", "3.5")  # major.minor whose ops table layout was checked
 LIBFUSE_MINORS = range(10, 18)  # libfuse 3.10 .. 3.17
 LIBFUSE = "libfuse3.so.3"
-WORKERS = 8  # worker tasks: one reads, the others wait in slow requests or are parked
+WORKERS = 32  # worker tasks: one reads, the others wait in slow requests or are parked
 
 _FALLOCATE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)

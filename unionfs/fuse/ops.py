@@ -7,13 +7,14 @@ request.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
 import struct
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -146,6 +147,10 @@ class UnionOperations(pyfuse3.Operations):
         self.requests: Counter[str] = Counter()  # by request type, for `stats` and tests
         self.watch: Watch | None = None  # set while anything watches requests (fuse/watch.py)
         self.files: dict[int, Handle] = {}
+        # Per node: its writes and syncs running in worker threads now. Changes of that
+        # file's data or attributes go to a worker thread too while any run (they would
+        # wait for the file's inode lock on the trio thread).
+        self.bulk: Counter[int] = Counter()
         self.dirs: dict[int, DirHandle] = {}
         # With plain READDIR served (unionfs.fuse.lowlevel): the most entries the first
         # READDIRPLUS of a listing answers (0: as many as fit).
@@ -450,11 +455,31 @@ class UnionOperations(pyfuse3.Operations):
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        if len(buf) >= LARGE_WRITE and self._streaming(fh, len(buf)):
+        handle = self.files.get(fh)
+        streaming = len(buf) >= LARGE_WRITE and self._streaming(fh, len(buf))
+        if streaming or (handle is not None and self.bulk[handle.node.id]):
+            # A write of a file that has writes in worker threads goes there too: it
+            # would wait for their inode lock (held while the kernel throttles them).
             async with self.slow.gate.shared():
-                return await self.slow.run(self._keeping_mtime, fh,
-                                           lambda: os.pwrite(fh, buf, off))
+                with self._in_bulk(handle):
+                    return await self.slow.run(self._keeping_mtime, fh,
+                                               lambda: os.pwrite(fh, buf, off))
         return self._keeping_mtime(fh, lambda: os.pwrite(fh, buf, off))
+
+    @contextlib.contextmanager
+    def _in_bulk(self, handle: Handle | None) -> Iterator[None]:
+        """Count the data work of ``handle``'s node that runs in worker threads."""
+        if handle is None:
+            yield
+            return
+        node_id = handle.node.id
+        self.bulk[node_id] += 1
+        try:
+            yield
+        finally:
+            self.bulk[node_id] -= 1
+            if not self.bulk[node_id]:
+                del self.bulk[node_id]
 
     def _streaming(self, fh: int, size: int) -> bool:
         handle = self.files.get(fh)
@@ -525,7 +550,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.slow.sync(fh, datasync)
+        with self._in_bulk(self.files.get(fh)):
+            await self.slow.sync(fh, datasync)
 
     @_errors
     async def release(self, fh: int) -> None:
@@ -634,15 +660,22 @@ class UnionOperations(pyfuse3.Operations):
         if fields.update_atime or fields.update_mtime:
             times = (attr.st_atime_ns if fields.update_atime else None,
                      attr.st_mtime_ns if fields.update_mtime else None)
-        st = self.changes.setattr(
-            node,
+        change = functools.partial(
+            self.changes.setattr, node,
             size=attr.st_size if fields.update_size else None,
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
             times=times, fd=fd,
         )
-        return self._attrs(node, st)
+        if fd is not None and self.bulk[node.id]:
+            # Through the open fd only (no path, no state of the union but the set-gid
+            # cache, reset here first), so it may run in a worker thread.
+            node.sgid_gid = None
+            async with self.slow.gate.shared():
+                with self._in_bulk(self.files.get(fd)):
+                    return self._attrs(node, await self.slow.run(change))
+        return self._attrs(node, change())
 
     @_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
