@@ -1,8 +1,9 @@
 """Slow work off the trio thread: a file's data copy-up, syncs, cold reads, big writes.
 
 Requests are served on one trio thread. What may take long (it waits for a disk) runs here,
-in worker threads bounded by two limiters (bulk data work; directory reads and stats, so
-that data work never holds every thread), while the trio thread goes on with other requests;
+in worker threads bounded by three limiters (bulk data work; directory reads and stats, so
+that data work never holds every thread; calls that wait for this server's own answers, so
+that they never hold a thread the answer needs), while the trio thread goes on with other requests;
 the state of the union (nodes, merged views, the upper's entries) still changes only on the
 trio thread. The locks that makes necessary, and their order, are in
 :mod:`unionfs.engine.locks`.
