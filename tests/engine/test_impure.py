@@ -17,7 +17,6 @@ from unionfs.engine.dirents import NameLister
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import StackConfig, Union
 from unionfs.layers import ondisk
-from unionfs.layers.layer import Layer
 
 ROOT = Caller(0, 0)
 
@@ -122,23 +121,16 @@ def test_lower_hard_links_mark_their_directories(union: Union, tmp_path: Path) -
     assert marked(tmp_path) == {"d", "e"}
 
 
-def test_unmarked_directories_cost_no_origin_read(union: Union, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unmarked_directories_cost_no_origin_read(union: Union,
+                                                  xattr_reads: list[bytes]) -> None:
     union.copy_up(node(union, b"d/low"))
-    asked: list[bytes] = []
-    getxattr = Layer.getxattr
-
-    def counted(self: Layer, rel: bytes, name: bytes) -> bytes | None:
-        asked.append(rel)
-        return getxattr(self, rel, name)
-
-    monkeypatch.setattr(Layer, "getxattr", counted)
+    xattr_reads.clear()
     e, d = node(union, b"e"), node(union, b"d")
     listed(union, e)
     node(union, b"e/seed")
-    assert asked == []
+    assert xattr_reads == []
     listed(union, d)
-    assert asked == [b"d/seed"]  # low is a node the kernel holds: its number is known
+    assert xattr_reads == [b"d/seed"]  # low is a node the kernel holds: its number is known
 
 
 @pytest.mark.parametrize("ns", [TRUSTED, USER], ids=["trusted", "user"])

@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from unionfs.core.whiteout import TRUSTED
 from unionfs.engine.changes import Caller, Changes
 from unionfs.engine.nodes import Node
 from unionfs.engine.union import StackConfig, Union
-from unionfs.layers.layer import Layer
 
 
 def make_union(tmp_path: Path) -> Union:
@@ -30,7 +27,7 @@ def known(u: Union, parent: Node, name: bytes) -> Node:
     return found[0]
 
 
-def test_numbers_after_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_numbers_after_forget(tmp_path: Path, xattr_reads: list[bytes]) -> None:
     """New files (also renamed) are numbered without reading an origin xattr; copied-up
     files and new links read it; every number stays what it was."""
     u = make_union(tmp_path)
@@ -50,14 +47,7 @@ def test_numbers_after_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for node in {d.children[n] for n in names}:
         u.table.forget(node.id, node.lookups)
     assert not set(names) & set(d.children)
-    asked: list[bytes] = []
-    getxattr = Layer.getxattr
-
-    def counted(self: Layer, rel: bytes, name: bytes) -> bytes | None:
-        asked.append(rel)
-        return getxattr(self, rel, name)
-
-    monkeypatch.setattr(Layer, "getxattr", counted)
+    xattr_reads.clear()
     assert {n: known(u, d, n).id for n in names} == before
-    assert sorted(asked) == [b"d/link", b"d/low-moved"]
+    assert sorted(xattr_reads) == [b"d/link", b"d/low-moved"]
     u.close()

@@ -61,7 +61,7 @@ import select
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
@@ -69,6 +69,7 @@ import trio
 from unionfs.fuse import handshake
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
 SLOT_INIT = 0
@@ -232,8 +233,9 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         reply_buf.restype = ctypes.c_int
         submit = _request_slot(table.retval)
         slots.append(SLOT_READDIR)
-        callbacks.append(_READDIR(_readdir_submitting(readdir_names, submit, reply_buf,
-                                                      reply_err)))
+        callbacks.append(_READDIR(_submitting(
+            "readdir", lambda fh, size, off: readdir_names(fh, off, size), submit,
+            lambda req, data: reply_buf(req, data, len(data)), reply_err)))
         features = (*features, "readdir_names")
     if xattr_absent is not None:
         original = _GETXATTR_CALL(table.session_slot(SLOT_GETXATTR))
@@ -245,7 +247,8 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         if reply_lseek is not None:
             submit = _request_slot(table.retval)
             slots.append(SLOT_LSEEK)
-            callbacks.append(_LSEEK(_lseek_submitting(lseek, submit, reply_lseek, reply_err)))
+            callbacks.append(_LSEEK(_submitting("lseek", lseek, submit, reply_lseek,
+                                                reply_err)))
             features = (*features, "lseek")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
@@ -414,76 +417,47 @@ def _request_slot(address: int) -> Callable[[Coroutine[Any, Any, None]], None]:
     return submit
 
 
-def _readdir_submitting(handler: ReaddirNames,
-                        submit: Callable[[Coroutine[Any, Any, None]], None],
-                        reply_buf: Callable[[int, bytes, int], int],
-                        reply_err: Callable[[int, int], int]) -> Callable[..., None]:
-    def readdir(req: int, ino: int, size: int, off: int, fi: int) -> None:
+def _submitting(request: str, answer: Callable[[int, int, int], Coroutine[Any, Any, T]],
+                submit: Callable[[Coroutine[Any, Any, None]], None],
+                reply: Callable[[int, T], int],
+                reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    """A libfuse callback ``(req, ino, a, b, fi)`` that hands ``answer(fh, a, b)`` to
+    pyfuse3's request loop, which awaits it; its result is sent with ``reply(req, result)``
+    and a FUSEError with ``reply_err`` (plain READDIR's and lseek's slots)."""
+    def callback(req: int, ino: int, a: int, b: int, fi: int) -> None:
         try:
             fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
-            submit(_readdir_answer(handler, req, fh, off, size, reply_buf, reply_err))
+            submit(_answered(request, answer(fh, a, b), req, reply, reply_err))
         except BaseException:  # a callback must never unwind into libfuse
-            log.exception("readdir failed unexpectedly; returning EIO")
+            log.exception("%s failed unexpectedly; returning EIO", request)
             reply_err(req, errno.EIO)
 
-    return readdir
+    return callback
 
 
-async def _readdir_answer(handler: ReaddirNames, req: int, fh: int, off: int, size: int,
-                          reply_buf: Callable[[int, bytes, int], int],
-                          reply_err: Callable[[int, int], int]) -> None:
+async def _answered(request: str, answer: Coroutine[Any, Any, T], req: int,
+                    reply: Callable[[int, T], int],
+                    reply_err: Callable[[int, int], int]) -> None:
     try:
-        data = await handler(fh, off, size)
+        result = await answer
     except pyfuse3.FUSEError as exc:
-        _replied(reply_err(req, exc.errno))
+        _replied(reply_err(req, exc.errno), request)
         return
     except Exception:
-        log.exception("readdir failed unexpectedly; returning EIO")
-        _replied(reply_err(req, errno.EIO))
+        log.exception("%s failed unexpectedly; returning EIO", request)
+        _replied(reply_err(req, errno.EIO), request)
         return
     except BaseException:  # cancelled: the session ends
         reply_err(req, errno.EINTR)
         raise
-    _replied(reply_buf(req, data, len(data)))
+    _replied(reply(req, result), request)
 
 
-def _replied(code: int, request: str = "readdir") -> None:
+def _replied(code: int, request: str) -> None:
     if code == -errno.ENOENT:  # the kernel no longer waits (interrupted, unmounting)
         log.info("%s: the reply was not wanted any more", request)
     elif code:
         log.error("%s: fuse_reply_* failed with %s", request, os.strerror(-code))
-
-
-def _lseek_submitting(handler: Lseek, submit: Callable[[Coroutine[Any, Any, None]], None],
-                      reply_lseek: Callable[[int, int], int],
-                      reply_err: Callable[[int, int], int]) -> Callable[..., None]:
-    def lseek(req: int, ino: int, off: int, whence: int, fi: int) -> None:
-        try:
-            fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
-            submit(_lseek_answer(handler, req, fh, off, whence, reply_lseek, reply_err))
-        except BaseException:  # a callback must never unwind into libfuse
-            log.exception("lseek failed unexpectedly; returning EIO")
-            reply_err(req, errno.EIO)
-
-    return lseek
-
-
-async def _lseek_answer(handler: Lseek, req: int, fh: int, off: int, whence: int,
-                        reply_lseek: Callable[[int, int], int],
-                        reply_err: Callable[[int, int], int]) -> None:
-    try:
-        found = await handler(fh, off, whence)
-    except pyfuse3.FUSEError as exc:
-        _replied(reply_err(req, exc.errno), "lseek")
-        return
-    except Exception:
-        log.exception("lseek failed unexpectedly; returning EIO")
-        _replied(reply_err(req, errno.EIO), "lseek")
-        return
-    except BaseException:  # cancelled: the session ends
-        reply_err(req, errno.EINTR)
-        raise
-    _replied(reply_lseek(req, found), "lseek")
 
 
 def _getxattr_known(original: Callable[[int, int, int, int], None], absent: XattrAbsent,
