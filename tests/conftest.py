@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def unionfs_cli(*args: str, check: bool = False, env: dict[str, str] | None = No
                           text=True, check=check, env=env, timeout=timeout)
 
 
-def make_tree(root: Path, spec: dict[str, object]) -> Path:
+def make_tree(root: Path, spec: Mapping[str, object]) -> Path:
     """Create files from a dict: ``"a/b": "text"`` a file, ``"d/": None`` a dir,
     ``"l": ("symlink", "target")``, ``"w": ("whiteout",)``, ``"o/": ("opaque",)``."""
     root.mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,7 @@ def _symlink(root: str, op: Op) -> object:
 
 def _setxattr(root: str, op: Op) -> object:
     name, value, flags = op.args
-    os.setxattr(_p(root, op.path), str(name), value, int(flags),  # type: ignore[arg-type]
+    os.setxattr(_p(root, op.path), str(name), value, int(flags),  # type: ignore[arg-type,call-overload]
                 follow_symlinks=False)
     return None
 

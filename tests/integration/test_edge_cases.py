@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -421,7 +422,7 @@ def _walk(root: Path, names: list[str], *, make: bool = False) -> int:
 def _deep_calls(mnt: Path) -> object:
     fd = _walk(mnt, DEEP)
     try:
-        got = [sorted(os.listdir(fd))]
+        got: list[object] = [sorted(os.listdir(fd))]
         rfd = os.open("f", os.O_RDONLY, dir_fd=fd)
         got.append(os.read(rfd, 100))
         os.close(rfd)
@@ -463,9 +464,9 @@ def test_paths_deeper_than_path_max(stack: StackFactory, mounts: Mounts) -> None
 # ---- 10: O(1) rename of lower directories with overlay.redirect -------------------------
 
 
-def _tree(root: Path) -> dict[str, object]:
+def _tree(root: Path) -> dict[str, Any]:
     """Every name below ``root``: file contents, or the names of a directory."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         out[rel] = sorted(dirnames + filenames)

@@ -29,4 +29,6 @@ def test_switch_keeps_tree_and_moves_open_writers(stack, mounts: Mounts) -> None
     assert not (frozen / "after").exists()
     assert sorted(os.listdir(st.upper)) == ["after", "open-file"]
     info = mount_info(mnt)
-    assert info is not None and info["lowers"][0] == str(frozen)
+    assert info is not None
+    lowers = info["lowers"]
+    assert isinstance(lowers, list) and lowers[0] == str(frozen)

@@ -190,9 +190,8 @@ def test_probability_with_a_seed_is_reproducible(stack: StackFactory, mounts: Mo
     st = stack(files)
     rule = "open:EIO:path=data/*:probability=0.3:seed=7"
     mnt = mounts.unionfs(st, fail=[rule])
-    failed = [i for i in range(40) if errno_of(lambda i=i: (mnt / f"data/f{i:02d}").read_text())]
-    assert all(errno_of(lambda i=i: (mnt / f"other/f{i:02d}").read_text()) == 0
-               for i in range(10))
+    failed = [i for i in range(40) if errno_of((mnt / f"data/f{i:02d}").read_text)]
+    assert all(errno_of((mnt / f"other/f{i:02d}").read_text) == 0 for i in range(10))
     model = RuleState(parse_rule(rule))
     assert failed == [i for i in range(40) if model.fires("open", f"data/f{i:02d}", 0)]
     assert 0 < len(failed) < 40

@@ -62,11 +62,15 @@ def _write(p: Path) -> None:
         f.seek(0, os.SEEK_END)
 
 
+def _set_and_remove_xattr(p: Path) -> None:
+    os.setxattr(p, "user.new", b"1")
+    os.removexattr(p, "user.new")
+
+
 COPY_UP_OPS: dict[str, Callable[[Path], object]] = {
     "open_for_write": _write,
-    "setxattr": lambda p: os.setxattr(p, "user.new", b"1"),
-    "removexattr_other": lambda p: (os.setxattr(p, "user.new", b"1"),
-                                    os.removexattr(p, "user.new")),
+    "setxattr": lambda p: os.setxattr(p, "user.new", b"1"),  # type: ignore[func-returns-value]
+    "removexattr_other": _set_and_remove_xattr,
     "link": lambda p: os.link(p, p.parent / "hard"),
     "rename": lambda p: os.rename(p, p.parent / "renamed"),
 }

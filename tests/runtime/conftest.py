@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,8 @@ from unionfs.runtime.state import KEEP_SERVER_LOGS_ENV
 from unionfs.store import Store
 
 from ..conftest import UNEXPECTED
+
+T = TypeVar("T")
 
 BUSYBOX = Path("/bin/busybox")
 ROOTLESS_UID = 4242
@@ -135,10 +138,10 @@ def process_leftovers(marker: str) -> set[int]:
     return found
 
 
-def _settle(check: object, timeout: float = 10.0) -> object:
+def _settle(check: Callable[[], T], timeout: float = 10.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
-        value = check()  # type: ignore[operator]
+        value = check()
         if not value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
@@ -180,8 +183,8 @@ def no_leftovers(store_root: Path, kept_logs: Path) -> Iterator[None]:
     mounts = _settle(lambda: mount_leftovers(marker))
     cgs = _settle(lambda: cgroup_leftovers() - before_cg)
     if procs or mounts or cgs:
-        _clean_up(procs, mounts, cgs)  # type: ignore[arg-type]
-    assert not procs, f"processes left: {[_cmdline(p) for p in procs]}"  # type: ignore[union-attr]
+        _clean_up(procs, mounts, cgs)
+    assert not procs, f"processes left: {[_cmdline(p) for p in procs]}"
     assert not mounts, f"mounts left: {mounts}"
     assert not cgs, f"cgroups left: {cgs}"
     assert not problems, "a container's unionfs server logged:\n" + "\n".join(problems)

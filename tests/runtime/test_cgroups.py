@@ -93,6 +93,7 @@ def test_v2_create_apply_stats_oom_remove(fake_v2: Path) -> None:
 def test_v2_unset_limits_are_not_written(fake_v2: Path) -> None:
     _populate(fake_v2 / "unionfs" / "c2")
     cg = cgroups.create("c2", fake_v2)
+    assert isinstance(cg, cgroups.CgroupV2)
     cg.apply(Limits())
     assert (cg.path / "memory.max").read_text() == "max"
     assert cg.stats().memory_limit is None and cg.stats().pids_limit is None

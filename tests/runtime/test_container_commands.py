@@ -305,15 +305,15 @@ def test_cp_both_ways_on_a_running_container(cli: CLI, store: Store, host_tree: 
         with tarfile.open(fileobj=io.BytesIO(out)) as tar:
             member = tar.getmember("inside")
             assert (member.uid, tar.extractfile(member).read()) == (0, b"mine\n")  # type: ignore[union-attr]
-        res = _cp_stdin(cli, _tar([("in", None, ""), ("in/x", b"tar\n", "")]), "-a", "-",
+        put = _cp_stdin(cli, _tar([("in", None, ""), ("in/x", b"tar\n", "")]), "-a", "-",
                         "cpr:/tmp")
-        assert res.returncode == 0, res.stderr
+        assert put.returncode == 0, put.stderr
         assert cli.ok("exec", "cpr", "stat", "-c", "%u", "/tmp/in/x") == "1000\n"
         # hostile archives: .. and writing through a symlink are refused
         for bad in (_tar([("../escape", b"x", "")]),
                     _tar([("lnk", None, "/etc"), ("lnk/passwd", b"owned\n", "")])):
-            res = _cp_stdin(cli, bad, "-", "cpr:/tmp")
-            assert res.returncode == 1 and res.stderr.count(b"\n") == 1
+            refused = _cp_stdin(cli, bad, "-", "cpr:/tmp")
+            assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1
         assert "owned" not in cli.ok("exec", "cpr", "cat", "/etc/passwd")
         # errors as docker's
         res = cli("cp", "cpr:/nope", str(tmp_path / "x"))

@@ -75,7 +75,8 @@ def test_port_shown_as_docker_does() -> None:
 
 
 def test_exposed_ports_from_the_image_config() -> None:
-    config = {"config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "junk": {}}}}
+    ports: dict[str, object] = {"80/tcp": {}, "53/udp": {}, "junk": {}}
+    config: dict[str, object] = {"config": {"ExposedPorts": ports}}
     assert network.exposed_ports(config) == [Port(53, 0, "", "udp"), Port(80, 0)]
     assert network.exposed_ports({}) == []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from tests.runtime.conftest import CLI
 
 
 @pytest.fixture
-def umoci_image(cli: CLI, tmp_path: Path) -> str:
+def umoci_image(cli: CLI, tmp_path: Path) -> Iterator[str]:
     """busybox with a config written by umoci (the issue's example), loaded back."""
     archive = tmp_path / "busybox.tar"
     cli.ok("save", "-o", str(archive), "busybox")

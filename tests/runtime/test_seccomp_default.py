@@ -30,7 +30,7 @@ def _errnos_under_filter(caps: list[str], tmp: Path) -> dict[str, int]:
     libc = ctypes.CDLL(None, use_errno=True)
     fifo, chr_dev = os.fsencode(tmp / "fifo"), os.fsencode(tmp / "chr")
 
-    def call(number: int, *args: int | bytes) -> int:
+    def call(number: int, *args: ctypes.c_long | bytes) -> int:
         res = libc.syscall(ctypes.c_long(number), *args)
         return 0 if res >= 0 else ctypes.get_errno()
 

@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -142,9 +142,9 @@ def add_member(tar: tarfile.TarFile, name: str, *, data: bytes = b"", type_: byt
         tar.addfile(info)
 
 
-def make_tar(path: Path, members: list[dict[str, object]], mode: str = "w") -> Path:
+def make_tar(path: Path, members: Sequence[Mapping[str, object]], mode: str = "w") -> Path:
     """A tar from member descriptions (keyword arguments of :func:`add_member`)."""
-    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for m in members:
             add_member(tar, **m)  # type: ignore[arg-type]
     return path

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -176,7 +176,7 @@ class TokenServer(_LoopbackServer):
         req.end_headers()
         req.wfile.write(body)
 
-    def sign(self, service: str, access: list[dict[str, object]]) -> str:
+    def sign(self, service: str, access: Sequence[Mapping[str, object]]) -> str:
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
         claims = {"iss": "test-issuer", "sub": USER, "aud": service, "exp": now + 300,

@@ -23,7 +23,7 @@ from .helpers import (
 
 REG, DIR, SYM, LNK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 
-HOSTILE = {
+HOSTILE: dict[str, tuple[list[dict[str, object]], str]] = {
     "dotdot": ([{"name": "ok", "data": b"1"}, {"name": "../evil", "data": b"x"}], "'..'"),
     "dotdot-inside": ([{"name": "a/../../evil", "data": b"x"}], "'..'"),
     "absolute": ([{"name": "/evil", "data": b"x"}], "absolute"),

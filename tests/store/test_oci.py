@@ -18,8 +18,8 @@ from unionfs.store import Store
 
 from .helpers import busybox_rootfs, describe, ok
 
-UMOCI = shutil.which("umoci")
-SKOPEO = shutil.which("skopeo")
+UMOCI = shutil.which("umoci") or "umoci"
+SKOPEO = shutil.which("skopeo") or "skopeo"
 
 
 def test_tools_are_installed() -> None:

@@ -11,6 +11,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,13 +65,13 @@ def source(tmp_path: Path) -> Path:
     return store
 
 
-def image_info(store: Path, ref: str) -> dict[str, object]:
+def image_info(store: Path, ref: str) -> dict[str, Any]:
     return json.loads(ok(store, "inspect", ref))[0]
 
 
 def layer_trees(store: Path, ref: str) -> list[dict[str, tuple[object, ...]]]:
     info = image_info(store, ref)
-    return [describe(Path(layer["Dir"])) for layer in info["Layers"]]  # type: ignore[index]
+    return [describe(Path(layer["Dir"])) for layer in info["Layers"]]
 
 
 def failed(res: subprocess.CompletedProcess[str], *words: str) -> None:

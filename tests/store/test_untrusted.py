@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,7 +181,7 @@ def _put(layout: Path, doc: object) -> dict[str, object]:
     return {"digest": "sha256:" + digest, "size": len(data)}
 
 
-def _read(layout: Path, digest: str) -> dict[str, object]:
+def _read(layout: Path, digest: str) -> dict[str, Any]:
     return json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
 
 

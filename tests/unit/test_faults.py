@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
@@ -69,7 +70,7 @@ def test_units() -> None:
         250e-6, 0.05, 2.0, 1.5]
 
 
-def fires(rule: str, requests: list[tuple[str, str | None]], *, written: int = 0) -> list[int]:
+def fires(rule: str, requests: Sequence[tuple[str, str | None]], *, written: int = 0) -> list[int]:
     """Indices of ``requests`` (name, path) the rule fires on."""
     state = RuleState(parse_rule(rule))
     return [i for i, (name, path) in enumerate(requests)
