@@ -1,4 +1,5 @@
-"""The few Linux calls Python's ``os`` module lacks: openat2, renameat2, utimensat with OMIT.
+"""The few Linux calls Python's ``os`` module lacks: openat2, renameat2, fallocate, syncfs,
+sync_file_range.
 
 ``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` is what keeps the server inside the
 layers: the kernel refuses any ``..`` that leaves the layer and any symlink on the way.
@@ -159,5 +160,45 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
 def syncfs(fd: int) -> None:
     """syncfs(2): write out the filesystem that ``fd`` is on (an O_PATH fd will not do)."""
     if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
+SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_AFTER = 4
+_sync_file_range = _libc.sync_file_range
+_sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_sync_file_range.restype = ctypes.c_int
+
+
+def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
+    """sync_file_range(2): start (``SYNC_FILE_RANGE_WRITE``) or wait for (``..._WAIT_*``)
+    the writeback of a range of ``fd``'s dirty pages (no metadata, no disk cache flush)."""
+    if _sync_file_range(fd, offset, length, flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+_SYS_IOPRIO = {"x86_64": (251, 252), "aarch64": (30, 31), "riscv64": (30, 31)}.get(
+    platform.machine(), (-1, -1))  # ioprio_set, ioprio_get
+IOPRIO_WHO_PROCESS = 1  # with who = 0: the calling thread
+IOPRIO_CLASS_SHIFT = 13
+IOPRIO_CLASS_BE = 2
+IOPRIO_CLASS_IDLE = 3
+
+
+def ioprio_get() -> int:
+    """The calling thread's I/O priority (class << IOPRIO_CLASS_SHIFT | level)."""
+    res = _syscall(_SYS_IOPRIO[1], IOPRIO_WHO_PROCESS, 0)
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(res)
+
+
+def ioprio_set(prio: int) -> None:
+    """Set the calling thread's I/O priority (the block layer's scheduler orders by it)."""
+    if _syscall(_SYS_IOPRIO[0], IOPRIO_WHO_PROCESS, 0, prio) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
