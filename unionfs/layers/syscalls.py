@@ -179,26 +179,3 @@ def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
-
-_SYS_IOPRIO = {"x86_64": (251, 252), "aarch64": (30, 31), "riscv64": (30, 31)}.get(
-    platform.machine(), (-1, -1))  # ioprio_set, ioprio_get
-IOPRIO_WHO_PROCESS = 1  # with who = 0: the calling thread
-IOPRIO_CLASS_SHIFT = 13
-IOPRIO_CLASS_BE = 2
-IOPRIO_CLASS_IDLE = 3
-
-
-def ioprio_get() -> int:
-    """The calling thread's I/O priority (class << IOPRIO_CLASS_SHIFT | level)."""
-    res = _syscall(_SYS_IOPRIO[1], IOPRIO_WHO_PROCESS, 0)
-    if res < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(res)
-
-
-def ioprio_set(prio: int) -> None:
-    """Set the calling thread's I/O priority (the block layer's scheduler orders by it)."""
-    if _syscall(_SYS_IOPRIO[0], IOPRIO_WHO_PROCESS, 0, prio) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
