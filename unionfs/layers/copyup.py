@@ -18,6 +18,7 @@ from itertools import count
 from unionfs.core.whiteout import XattrNamespace, is_private_xattr
 from unionfs.layers import ondisk
 from unionfs.layers.layer import Layer, keeping_times
+from unionfs.layers.pacing import WritebackPacer
 from unionfs.layers.syscalls import RENAME_NOREPLACE, proc_path, renameat2
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,9 @@ class CopyUp:
                     self._no_clone.add(devs)
         size = st.st_size
         if size > _SMALL or st.st_blocks * 512 < size:
-            copy_file(sfd, dfd, size, clone=False, stop=stop)
+            # Paced when an fsync follows: it then finds the data on the disk already.
+            copy_file(sfd, dfd, size, clone=False, stop=stop,
+                      pacer=WritebackPacer(dfd) if self.sync else None)
         elif _copy_by_hand(sfd, dfd, 0, size) < size:
             os.ftruncate(dfd, size)
 
@@ -316,9 +319,10 @@ class CopyUp:
 
 
 def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True,
-              stop: Stop | None = None) -> None:
+              stop: Stop | None = None, pacer: WritebackPacer | None = None) -> None:
     """Copy ``size`` bytes in the kernel, keeping holes: reflink (unless ``clone`` is
-    False), else copy_file_range (in chunks, checking ``stop`` between them)."""
+    False), else copy_file_range (in chunks, checking ``stop`` between them; with a
+    ``pacer``, chunks of its window, each sent on its way to the disk as it is done)."""
     if clone:
         try:
             fcntl.ioctl(dfd, FICLONE, sfd)
@@ -334,14 +338,17 @@ def copy_file(sfd: int, dfd: int, size: int, *, clone: bool = True,
                 raise
             break
         hole = os.lseek(sfd, data, os.SEEK_HOLE)
-        _copy_range(sfd, dfd, data, hole - data, stop)
+        _copy_range(sfd, dfd, data, hole - data, stop, pacer)
         pos = hole
     os.ftruncate(dfd, size)
 
 
-def _copy_range(sfd: int, dfd: int, offset: int, length: int, stop: Stop | None) -> None:
+def _copy_range(sfd: int, dfd: int, offset: int, length: int, stop: Stop | None,
+                pacer: WritebackPacer | None = None) -> None:
     end = offset + length
     chunk = _CHUNK if stop is None else _STOP_CHUNK
+    if pacer is not None:
+        chunk = min(chunk, pacer.window)
     while offset < end:
         if stop is not None and stop():
             raise InterruptedError(errno.EINTR, "copy-up abandoned")
@@ -352,14 +359,17 @@ def _copy_range(sfd: int, dfd: int, offset: int, length: int, stop: Stop | None)
             # lower, a tmpfs upper) is EXDEV; some filesystems do not implement it at all.
             if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
-            _copy_by_hand(sfd, dfd, offset, end, stop)
+            _copy_by_hand(sfd, dfd, offset, end, stop, pacer)
             return
         if n == 0:
             break
+        if pacer is not None:
+            pacer.wrote(offset, n)
         offset += n
 
 
-def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int, stop: Stop | None = None) -> int:
+def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int, stop: Stop | None = None,
+                  pacer: WritebackPacer | None = None) -> int:
     """pread/pwrite what copy_file_range would not copy (offsets as given, holes kept);
     returns the offset reached (``end`` unless the source ends first)."""
     while offset < end:
@@ -373,6 +383,8 @@ def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int, stop: Stop | None =
             n = os.pwrite(dfd, view, offset)
             view = view[n:]
             offset += n
+        if pacer is not None:
+            pacer.wrote(offset - len(data), len(data))
     return offset
 
 

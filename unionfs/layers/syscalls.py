@@ -1,4 +1,5 @@
-"""The few Linux calls Python's ``os`` module lacks: openat2, renameat2, utimensat with OMIT.
+"""The few Linux calls Python's ``os`` module lacks: openat2, renameat2, fallocate, syncfs,
+sync_file_range.
 
 ``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` is what keeps the server inside the
 layers: the kernel refuses any ``..`` that leaves the layer and any symlink on the way.
@@ -161,3 +162,20 @@ def syncfs(fd: int) -> None:
     if _libc.syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
+SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_AFTER = 4
+_sync_file_range = _libc.sync_file_range
+_sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_sync_file_range.restype = ctypes.c_int
+
+
+def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
+    """sync_file_range(2): start (``SYNC_FILE_RANGE_WRITE``) or wait for (``..._WAIT_*``)
+    the writeback of a range of ``fd``'s dirty pages (no metadata, no disk cache flush)."""
+    if _sync_file_range(fd, offset, length, flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
