@@ -10,8 +10,9 @@ trio thread. The locks that makes necessary, and their order, are in
 
 ``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
 there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``, or
-``copy-up-sync``: a copy-up's data is written, its sync comes next) writes the kind to it, then waits until a byte can be read from ``<kind>.release``: a test can hold
-a copy-up as long as it likes and show that other requests complete meanwhile.
+``copy-up-sync``: a copy-up's data is written, its sync comes next) writes the kind to it,
+then waits until a byte can be read from ``<kind>.release``: a test can hold a copy-up as
+long as it likes and show that other requests complete meanwhile.
 """
 
 from __future__ import annotations
