@@ -115,3 +115,19 @@ def test_whiteout_when_links_fail(dirs: tuple[Path, Path, CopyUp],
     inodes = [os.lstat(p).st_ino for p in paths]
     assert inodes[0] != inodes[1]
     assert (inodes[1] == inodes[2]) is (code == errno.EMLINK)
+
+
+def test_owner_set_even_where_the_work_dir_would_give_another_group(tmp_path: Path) -> None:
+    """The chown of a copy is skipped only where a new file is certainly owned as the
+    lower one is: a work dir with set-gid and another group gives new files its group."""
+    lower, upper, work = tmp_path / "lower", tmp_path / "upper", tmp_path / "work"
+    for d in (lower / "d", upper / "d", work / "unionfs-tmp"):
+        d.mkdir(parents=True)
+    os.chown(work / "unionfs-tmp", -1, 4321)
+    os.chmod(work / "unionfs-tmp", 0o2700)
+    (lower / "d/f").write_text("x")
+    os.chown(lower / "d/f", os.geteuid(), os.getegid())
+    copier = CopyUp(Layer(str(upper), 0, writable=True), WorkDir(str(work)), TRUSTED, sync=True)
+    copy((lower, upper, copier), "f")
+    st = os.stat(upper / "d/f")
+    assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())

@@ -33,16 +33,12 @@ from unionfs.core.rename import Move, RenameFacts, RenamePlan, Side
 from unionfs.core.whiteout import Kind, escape_xattr
 from unionfs.engine.nodes import Node
 from unionfs.engine.steps import run_steps
-from unionfs.engine.union import NewEntry, Union, fail
+from unionfs.engine.union import CAPABILITY, NewEntry, Union, fail
 from unionfs.layers import ondisk
 from unionfs.layers.layer import keeping_times
 from unionfs.layers.syscalls import proc_path, renameat2
 
 log = logging.getLogger(__name__)
-
-# Only a setxattr gives a file file capabilities: a new file has none. The kernel asks for
-# them before every write and chown, so new nodes start knowing.
-_CAPABILITY = b"security.capability"
 
 
 @dataclass(slots=True)
@@ -145,7 +141,7 @@ class Changes:
         pfd = self._place(parent, path, name, make, kind, owner, mode)
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         node = u.new_child(parent, name, st)
-        node.absent_xattrs = {_CAPABILITY}
+        node.absent_xattrs = {CAPABILITY}  # only a setxattr gives a file capabilities
         if kind is Kind.DIR:  # its view is known: empty, in the upper only
             node.merged, node.layers, node.covered, node.whiteouts = {}, (0,), set(), set()
             node.impure = False
@@ -468,6 +464,8 @@ class Changes:
 
     def setxattr(self, node: Node, name: bytes, value: bytes, fd: int | None = None) -> None:
         """Set an xattr (copying up first); ``fd``: the upper fd of an unlinked node."""
+        if fd is None:
+            self.u.copy_up(node)  # before the flags below: a copy-up may set no_xattrs
         node.no_xattrs = False
         if node.absent_xattrs:
             node.absent_xattrs.discard(name)
@@ -475,7 +473,6 @@ class Changes:
         if fd is not None:
             os.setxattr(fd, name, value)
             return
-        self.u.copy_up(node)
         os.setxattr(self.u.layers[0].xattr_path(node.path()), name, value,
                     follow_symlinks=False)
 

@@ -9,9 +9,10 @@ trio thread. The locks that makes necessary, and their order, are in
 :mod:`unionfs.engine.locks`.
 
 ``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
-there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``) writes
-the kind to it, then waits until a byte can be read from ``<kind>.release``: a test can hold
-a copy-up as long as it likes and show that other requests complete meanwhile.
+there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``, or
+``copy-up-sync``: a copy-up's data is written, its sync comes next) writes the kind to it,
+then waits until a byte can be read from ``<kind>.release``: a test can hold a copy-up as
+long as it likes and show that other requests complete meanwhile.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class SlowWork:
         self.before_wait()
         return await trio.to_thread.run_sync(func, *args, limiter=self.apart)
 
+    def _before_sync(self) -> None:
+        """In a copy-up's worker thread, its data written, before its sync (a test hold)."""
+        if self._holds is not None:
+            _hold_for_test(self._holds, "copy-up-sync")
+
     def _call(self, func: Callable[..., T], args: tuple[object, ...], hold: str | None) -> T:
         if hold is not None and self._holds is not None:
             _hold_for_test(self._holds, hold)
@@ -147,8 +153,8 @@ class SlowWork:
         sfd, st = copier.open_source(layer, where, node.name)
         tmp = copier.work.new_name()
         try:
-            await self.run(copier.build_file, sfd, st, tmp, node.id, self.stopping.is_set,
-                           hold="copy-up")
+            copied = await self.run(copier.build_file, sfd, st, tmp, node.id,
+                                    self.stopping.is_set, self._before_sync, hold="copy-up")
             if st.st_nlink > 1:  # the first copy-up of a lower hard link walks the layer
                 await self.run(layer.names_of, st.st_ino)
         except BaseException:
@@ -166,7 +172,7 @@ class SlowWork:
         union.copy_up(parent)
         union.mark_impure(parent)
         copier.install(tmp, parent.path(), node.name)
-        union.copied_up(node, entry, source, st)
+        union.copied_up(node, entry, source, st, copied)
 
     async def copy_up_tree(self, node: Node) -> None:
         """Before the first rename of merged directory ``node`` (which copies its tree up):

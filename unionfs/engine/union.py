@@ -42,6 +42,8 @@ from unionfs.layers.upgrade import mark_impure_dirs
 log = logging.getLogger(__name__)
 
 ABSENT_XATTRS_KEPT = 8  # per node: enough for the names the kernel itself asks for
+# File capabilities: the kernel asks for them before every write and chown of a file.
+CAPABILITY = b"security.capability"
 UPGRADE_SECONDS = 10.0  # the walk of an upper without a format record, at most (mounts wait)
 
 
@@ -537,14 +539,23 @@ class Union:
         self.copy_up(parent)
         self.mark_impure(parent)
         source = entry.layer
-        st = copier.copy(self.layers[source], parent.path(), node.name, node.id,
-                         src_parent=self.dir_path(parent, source))
-        self.copied_up(node, entry, source, st)
+        st, copied = copier.copy(self.layers[source], parent.path(), node.name, node.id,
+                                 src_parent=self.dir_path(parent, source))
+        self.copied_up(node, entry, source, st, copied)
 
-    def copied_up(self, node: Node, entry: Entry, source: int, st: os.stat_result) -> None:
+    def copied_up(self, node: Node, entry: Entry, source: int, st: os.stat_result,
+                  copied_xattrs: list[bytes] | None = None) -> None:
         """``node`` (whose ``entry`` was in layer ``source``, with stat ``st``) is now in the
-        upper: update the views (and link its lower hard links to the copy)."""
+        upper: update the views (and link its lower hard links to the copy).
+        ``copied_xattrs``: the xattrs the copy-up copied (None: not known). Without file
+        capabilities among them the copy has none (only a setxattr makes them, never an
+        LSM or an inherited ACL), and the kernel's getxattr of them before every write is
+        answered without a system call."""
         entry.layer = 0
+        if copied_xattrs is not None and CAPABILITY not in copied_xattrs:
+            if node.absent_xattrs is None:
+                node.absent_xattrs = set()
+            node.absent_xattrs.add(CAPABILITY)
         self.counters.copied_up(st)
         if not entry.is_dir and st.st_nlink > 1:
             link_aliases(self, node, source, st.st_ino)

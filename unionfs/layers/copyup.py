@@ -56,6 +56,7 @@ class WorkDir:
             os.close(base)
         self._names = count()
         self._pid = os.getpid()
+        self.new_owner = _owner_of_new_files(self.fd)
         self._shared: bool | None = None  # the shared whiteout: made (True), refused (False)
 
     def new_name(self) -> bytes:
@@ -111,6 +112,16 @@ class WorkDir:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _owner_of_new_files(dir_fd: int) -> tuple[int, int] | None:
+    """(uid, gid) that a file created in directory ``dir_fd`` gets, where that is certain:
+    the server's own ids, unless the directory's group is another one (with set-gid or the
+    ``grpid`` mount option new files would take it) or its set-gid bit is on."""
+    st = os.fstat(dir_fd)
+    if st.st_mode & stat.S_ISGID or st.st_gid != os.getegid():
+        return None
+    return os.geteuid(), os.getegid()
 
 
 def _open_own_subdir(base_fd: int, name: bytes) -> int:
@@ -178,10 +189,11 @@ class CopyUp:
         self._no_clone: set[tuple[int, int]] = set()  # (src, dst) st_dev pairs: no reflink
 
     def copy(self, src: Layer, parent: bytes, name: bytes, origin: int, *,
-             src_parent: bytes | None = None) -> os.stat_result:
+             src_parent: bytes | None = None) -> tuple[os.stat_result, list[bytes] | None]:
         """Copy ``src_parent/name`` of ``src`` to ``parent/name`` in the upper (the same
         place unless a redirected directory keeps its lower content elsewhere); returns its
-        stat. The upper's ``parent`` must exist already. A directory is copied without its
+        stat and, for a regular file, the xattrs copied (None: not known). The upper's
+        ``parent`` must exist already. A directory is copied without its
         children."""
         where = parent if src_parent is None else src_parent
         st = src.lstat(where, name)
@@ -189,11 +201,11 @@ class CopyUp:
             sfd, st = self.open_source(src, where, name)
             try:
                 tmp = self.work.new_name()
-                self.build_file(sfd, st, tmp, origin)
+                copied = self.build_file(sfd, st, tmp, origin)
             finally:
                 os.close(sfd)
             self.install(tmp, parent, name)
-            return st
+            return st, copied
         tmp = self.work.new_name()
         pfd = self.upper.dir_fd(parent)
         with keeping_times(pfd):  # a copy-up is no change of the parent, as for overlayfs
@@ -204,7 +216,7 @@ class CopyUp:
             except BaseException:
                 self.work.remove(tmp)
                 raise
-        return st
+        return st, None
 
     # A regular file's copy-up in three steps, so that the slow middle one can run in a
     # worker thread: open the source, build the copy in the work dir, rename it into place.
@@ -215,21 +227,37 @@ class CopyUp:
         return sfd, os.fstat(sfd)
 
     def build_file(self, sfd: int, st: os.stat_result, tmp: bytes, origin: int,
-                   stop: Stop | None = None) -> None:
-        """The complete copy of ``sfd`` as work entry ``tmp``: data, metadata, one fsync.
+                   stop: Stop | None = None,
+                   before_sync: Callable[[], None] | None = None) -> list[bytes]:
+        """The complete copy of ``sfd`` as work entry ``tmp``: data, metadata, one fsync;
+        returns the names of the xattrs copied (not the overlay's own).
 
         Touches only ``sfd`` and the work dir, so it may run in a worker thread; ``stop``
-        abandons the copy (EINTR) between chunks. Nothing is left behind on failure."""
+        abandons the copy (EINTR) between chunks; ``before_sync`` is called once all is
+        written, before the sync (a test holds a copy there). Nothing is left behind on
+        failure.
+
+        The one fsync is what makes the copy-up durable before it is visible: the rename
+        that publishes it (:meth:`install`) comes after, so a crash leaves the lower file
+        or a complete copy, never an empty or partial one. A full fsync, not fdatasync:
+        the owner, mode, xattrs and times are part of the copy, and for a new file
+        fdatasync must commit its size and blocks anyway (measured: no cheaper). No
+        directory is synced: the rename need not be durable at once (lost in a crash, it
+        leaves the lower file, as before the copy-up), and the kernel's overlayfs syncs
+        none either; a later fsync of the file commits the journal that holds it."""
         try:
             dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
                           dir_fd=self.work.fd)
             try:
                 self._copy_data(sfd, dfd, st, stop)
-                self.fchown(dfd, st.st_uid, st.st_gid)
+                if (st.st_uid, st.st_gid) != self.work.new_owner:  # else: already theirs
+                    self.fchown(dfd, st.st_uid, st.st_gid)
                 os.fchmod(dfd, stat.S_IMODE(st.st_mode))
-                copy_xattrs(sfd, dfd, is_link=False)
+                copied = copy_xattrs(sfd, dfd, is_link=False)
                 set_xattr(dfd, *ondisk.origin_xattr(self.ns, origin))
                 os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if before_sync is not None:
+                    before_sync()
                 if self.sync:
                     os.fsync(dfd)
             finally:
@@ -237,6 +265,7 @@ class CopyUp:
         except BaseException:
             self.work.remove(tmp)
             raise
+        return copied
 
     def install(self, tmp: bytes, parent: bytes, name: bytes) -> None:
         """Rename the finished work entry ``tmp`` to ``parent/name`` in the upper (whose
@@ -388,13 +417,15 @@ def _copy_by_hand(sfd: int, dfd: int, offset: int, end: int, stop: Stop | None =
     return offset
 
 
-def copy_xattrs(src: XattrTarget, dst: XattrTarget, is_link: bool) -> None:
-    """Copy all xattrs but the overlay's own; ones the target cannot hold are skipped."""
+def copy_xattrs(src: XattrTarget, dst: XattrTarget, is_link: bool) -> list[bytes]:
+    """Copy all xattrs but the overlay's own; ones the target cannot hold are skipped.
+    Returns the names copied."""
+    copied: list[bytes] = []
     try:
         names = os.listxattr(src, **_nofollow(src))
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return
+            return copied
         raise
     for xname in names:
         bname = os.fsencode(xname)
@@ -410,6 +441,8 @@ def copy_xattrs(src: XattrTarget, dst: XattrTarget, is_link: bool) -> None:
                 log.debug("xattr %r not copied: %s", xname, exc)
                 continue
             raise
+        copied.append(bname)
+    return copied
 
 
 def set_xattr(target: XattrTarget, name: bytes, value: bytes) -> None:
