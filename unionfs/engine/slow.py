@@ -1,5 +1,8 @@
 """Slow work off the trio thread: a file's data copy-up, syncs, cold reads, big writes.
 
+(A small cold read from a fast disk waits on the trio thread: a thread hop costs more than
+that read, see :mod:`unionfs.engine.readwait`.)
+
 Requests are served on one trio thread. What may take long (it waits for a disk) runs here,
 in worker threads bounded by three limiters (bulk data work; directory reads and stats, so
 that data work never holds every thread; calls that wait for this server's own answers, so
@@ -23,6 +26,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -31,13 +35,14 @@ import trio
 from unionfs.engine.counters import ThreadGauge
 from unionfs.engine.locks import EntryLocks, Gate
 from unionfs.engine.nodes import Node
+from unionfs.engine.readwait import ReadWait
 from unionfs.engine.union import Union
 from unionfs.layers.syscalls import open_beneath
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-THREADS = 4  # worker threads for bulk data work (copy-ups, syncs, cold reads, big writes)
+THREADS = 4  # worker threads for bulk data work (copy-ups, syncs, large cold reads, big writes)
 # Worker threads for metadata work (merged views, dirents, stats ahead of a listing): their
 # own, so that bulk data work, which can wait seconds for the disk, never holds them all.
 META_THREADS = 2
@@ -65,6 +70,7 @@ class SlowWork:
         self.gate = Gate(self._before_wait)
         self.entries = EntryLocks(self._before_wait)
         self.in_flight = 0
+        self.read_wait = ReadWait()  # where cold reads wait for the disk
         self._holds = os.environ.get(HOLD_ENV) or None
         union.counters.threads = self._gauge
 
@@ -237,11 +243,13 @@ class SlowWork:
     # ---- data -----------------------------------------------------------------------------
 
     async def read(self, fd: int, size: int, offset: int) -> bytes | bytearray:
-        """pread, at once from the page cache; what is not cached is read in a worker thread.
+        """pread, at once from the page cache; what is not cached waits for the disk where
+        :class:`ReadWait` says (a small read from a fast disk on this thread, the others in
+        a worker thread).
 
         The first attempt is the real read with RWF_NOWAIT (same offsets and sizes as a
         plain read, so the kernel's readahead sees the same sequential pattern and starts
-        the I/O the worker thread then waits for)."""
+        the I/O the second read then waits for)."""
         buf = bytearray(size)
         try:
             got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
@@ -256,15 +264,33 @@ class SlowWork:
         if got and offset + got >= os.fstat(fd).st_size:
             del buf[got:]
             return buf
-        rest = await self.run(os.pread, fd, size - got, offset + got)
+        rest = await self._read_cold(fd, size - got, offset + got)
         if not got:
             return rest
         del buf[got:]
         buf += rest
         return buf
 
+    async def _read_cold(self, fd: int, size: int, offset: int) -> bytes:
+        wait = self.read_wait
+        if wait.inline(size):
+            start = time.perf_counter_ns()
+            data = os.pread(fd, size, offset)
+            wait.took(size, time.perf_counter_ns() - start)
+            return data
+        data, ns = await self.run(_timed_pread, fd, size, offset)
+        wait.took(size, ns)
+        return data
+
     async def sync(self, fd: int, datasync: bool) -> None:
         await self.run(os.fdatasync if datasync else os.fsync, fd, hold="fsync")
+
+
+def _timed_pread(fd: int, size: int, offset: int) -> tuple[bytes, int]:
+    """pread, and how long it waited (in a worker thread: the hop is not counted)."""
+    start = time.perf_counter_ns()
+    data = os.pread(fd, size, offset)
+    return data, time.perf_counter_ns() - start
 
 
 def _stat_all(work: list[tuple[int, bytes, list[bytes]]]) -> None:
