@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from unionfs.api import syncfs
 from unionfs.errors import UserError
 from unionfs.store import refs
 from unionfs.store.fsutil import (
@@ -37,6 +36,7 @@ from unionfs.store.fsutil import (
     now_iso,
     read_json,
     rmtree,
+    syncfs,
     write_atomic,
 )
 from unionfs.store.layertar import TarDigest, layer_digest
