@@ -325,10 +325,10 @@ class Store:
         tar = None if link else TarDigest()
         writer = LayerWriter(path / "fs", link_sources=link, digest=tar)
         if link:  # linked files are not read: nothing to read ahead
-            _write_nodes(writer, nodes, progress)
+            writer.add_all(nodes, progress)
         else:
             with contextlib.closing(readahead(nodes)) as ahead:
-                _write_nodes(writer, ahead, progress)
+                writer.add_all(ahead, progress)
         writer.finish()
         if tar is not None and writer.exact:
             digest, size = tar.finish()
@@ -586,13 +586,6 @@ class Store:
                     os.rename(layer.path, trash / "layer")
                 done.append(f"Deleted layer: {layer_id}")
         return done
-
-
-def _write_nodes(writer: LayerWriter, nodes: Iterable[Node], progress: Progress | None) -> None:
-    for node in nodes:
-        writer.add(node)
-        if progress:
-            progress(node.size)
 
 
 def _noting_private(nodes: Iterable[Node], out: list[tuple[bytes, tuple[bytes, ...]]]
