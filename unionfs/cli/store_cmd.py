@@ -132,13 +132,13 @@ def cmd_commit(args: argparse.Namespace) -> int:
 def _commit_config(store: Any, target: str | None, changes: list[str]) -> Any:
     """What the new image's config is made from: a container's command, env, working dir and
     user, then the ``--change`` lines; a function of the parent's config (None: inherit)."""
+    found = _container_spec(store, target) if target else None
+    if found is None and not changes:
+        return None  # (and the builder's modules are not imported)
     from unionfs.build.instructions import apply_changes
     from unionfs.store.imageconfig import ContainerConfig
 
     apply_changes(ContainerConfig(), changes)  # bad --change: refused before any work
-    found = _container_spec(store, target) if target else None
-    if found is None and not changes:
-        return None
 
     def make(base: dict[str, Any] | None) -> dict[str, Any]:
         if found is not None:

@@ -20,14 +20,15 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
 from unionfs.layers import ondisk
 from unionfs.layers.syscalls import open_beneath
-from unionfs.store.layertar import TarDigest
+from unionfs.store.copier import SMALL_FILE, Copy, Ordered
+from unionfs.store.layertar import TarDigest, entry_header
 from unionfs.store.tree import Node, NodeType, public_xattrs, read_xattrs, sort_key
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class LayerWriter:
         self._last_key: tuple[bytes, ...] = ()
         self.skipped_devices: list[bytes] = []
         self._buf = bytearray(_CHUNK) if digest is not None else None
+        self._queue: Ordered | None = None  # while add_all copies files in worker threads
 
     def full(self, path: bytes) -> bytes:
         """The absolute path of a layer path inside the destination."""
@@ -81,6 +83,85 @@ class LayerWriter:
         if self.exact and node.type not in _CHECKED_LATER:
             self._check(self.full(node.path), node)
 
+    def add_all(self, nodes: Iterable[Node], progress: Callable[[int], None] | None = None
+                ) -> None:
+        """:meth:`add` each node. With a digest, small regular files read from disk are
+        copied by worker threads (:mod:`unionfs.store.copier`), several at once, and their
+        data is hashed here, in order, as they come back."""
+        if self.digest is None or self.link_sources or self._root_fd is not None:
+            for node in nodes:
+                self.add(node)
+                if progress:
+                    progress(node.size)
+            return
+        with Ordered(self._copy_small) as queue:
+            self._queue = queue
+            try:
+                for node in nodes:
+                    self._add_queued(queue, node)
+                    if progress:
+                        progress(node.size)
+                    self._take(queue.ready())
+                self._take(queue.ready(wait=True))
+            finally:
+                self._queue = None
+
+    def _add_queued(self, queue: Ordered, node: Node) -> None:
+        """Queue a small file's copy behind what is pending; anything else is added here,
+        after the pending copies when it may depend on them (a hard link, a replacement)."""
+        if node.path in self.types or node.type is NodeType.HARDLINK or (
+                node.type is NodeType.REG and not self._queueable(node)):
+            self._take(queue.ready(wait=True))
+            self.add(node)
+            return
+        if node.type is not NodeType.REG:
+            self.add(node)
+            return
+        self._digest_entry(node)
+        self._ensure_parent(node.path)
+        self.types[node.path] = node.type
+        self.files += 1
+        queue.put_copy(Copy(node, node.size))
+
+    @staticmethod
+    def _queueable(node: Node) -> bool:
+        return node.source is not None and node.size <= SMALL_FILE
+
+    def _take(self, items: Iterable[bytes | Copy]) -> None:
+        """Hash the queue's leading items, which are done: headers and copied files."""
+        assert self.digest is not None
+        for item in items:
+            if isinstance(item, bytes):
+                self.digest.data(item)
+                continue
+            self.digest.data(item.data)
+            self.digest.pad(len(item.data))
+            self.bytes += len(item.data)
+            if not item.exact:
+                self.exact = False
+
+    def _copy_small(self, item: Copy) -> None:
+        """Copy one small file in a worker thread: read whole, written, metadata applied;
+        ``item.exact`` is False when the copy differs from the node (see :meth:`_check`)."""
+        node = item.node
+        assert node.source is not None
+        src = os.open(node.source, _SOURCE_FLAGS)
+        try:
+            data = _read_all(src, node.size)
+        finally:
+            os.close(src)
+        fd = os.open(self.full(node.path), _OPEN_FLAGS, 0o600)
+        try:
+            _write_all(fd, data)
+            self._chown(fd, node)
+            os.fchmod(fd, node.mode)
+            self._set_xattrs(fd, node)
+            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+            item.exact = len(data) == node.size and not _differs(fd, node)
+        finally:
+            os.close(fd)
+        item.data = data
+
     def _digest_entry(self, node: Node) -> None:
         """Hash the node's header; entries out of canonical order or repeated are inexact."""
         assert self.digest is not None
@@ -88,7 +169,11 @@ class LayerWriter:
         if key <= self._last_key or node.path in self.types:
             self.exact = False
         self._last_key = key
-        self.digest.entry(node)
+        header = entry_header(node)
+        if self._queue:  # behind copies still pending
+            self._queue.put_bytes(header)
+        else:
+            self.digest.data(header)
 
     def set_opaque(self, path: bytes) -> None:
         """Mark an already added (or implicit) directory opaque."""
@@ -137,15 +222,8 @@ class LayerWriter:
                 self._check(full, node)
 
     def _check(self, target: bytes | int, node: Node) -> None:
-        """Clear :attr:`exact` if an entry on disk differs from its node in anything its
-        tar header records (a chown or xattr refused, a setgid bit dropped, a size that
-        changed, an xattr the file system added)."""
-        st = os.fstat(target) if isinstance(target, int) else os.lstat(target)
-        if (stat.S_IMODE(st.st_mode) != node.mode & 0o7777 or st.st_uid != node.uid
-                or st.st_gid != node.gid
-                or st.st_mtime_ns // 1_000_000_000 != node.mtime_ns // 1_000_000_000
-                or (node.type is NodeType.REG and st.st_size != node.size)
-                or public_xattrs(read_xattrs(target)) != node.xattrs):
+        """Clear :attr:`exact` if an entry on disk differs from its node (:func:`_differs`)."""
+        if _differs(target, node):
             self.exact = False
 
     # -- parents and replacement -------------------------------------------------------
@@ -333,6 +411,39 @@ _CREATORS = {
     NodeType.FIFO: LayerWriter._device,
     NodeType.WHITEOUT: LayerWriter._whiteout,
 }
+
+
+def _differs(target: bytes | int, node: Node) -> bool:
+    """Whether an entry on disk differs from its node in anything its tar header records (a
+    chown or xattr refused, a setgid bit dropped, a size that changed, an xattr the file
+    system added)."""
+    st = os.fstat(target) if isinstance(target, int) else os.lstat(target)
+    return (stat.S_IMODE(st.st_mode) != node.mode & 0o7777 or st.st_uid != node.uid
+            or st.st_gid != node.gid
+            or st.st_mtime_ns // 1_000_000_000 != node.mtime_ns // 1_000_000_000
+            or (node.type is NodeType.REG and st.st_size != node.size)
+            or public_xattrs(read_xattrs(target)) != node.xattrs)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """A small file's bytes, normally in one read: asking for one byte more than ``size``
+    and getting ``size`` means the end. A short read, or a file that grew, reads on to the
+    end (the caller compares the length with ``size``)."""
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, _CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    done = os.write(fd, data) if data else 0
+    if done < len(data):
+        view = memoryview(data)
+        while done < len(data):
+            done += os.write(fd, view[done:])
 
 
 def _copy_into(fd: int, node: Node, content: IO[bytes] | None) -> int:

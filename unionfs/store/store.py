@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from unionfs.api import syncfs
 from unionfs.errors import UserError
 from unionfs.store import refs
 from unionfs.store.fsutil import (
@@ -37,6 +36,7 @@ from unionfs.store.fsutil import (
     now_iso,
     read_json,
     rmtree,
+    syncfs,
     write_atomic,
 )
 from unionfs.store.layertar import TarDigest, layer_digest
@@ -325,10 +325,10 @@ class Store:
         tar = None if link else TarDigest()
         writer = LayerWriter(path / "fs", link_sources=link, digest=tar)
         if link:  # linked files are not read: nothing to read ahead
-            _write_nodes(writer, nodes, progress)
+            writer.add_all(nodes, progress)
         else:
             with contextlib.closing(readahead(nodes)) as ahead:
-                _write_nodes(writer, ahead, progress)
+                writer.add_all(ahead, progress)
         writer.finish()
         if tar is not None and writer.exact:
             digest, size = tar.finish()
@@ -586,13 +586,6 @@ class Store:
                     os.rename(layer.path, trash / "layer")
                 done.append(f"Deleted layer: {layer_id}")
         return done
-
-
-def _write_nodes(writer: LayerWriter, nodes: Iterable[Node], progress: Progress | None) -> None:
-    for node in nodes:
-        writer.add(node)
-        if progress:
-            progress(node.size)
 
 
 def _noting_private(nodes: Iterable[Node], out: list[tuple[bytes, tuple[bytes, ...]]]
