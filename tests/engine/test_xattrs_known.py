@@ -8,20 +8,31 @@ from pathlib import Path
 
 from unionfs.core.whiteout import TRUSTED
 from unionfs.engine.changes import Changes
+from unionfs.engine.nodes import Node
 from unionfs.engine.union import CAPABILITY, StackConfig, Union
 
 
-def test_a_file_without_xattrs_is_known_to_lack_every_name(tmp_path: Path) -> None:
+def _union(tmp_path: Path, name: bytes, xattr: str, value: bytes) -> Union:
+    """A union over one lower of two files: ``bare`` without xattrs, ``name`` with one."""
     (tmp_path / "lower").mkdir()
     (tmp_path / "lower/bare").write_text("x")
-    (tmp_path / "lower/labelled").write_text("y")
-    os.setxattr(tmp_path / "lower/labelled", "user.kept", b"v")
+    (tmp_path / "lower" / os.fsdecode(name)).write_text("y")
+    os.setxattr(tmp_path / "lower" / os.fsdecode(name), xattr, value)
     (tmp_path / "upper").mkdir()
-    u = Union(StackConfig([str(tmp_path / "lower")], str(tmp_path / "upper"),
-                          str(tmp_path / "work"), TRUSTED))
+    return Union(StackConfig([str(tmp_path / "lower")], str(tmp_path / "upper"),
+                             str(tmp_path / "work"), TRUSTED))
+
+
+def _files(u: Union, *names: bytes) -> list[Node]:
+    """The nodes of files in the union's root."""
+    found = [u.lookup(u.root, name) for name in names]
+    return [f[0] for f in found if f is not None]
+
+
+def test_a_file_without_xattrs_is_known_to_lack_every_name(tmp_path: Path) -> None:
+    u = _union(tmp_path, b"labelled", "user.kept", b"v")
     try:
-        found = {name: u.lookup(u.root, name) for name in (b"bare", b"labelled")}
-        bare, labelled = (f[0] for f in found.values() if f is not None)
+        bare, labelled = _files(u, b"bare", b"labelled")
         assert not u.knows_absent(bare, b"security.selinux")
         assert u.getxattr(bare, b"security.selinux") is None
         assert u.knows_absent(bare, b"system.posix_acl_access")  # listxattr: none at all
@@ -40,16 +51,9 @@ def test_a_copy_up_knows_whether_the_copy_has_file_capabilities(tmp_path: Path) 
     """The kernel asks for security.capability before every write: after a copy-up that
     copied none, the answer is known (no system call); a copied one is read."""
     cap = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)  # v2, effective, cap_net_raw
-    (tmp_path / "lower").mkdir()
-    (tmp_path / "lower/bare").write_text("x")
-    (tmp_path / "lower/capable").write_text("y")
-    os.setxattr(tmp_path / "lower/capable", "security.capability", cap)
-    (tmp_path / "upper").mkdir()
-    u = Union(StackConfig([str(tmp_path / "lower")], str(tmp_path / "upper"),
-                          str(tmp_path / "work"), TRUSTED))
+    u = _union(tmp_path, b"capable", "security.capability", cap)
     try:
-        found = {name: u.lookup(u.root, name) for name in (b"bare", b"capable")}
-        bare, capable = (f[0] for f in found.values() if f is not None)
+        bare, capable = _files(u, b"bare", b"capable")
         for node in (bare, capable):
             u.copy_up(node)
         assert u.knows_absent(bare, CAPABILITY)

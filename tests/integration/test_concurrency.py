@@ -61,6 +61,33 @@ def holding(tmp_path: Path) -> dict[str, str]:
     return {"UNIONFS_TEST_HOLD": str(directory)}
 
 
+@contextmanager
+def many_held(directory: Path, kind: str) -> Iterator[tuple[int, int]]:
+    """The FIFOs of a hold point at which several threads are held at once, opened: each
+    held thread writes a line to the first, and each byte written to the second releases
+    one. Both are open read-write: no hang-up between two writers, and opening never
+    blocks."""
+    for end in ("held", "release"):
+        os.mkfifo(directory / f"{kind}.{end}")
+    held = os.open(directory / f"{kind}.held", os.O_RDWR | os.O_NONBLOCK)
+    release = os.open(directory / f"{kind}.release", os.O_RDWR)
+    try:
+        yield held, release
+    finally:
+        os.close(held)
+        os.close(release)
+
+
+def wait_until_held(held: int, count: int, what: str) -> None:
+    """Wait (60 s at most per line) until ``count`` threads say they are held."""
+    lines = b""
+    with select.epoll() as poll:
+        poll.register(held, select.EPOLLIN)
+        while lines.count(b"\n") < count:
+            assert poll.poll(60), f"only {lines.count(10)} {what} were held"
+            lines += os.read(held, 4096)
+
+
 def quick(*argv: str) -> str:
     """Run a command that must complete while slow work is held (30 s: a hang fails)."""
     res = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
@@ -184,40 +211,26 @@ def test_metadata_completes_while_every_data_thread_is_held(stack: StackFactory,
     st = big_stack(stack)
     env = holding(tmp_path)
     directory = Path(env["UNIONFS_TEST_HOLD"])
-    os.mkfifo(directory / "fsync.held")
-    os.mkfifo(directory / "fsync.release")
     mnt = mounts.unionfs(st, env=env)
-    # Both read-write: no hang-up between two writers, and readers never block in open.
-    held = os.open(directory / "fsync.held", os.O_RDWR | os.O_NONBLOCK)
-    release = os.open(directory / "fsync.release", os.O_RDWR)
     code = ("import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); "
             "os.write(fd, b'data'); os.fsync(fd); os.close(fd)")
-    try:
-        with ExitStack() as running:
-            syncers = [running.enter_context(started([sys.executable, "-c", code,
-                                                      str(mnt / f"new{i}")]))
-                       for i in range(syncers_n)]
-            try:
-                lines = b""
-                with select.epoll() as poll:
-                    poll.register(held, select.EPOLLIN)
-                    while lines.count(b"\n") < THREADS:
-                        assert poll.poll(60), f"only {lines.count(10)} fsyncs were held"
-                        lines += os.read(held, 4096)
-                assert wait_until(lambda: server_stats(mnt)["slow_in_flight"] == syncers_n)
-                listing = quick("ls", "-l", str(mnt / "other"))  # a cold directory
-                assert len(listing.splitlines()) == 101
-                assert quick("stat", "-c", "%s", str(mnt / "other" / "f7")).strip() == "1"
-                assert quick("stat", "-c", "%F", str(mnt / "tree" / "sub" / "b")).strip() == (
-                    "regular file")
-                assert all(s.poll() is None for s in syncers)  # all still in their fsync
-            finally:
-                os.unlink(directory / "fsync.held")  # the queued ones are not held
-                os.write(release, b"x" * syncers_n)
-            assert all(s.wait(30) == 0 for s in syncers), [s.stderr for s in syncers]
-    finally:
-        os.close(held)
-        os.close(release)
+    with many_held(directory, "fsync") as (held, release), ExitStack() as running:
+        syncers = [running.enter_context(started([sys.executable, "-c", code,
+                                                  str(mnt / f"new{i}")]))
+                   for i in range(syncers_n)]
+        try:
+            wait_until_held(held, THREADS, "fsyncs")
+            assert wait_until(lambda: server_stats(mnt)["slow_in_flight"] == syncers_n)
+            listing = quick("ls", "-l", str(mnt / "other"))  # a cold directory
+            assert len(listing.splitlines()) == 101
+            assert quick("stat", "-c", "%s", str(mnt / "other" / "f7")).strip() == "1"
+            assert quick("stat", "-c", "%F", str(mnt / "tree" / "sub" / "b")).strip() == (
+                "regular file")
+            assert all(s.poll() is None for s in syncers)  # all still in their fsync
+        finally:
+            os.unlink(directory / "fsync.held")  # the queued ones are not held
+            os.write(release, b"x" * syncers_n)
+        assert all(s.wait(30) == 0 for s in syncers), [s.stderr for s in syncers]
     assert all((st.upper / f"new{i}").read_bytes() == b"data" for i in range(syncers_n))
 
 

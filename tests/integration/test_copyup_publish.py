@@ -7,13 +7,12 @@ before its sync (``copy-up-sync``, see unionfs.engine.slow)."""
 from __future__ import annotations
 
 import os
-import select
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 from tests.conftest import Mounts, Stack
-from tests.integration.test_concurrency import holding, started
+from tests.integration.test_concurrency import holding, many_held, started, wait_until_held
 
 StackFactory = Callable[..., Stack]
 FILES = {f"f{i}": os.urandom(3000) for i in range(3)}
@@ -24,38 +23,24 @@ def test_no_copy_up_is_visible_before_its_data_is_synced(stack: StackFactory,
                                                          tmp_path: Path) -> None:
     st = stack(dict(FILES))
     env = holding(tmp_path)
-    directory = Path(env["UNIONFS_TEST_HOLD"])
-    os.mkfifo(directory / "copy-up-sync.held")
-    os.mkfifo(directory / "copy-up-sync.release")
     mnt = mounts.unionfs(st, env=env)
-    # Both read-write: several writers share them, and opening never blocks.
-    held = os.open(directory / "copy-up-sync.held", os.O_RDWR | os.O_NONBLOCK)
-    release = os.open(directory / "copy-up-sync.release", os.O_RDWR)
-    try:
-        with ExitStack() as running:
-            writers = [running.enter_context(started(["sh", "-c", f"echo x >> {mnt / name}"]))
-                       for name in FILES]
-            try:
-                lines = b""
-                with select.epoll() as poll:
-                    poll.register(held, select.EPOLLIN)
-                    while lines.count(b"\n") < len(FILES):
-                        assert poll.poll(60), f"only {lines.count(10)} copy-ups were held"
-                        lines += os.read(held, 4096)
-                # Every copy is complete in the work dir, all at once, and none is in the
-                # upper yet: nothing is published before its sync.
-                work = st.work / "unionfs-tmp"
-                copies = sorted((work / n).read_bytes() for n in os.listdir(work)
-                                if n.startswith("tmp-"))
-                assert copies == sorted(FILES.values())
-                assert not set(FILES) & set(os.listdir(st.upper))
-                assert all(w.poll() is None for w in writers)  # their opens still wait
-            finally:
-                os.write(release, b"x" * len(FILES))
-            assert all(w.wait(30) == 0 for w in writers), [w.stderr for w in writers]
-    finally:
-        os.close(held)
-        os.close(release)
+    hold = many_held(Path(env["UNIONFS_TEST_HOLD"]), "copy-up-sync")
+    with hold as (held, release), ExitStack() as running:
+        writers = [running.enter_context(started(["sh", "-c", f"echo x >> {mnt / name}"]))
+                   for name in FILES]
+        try:
+            wait_until_held(held, len(FILES), "copy-ups")
+            # Every copy is complete in the work dir, all at once, and none is in the
+            # upper yet: nothing is published before its sync.
+            work = st.work / "unionfs-tmp"
+            copies = sorted((work / n).read_bytes() for n in os.listdir(work)
+                            if n.startswith("tmp-"))
+            assert copies == sorted(FILES.values())
+            assert not set(FILES) & set(os.listdir(st.upper))
+            assert all(w.poll() is None for w in writers)  # their opens still wait
+        finally:
+            os.write(release, b"x" * len(FILES))
+        assert all(w.wait(30) == 0 for w in writers), [w.stderr for w in writers]
     for name, data in FILES.items():
         assert (st.upper / name).read_bytes() == data + b"x\n"
         assert (mnt / name).read_bytes() == data + b"x\n"
