@@ -164,6 +164,18 @@ def syncfs(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def syncfs_path(path: str | os.PathLike[str]) -> None:
+    """syncfs(2) on the filesystem of directory ``path`` (for a FUSE mount: the kernel's
+    cache of it is written to the server)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+    finally:
+        os.close(fd)
+
+
 SYNC_FILE_RANGE_WAIT_BEFORE = 1
 SYNC_FILE_RANGE_WRITE = 2
 SYNC_FILE_RANGE_WAIT_AFTER = 4

@@ -34,18 +34,6 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def syncfs(path: str | os.PathLike[str]) -> None:
-    """syncfs(2) on the file system of ``path`` (here, not through the mount API: importing
-    that costs a cold ``unionfs commit`` a tenth of a second)."""
-    from unionfs.layers.syscalls import syncfs as syncfs_fd
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncfs_fd(fd)
-    finally:
-        os.close(fd)
-
-
 def read_json(path: Path, default: Any = None) -> Any:
     """A JSON file's content, or ``default`` when it does not exist."""
     try:

@@ -153,10 +153,7 @@ class LayerWriter:
         fd = os.open(self.full(node.path), _OPEN_FLAGS, 0o600)
         try:
             _write_all(fd, data)
-            self._chown(fd, node)
-            os.fchmod(fd, node.mode)
-            self._set_xattrs(fd, node)
-            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+            self._set_metadata(fd, node)
             item.exact = len(data) == node.size and not _differs(fd, node)
         finally:
             os.close(fd)
@@ -282,14 +279,18 @@ class LayerWriter:
                 self.bytes += _copy_into(fd, node, content)
             else:
                 self.bytes += self._copy_hashing(fd, node, content)
-            self._chown(fd, node)
-            os.fchmod(fd, node.mode)
-            self._set_xattrs(fd, node)
-            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+            self._set_metadata(fd, node)
             if self.exact:
                 self._check(fd, node)
         finally:
             os.close(fd)
+
+    def _set_metadata(self, fd: int, node: Node) -> None:
+        """A copied file's owner, mode, xattrs and mtime, from its node."""
+        self._chown(fd, node)
+        os.fchmod(fd, node.mode)
+        self._set_xattrs(fd, node)
+        os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 
     def _copy_hashing(self, fd: int, node: Node, content: IO[bytes] | None) -> int:
         """Copy a REG node's data into ``fd``, hashing it as tar member data."""

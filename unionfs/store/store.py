@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from unionfs.errors import UserError
+from unionfs.layers.syscalls import syncfs_path
 from unionfs.store import refs
 from unionfs.store.fsutil import (
     canonical_json,
@@ -36,7 +37,6 @@ from unionfs.store.fsutil import (
     now_iso,
     read_json,
     rmtree,
-    syncfs,
     write_atomic,
 )
 from unionfs.store.layertar import TarDigest, layer_digest
@@ -304,7 +304,7 @@ class Store:
         layer = Layer(self, staged.digest)
         meta = {"id": staged.digest, "size": staged.size, "created": now_iso(),
                 "origin": staged.origin}
-        syncfs(staged.path)  # the layer's files are on disk before it is published
+        syncfs_path(staged.path)  # the layer's files are on disk before it is published
         write_atomic(staged.path / "layer.json", canonical_json(meta))
         if not layer.path.exists():
             os.rename(staged.path, layer.path)
@@ -407,7 +407,7 @@ class Store:
         _strip_xattrs(frozen, private)  # only the writable upper's are read by a live union
         layer = Layer(self, digest)
         meta = {"id": digest, "size": size, "created": now_iso(), "origin": origin}
-        syncfs(frozen)  # written through a mount, never synced: on disk before it is a layer
+        syncfs_path(frozen)  # written through a mount, never synced: on disk before it is a layer
         with self.lock():
             if layer.path.exists():
                 return layer
