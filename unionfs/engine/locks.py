@@ -24,6 +24,9 @@ one it holds):
 Nothing else waits while holding a lock, so the order cannot deadlock. Before a request
 blocks on a lock it calls ``before_wait`` (the request loop's hand-off: another task goes
 on reading requests), so a request that waits never stalls the others.
+
+The reader threads of :mod:`unionfs.fuse.reads` take none of these locks: they change
+nothing, they only read an open handle's fd and reply to the kernel.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ trio thread. The locks that makes necessary, and their order, are in
 :mod:`unionfs.engine.locks`.
 
 ``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
-there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``, or
-``copy-up-sync``: a copy-up's data is written, its sync comes next) writes the kind to it,
+there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``, ``read``:
+a cold read about to wait for the disk, or ``copy-up-sync``: a copy-up's data is written, its
+sync comes next) writes the kind to it,
 then waits until a byte can be read from ``<kind>.release``: a test can hold a copy-up as
 long as it likes and show that other requests complete meanwhile.
 """
@@ -114,6 +115,12 @@ class SlowWork:
         write goes to one), so waiting for one of them here could deadlock."""
         self.before_wait()
         return await trio.to_thread.run_sync(func, *args, limiter=self.apart)
+
+    def hold(self, kind: str) -> None:
+        """A test hold point of ``kind`` in the calling worker thread (``UNIONFS_TEST_HOLD``;
+        nothing without it)."""
+        if self._holds is not None:
+            _hold_for_test(self._holds, kind)
 
     def _before_sync(self) -> None:
         """In a copy-up's worker thread, its data written, before its sync (a test hold)."""
@@ -278,7 +285,7 @@ class SlowWork:
             data = os.pread(fd, size, offset)
             wait.took(size, time.perf_counter_ns() - start)
             return data
-        data, ns = await self.run(_timed_pread, fd, size, offset)
+        data, ns = await self.run(_timed_pread, fd, size, offset, hold="read")
         wait.took(size, ns)
         return data
 

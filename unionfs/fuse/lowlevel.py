@@ -20,7 +20,11 @@ session at ``pyfuse3.init``. What the union needs and pyfuse3's table lacks:
 * ``lseek`` (FUSE_LSEEK: SEEK_DATA and SEEK_HOLE): without a handler the kernel treats every
   file as data up to its end, so ``cp --sparse`` and tar read holes as zeros. Served the same
   way as plain READDIR (a coroutine handed to pyfuse3's request loop), since an answer may
-  first have to make the kernel write its dirty pages back (``UnionOperations.lseek``).
+  first have to make the kernel write its dirty pages back (``UnionOperations.lseek``);
+* ``read`` (FUSE_READ): served by :class:`unionfs.fuse.reads.ReadServer` in the callback,
+  from the page cache at once, and by its reader threads (which reply themselves, the GIL
+  released) where the disk must be waited for; pyfuse3's own handler serves what it gives
+  back (while requests are watched, a handle it does not know, a READ over 1 MiB).
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers.
@@ -67,12 +71,14 @@ import pyfuse3
 import trio
 
 from unionfs.fuse import handshake
+from unionfs.fuse.reads import ReadServer, ReadSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
 SLOT_INIT = 0
+SLOT_READ = 15
 SLOT_GETXATTR = 26
 SLOT_OPENDIR = 20
 SLOT_READDIR = 21
@@ -117,6 +123,8 @@ _READDIR = ctypes.CFUNCTYPE(None, *_READDIR_ARGS)
 _GETXATTR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t)
 _GETXATTR = ctypes.CFUNCTYPE(None, *_GETXATTR_ARGS)
 _GETXATTR_CALL = ctypes.PYFUNCTYPE(None, *_GETXATTR_ARGS)
+_READ = _READDIR  # (req, ino, size, off, fi), as readdir's
+_READ_CALL = ctypes.PYFUNCTYPE(None, *_READDIR_ARGS)
 _LSEEK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
                           ctypes.c_int, ctypes.c_void_p)
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
@@ -150,23 +158,32 @@ class Installed:
     readers: _Readers
     features: tuple[str, ...] = ("fallocate", "cache_readdir", "cache_symlinks", "lean_wait")
     workers: int = WORKERS
+    reads: ReadServer | None = None
 
     def hand_off(self) -> None:
         """The calling request is about to wait: another worker task reads requests."""
         self.readers.hand_off()
 
+    def close(self) -> None:
+        """After the request loop, before the session is destroyed: stop the reader
+        threads (they reply through the session)."""
+        if self.reads is not None:
+            self.reads.close()
+
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
             readdir_names: ReaddirNames | None = None,
             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-            lseek: Lseek | None = None) -> Installed | None:
+            lseek: Lseek | None = None, reads: ReadSource | None = None
+            ) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
     ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
     the INIT reply (the kernel keeps the smaller of it and the mount's ``read_ahead_kb``);
     with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once;
     with ``lseek``, SEEK_DATA/SEEK_HOLE (left out, with a warning, when its slot or
-    ``fuse_reply_lseek`` cannot be checked; the rest is installed all the same).
+    ``fuse_reply_lseek`` cannot be checked; the rest is installed all the same); with
+    ``reads``, READ served by a :class:`ReadServer` (reader threads that reply themselves).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -176,7 +193,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         table = _Table.locate()
         libfuse = _libfuse()
         installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead,
-                             xattr_absent, lseek)
+                             xattr_absent, lseek, reads)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -212,7 +229,7 @@ def _libfuse() -> ctypes.CDLL:
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
              poll_us: int, readdir_names: ReaddirNames | None = None,
              max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-             lseek: Lseek | None = None) -> Installed:
+             lseek: Lseek | None = None, reads: ReadSource | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -250,12 +267,24 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
             callbacks.append(_LSEEK(_submitting("lseek", lseek, submit, reply_lseek,
                                                 reply_err)))
             features = (*features, "lseek")
+    server = None
+    if reads is not None:
+        reply_at = libfuse["fuse_reply_buf"]  # its own function object: (req, address, size)
+        reply_at.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        reply_at.restype = ctypes.c_int
+        original_read = _READ_CALL(table.session_slot(SLOT_READ))
+        server = ReadServer(reads.fd_of, reply_at, reply_err, reads.wait, reads.hold)
+        slots.append(SLOT_READ)
+        callbacks.append(_READ(_read_served(original_read, server, reply_err)))
+        features = (*features, "reads")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
     for slot, address in zip(slots, addresses, strict=True):
         table.set_session_slot(slot, address)
     setattr(pyfuse3, "_wait_fuse_readable", wait)  # noqa: B010 (not declared by pyfuse3)
-    return Installed(callbacks, readers, features)
+    if server is not None:
+        server.start()
+    return Installed(callbacks, readers, features, reads=server)
 
 
 def _reply_lseek(libfuse: ctypes.CDLL, table: _Table) -> Callable[[int, int], int] | None:
@@ -478,6 +507,24 @@ def _getxattr_known(original: Callable[[int, int, int, int], None], absent: Xatt
     return getxattr
 
 
+def _read_served(original: Callable[[int, int, int, int, int], None], server: ReadServer,
+                 reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    """read: served by ``server`` (which replies, now or from a reader thread), or by
+    pyfuse3's own handler where the server gives the request back."""
+    def read(req: int, ino: int, size: int, off: int, fi: int) -> None:
+        try:
+            fh = ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value
+            taken = server(req, fh, size, off)
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("read failed unexpectedly; returning EIO")
+            reply_err(req, errno.EIO)
+            return
+        if not taken:
+            original(req, ino, size, off, fi)
+
+    return read
+
+
 def _fallocate_replying(handler: FallocateHandler,
                         reply_err: Callable[[int, int], int]) -> Callable[..., None]:
     def fallocate(req: int, ino: int, mode: int, offset: int, length: int, fi: int) -> None:
@@ -518,6 +565,7 @@ class _Table:
             SLOT_INIT: symbols.address("__pyx_f_7pyfuse3_fuse_init"),
             SLOT_READDIRPLUS: symbols.address("__pyx_f_7pyfuse3_fuse_readdirplus"),
             SLOT_GETXATTR: symbols.address("__pyx_f_7pyfuse3_fuse_getxattr"),
+            SLOT_READ: symbols.address("__pyx_f_7pyfuse3_fuse_read"),
             SLOT_READDIR: None, SLOT_FLOCK: None, SLOT_FALLOCATE: None,
         }
         for slot, address in expected.items():

@@ -448,6 +448,16 @@ class UnionOperations(pyfuse3.Operations):
                 handle.layer = 0
         return handle.fd
 
+    def read_fd(self, fh: int) -> int | None:
+        """The fd a READ of ``fh`` is served from by :mod:`unionfs.fuse.reads`, outside
+        pyfuse3's request loop (counted here). None: :meth:`read` serves it instead, while
+        something watches requests (trace, fault rules, accounting), or for an unknown
+        handle (its errno then comes from there). Raises OSError like :meth:`_fd`."""
+        if self.watch is not None or fh not in self.files:
+            return None
+        self.requests["read"] += 1
+        return self._fd(fh)
+
     @_errors
     async def read(  # type: ignore[override]  # pyfuse3 replies with any buffer
             self, fh: int, off: int, size: int) -> bytes | bytearray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from unionfs.errors import OperationFailed
 from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import FIRST_PLUS, Timeouts, UnionOperations
+from unionfs.fuse.reads import ReadSource
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,11 @@ def run_server(config: ServerConfig, union: Union, ready_fd: int | None = None) 
                 _tell_ready(ready_fd)
             workers = extensions.workers if extensions else WORKERS
             control = _control_handler(config, ops, extensions)
-            trio.run(_serve, config.control_path, control, workers, ops)
+            try:
+                trio.run(_serve, config.control_path, control, workers, ops)
+            finally:
+                if extensions is not None:
+                    extensions.close()
         except Stopped:
             log.info("signalled while starting: unmounting")
         finally:
@@ -151,7 +157,9 @@ def _install_extensions(config: ServerConfig, ops: UnionOperations
                                   readdir_names=ops.readdir_names,
                                   max_readahead=readahead.READ_AHEAD_KB << 10,
                                   xattr_absent=ops.xattr_known_absent,
-                                  lseek=ops.lseek)
+                                  lseek=ops.lseek,
+                                  reads=ReadSource(ops.read_fd, ops.slow.read_wait,
+                                                   functools.partial(ops.slow.hold, "read")))
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
         if "readdir_names" in extensions.features:
