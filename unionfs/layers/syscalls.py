@@ -1,5 +1,5 @@
 """The few Linux calls Python's ``os`` module lacks: openat2, renameat2, fallocate, syncfs,
-sync_file_range.
+sync_file_range; and page-aligned buffers for large reads.
 
 ``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` is what keeps the server inside the
 layers: the kernel refuses any ``..`` that leaves the layer and any symlink on the way.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import platform
 
@@ -191,3 +192,14 @@ def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
+
+def page_aligned(size: int) -> memoryview:
+    """A reusable ``size``-byte buffer starting on a page boundary, for reads of the page
+    cache into it (never freed while referenced).
+
+    The kernel copies page-cache pages to a reader's buffer with ``rep movsb``; on this
+    project's AMD build VM that copy is 5x slower when the buffer starts 8 to 31 bytes past
+    a page boundary, which is exactly where a fresh 1 MiB ``bytearray`` starts (malloc's
+    mmap chunks): 0.33 s against 0.06 s for 512 MiB. A page-aligned buffer is the fast case.
+    """
+    return memoryview(mmap.mmap(-1, size))

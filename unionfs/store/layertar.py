@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from unionfs.layers import ondisk
+from unionfs.layers.syscalls import page_aligned
 from unionfs.store.tree import Node, NodeType
 
 ENCODING = "utf-8"
@@ -279,7 +280,7 @@ def layer_digest(nodes: Iterable[Node], opener: Opener = _open_source,
         write_tar(nodes, sink, opener, progress)  # type: ignore[arg-type]
         return sink.digest, sink.size
     tar = TarDigest()
-    buf = bytearray(1 << 20)  # one buffer for every file: no file objects, no allocations
+    buf = page_aligned(1 << 20)  # one buffer for every file: no file objects, no allocations
     for node in nodes:
         tar.entry(node)
         if node.type is NodeType.REG and node.size:
@@ -289,11 +290,11 @@ def layer_digest(nodes: Iterable[Node], opener: Opener = _open_source,
     return tar.finish()
 
 
-def _hash_exact(tar: TarDigest, node: Node, buf: bytearray) -> None:
+def _hash_exact(tar: TarDigest, node: Node, buf: memoryview) -> None:
     """Hash exactly ``node.size`` bytes of its source and the padding, like
     :func:`_copy_exact`: a file that shrank is an error."""
     assert node.source is not None
-    view = memoryview(buf)
+    view = buf
     fd = os.open(node.source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         left = node.size

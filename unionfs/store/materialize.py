@@ -26,7 +26,7 @@ from typing import IO
 from unionfs.core import whiteout as wh
 from unionfs.errors import UserError
 from unionfs.layers import ondisk
-from unionfs.layers.syscalls import open_beneath
+from unionfs.layers.syscalls import open_beneath, page_aligned
 from unionfs.store.copier import SMALL_FILE, Copy, Ordered
 from unionfs.store.layertar import TarDigest, entry_header
 from unionfs.store.tree import Node, NodeType, public_xattrs, read_xattrs, sort_key
@@ -63,7 +63,7 @@ class LayerWriter:
         self.exact = digest is not None and not link_sources
         self._last_key: tuple[bytes, ...] = ()
         self.skipped_devices: list[bytes] = []
-        self._buf = bytearray(_CHUNK) if digest is not None else None
+        self._buf = page_aligned(_CHUNK) if digest is not None else None
         self._queue: Ordered | None = None  # while add_all copies files in worker threads
 
     def full(self, path: bytes) -> bytes:
@@ -302,8 +302,7 @@ class LayerWriter:
             src = os.open(node.source, _SOURCE_FLAGS)
             buf = self._buf
             try:
-                view = memoryview(buf)
-                total = _pump(lambda: view[: os.readv(src, [buf])], fd, self.digest.data)
+                total = _pump(lambda: buf[: os.readv(src, [buf])], fd, self.digest.data)
             finally:
                 os.close(src)
         if total != node.size:
