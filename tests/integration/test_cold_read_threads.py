@@ -10,12 +10,14 @@ read never waits on the trio thread (unionfs.engine.readwait)."""
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Mounts, Stack
+from tests.integration.test_cli import wait_until
 from tests.integration.test_concurrency import (
     MODES,
     Hold,
@@ -26,7 +28,7 @@ from tests.integration.test_concurrency import (
     started,
     wait_until_held,
 )
-from unionfs.api import server_stats
+from unionfs.api import is_mounted, server_stats
 
 MIB = 1 << 20
 SIZE = 8 * MIB
@@ -106,3 +108,25 @@ def test_reads_are_counted_and_served_in_reader_threads(stack: StackFactory, mou
     before = stats["requests"].get("read", 0)
     assert (mnt / "odd").read_bytes() == data
     assert server_stats(mnt)["requests"]["read"] > before
+
+
+def test_sigterm_during_a_cold_read_unmounts_cleanly(stack: StackFactory, mounts: Mounts,
+                                                     tmp_path: Path) -> None:
+    """The reader threads are stopped before the session goes: a read in flight at SIGTERM
+    is answered first (here released once the server took the signal), then the server
+    unmounts and exits 0, logging no error."""
+    st, _ = _stack_with_cold_file(stack)
+    env = holding(tmp_path)
+    hold = Hold(Path(env["UNIONFS_TEST_HOLD"]), "read")
+    mnt = mounts.unionfs(st, env=env)
+    handle = mounts.handles[-1]
+    log_file = mounts.log_files[-1]
+    with started(_direct_read(mnt / "big", 2, tmp_path / "part")) as reader:
+        assert hold.wait_held() == "read"
+        os.kill(handle.pid, signal.SIGTERM)
+        assert wait_until(lambda: "signal 15: unmounting" in log_file.read_text())
+        hold.release()
+        assert handle.process.wait(30) == 0
+        reader.wait(30)
+    assert not is_mounted(mnt)
+    assert "still in a read" not in log_file.read_text()
