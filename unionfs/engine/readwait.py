@@ -18,6 +18,9 @@ becomes fast again is seen.
 
 from __future__ import annotations
 
+import errno
+import os
+
 SMALL_READ = 128 << 10  # the largest read that may wait on the trio thread
 INLINE_LIMIT_NS = 1_000_000  # small reads wait inline while they average less than 1 ms
 WEIGHT = 8  # each small read moves the average by 1/WEIGHT of its distance
@@ -44,3 +47,24 @@ class ReadWait:
         in a worker thread, the hop not counted). Large reads say nothing of small ones."""
         if size <= self.small:
             self.average_ns += (min(ns, self.most_ns) - self.average_ns) / WEIGHT
+
+
+def read_cached(fd: int, buffer: memoryview | bytearray, offset: int) -> int | None:
+    """Read into ``buffer`` what the page cache has of that many bytes at ``offset``, with
+    RWF_NOWAIT: the bytes got (0: nothing cached). The call also starts the disk I/O of the
+    rest, with the caller's offsets and sizes, so the file's read-ahead sees the caller's
+    pattern. None: the file cannot tell (read it plainly)."""
+    try:
+        return os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        return None
+
+
+def read_complete(fd: int, got: int, size: int, offset: int) -> bool:
+    """Whether ``got`` bytes of a read of ``size`` at ``offset`` are the whole answer: all
+    of it, or all there is before the file ends."""
+    return got == size or (got > 0 and offset + got >= os.fstat(fd).st_size)

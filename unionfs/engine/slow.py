@@ -22,7 +22,6 @@ long as it likes and show that other requests complete meanwhile.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import stat
@@ -36,7 +35,7 @@ import trio
 from unionfs.engine.counters import ThreadGauge
 from unionfs.engine.locks import EntryLocks, Gate
 from unionfs.engine.nodes import Node
-from unionfs.engine.readwait import ReadWait
+from unionfs.engine.readwait import ReadWait, read_cached, read_complete
 from unionfs.engine.union import Union
 from unionfs.layers.syscalls import open_beneath
 
@@ -258,17 +257,10 @@ class SlowWork:
         plain read, so the kernel's readahead sees the same sequential pattern and starts
         the I/O the second read then waits for)."""
         buf = bytearray(size)
-        try:
-            got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
-        except BlockingIOError:
-            got = 0
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
+        got = read_cached(fd, buf, offset)
+        if got is None:
             return os.pread(fd, size, offset)  # the file cannot tell: read as it is
-        if got == size:
-            return buf
-        if got and offset + got >= os.fstat(fd).st_size:
+        if read_complete(fd, got, size, offset):
             del buf[got:]
             return buf
         rest = await self._read_cold(fd, size - got, offset + got)

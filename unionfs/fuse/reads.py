@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unionfs.engine.readwait import ReadWait
+from unionfs.engine.readwait import ReadWait, read_cached, read_complete
 from unionfs.layers.syscalls import page_aligned
 
 log = logging.getLogger(__name__)
@@ -116,16 +116,11 @@ class ReadServer:
 
     def _serve(self, req: int, fd: int, size: int, offset: int) -> None:
         view = self.buffer.view[:size]
-        try:
-            got = os.preadv(fd, [view], offset, os.RWF_NOWAIT)
-        except BlockingIOError:
-            got = 0
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
+        got = read_cached(fd, view, offset)
+        if got is None:
             self._queue(req, fd, size, offset)  # the file cannot tell what is cached
             return
-        if got == size or (got and offset + got >= os.fstat(fd).st_size):
+        if read_complete(fd, got, size, offset):
             self._reply(req, self.buffer.address, got)
             return
         if self.wait.inline(size):
