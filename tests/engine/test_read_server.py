@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from unionfs.engine.readwait import INLINE_LIMIT_NS, ReadWait
+from unionfs.fuse import reads
 from unionfs.fuse.reads import MAX_READ, ReadServer
 
 SIZE = 4 << 20
@@ -141,3 +142,28 @@ def test_errors_become_the_callers_errno(tmp_path: Path, replies: Replies) -> No
     finally:
         server.close()
         os.close(directory)
+
+
+def test_a_reader_stuck_past_shutdown_never_replies(file: tuple[int, bytes], replies: Replies,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() waits JOIN_SECONDS for the readers; one still in its read then must not
+    reply through a session that is about to be destroyed."""
+    monkeypatch.setattr(reads, "JOIN_SECONDS", 0.0)
+    fd, _ = file
+    stuck, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        stuck.set()
+        assert release.wait(30)
+
+    server = ReadServer({7: fd}.get, replies.buf, replies.err, ReadWait(), hold, readers=1)
+    server.start()
+    _drop(fd)
+    assert server(1, 7, MAX_READ, 0)
+    assert stuck.wait(30)
+    server.close()
+    assert server.abandoned
+    release.set()
+    server.threads[0].join(30)
+    assert not server.threads[0].is_alive()
+    assert replies.got == {}

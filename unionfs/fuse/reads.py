@@ -87,6 +87,7 @@ class ReadServer:
         self.buffer = _Buffer()
         self.jobs: queue.SimpleQueue[tuple[int, int, int, int] | None] = queue.SimpleQueue()
         self.timings: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self.abandoned = False  # set at close() when a reader did not finish in time
         self.threads = [threading.Thread(target=self._reader, name=f"unionfs-read-{i}",
                                          daemon=True) for i in range(readers)]
 
@@ -159,6 +160,8 @@ class ReadServer:
                     self.hold()
                 start = time.perf_counter_ns()
                 got = os.preadv(fd, [buffer.view[:size]], offset)
+                if self.abandoned:  # shut down without it: the session may be gone
+                    continue
                 self.timings.put((size, time.perf_counter_ns() - start))
                 self._reply(req, buffer.address, got)
             except OSError as exc:
@@ -177,4 +180,7 @@ class ReadServer:
         for thread in started:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
+                # Its read never returned (a hung disk): it must not reply once the
+                # session is destroyed; the kernel's side ends with the unmount anyway.
+                self.abandoned = True
                 log.warning("%s is still in a read at shutdown", thread.name)
