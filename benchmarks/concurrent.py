@@ -5,10 +5,12 @@
 SIZE_MIB MiB to a new file and fsync it; ``idle``: nothing, for a second, the baseline) and,
 while it runs, times probes on an unrelated
 tree: an ``lstat`` of a file not looked up before, and every tenth probe an ``ls -l`` (list,
-then lstat every entry) of a directory not listed before. Probes start every
-:data:`PROBE_INTERVAL` seconds (or as soon as the previous one ends, if it took longer), so
-that they cover the whole of the slow work on every target: back to back, a fast target ran
-out of probes after the first third of a copy-up and never met its fsync. It prints
+then lstat every entry) of a directory not listed before. Every probe is cold: a file whose
+directory a listing already looked up is not probed (:func:`cold_probes`), so the probes
+end after about 1000 on the full tree. Probes start every :data:`PROBE_INTERVAL` seconds (or
+as soon as the previous one ends, if it took longer), so that they cover the whole of the
+slow work on every target: back to back, a fast target ran out of probes after the first
+third of a copy-up and never met its fsync. It prints
 ``{"seconds": p99, "p50": ..., "p99": ..., "probes": N, "work": seconds of the slow work,
 "probed": seconds the probes covered}``.
 
@@ -26,9 +28,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 PROBE_EVERY_LS = 10
-PROBE_INTERVAL = 0.001  # 10k probes (the full tree) outlast a 1 GiB copy-up or fsync
+# About 1000 cold probes (the full tree) 4 ms apart outlast the kernel's 1 GiB copy-up (3 s)
+# or write + fsync (2.2 s). Until 2026-12-02 they were 1 ms apart and a file listed by an
+# ``ls -l`` probe could be statted later, from the kernel's cache: a target that answered
+# fast got thousands of such free probes (0.0 ms each), and they lowered its p99.
+PROBE_INTERVAL = 0.004
 BUF = 1 << 20
 
 
@@ -50,8 +57,28 @@ def slow_work(mode: str, size_mib: int, ready: int) -> None:
     os.close(fd)
 
 
-def latency(mode: str, size_mib: int, files: list[str]) -> dict[str, float]:
+def cold_probes(files: list[str]) -> Iterator[tuple[str, str]]:
+    """``("ls", directory)`` every :data:`PROBE_EVERY_LS`-th probe (from the last directory
+    down), else ``("stat", file)``: never a file in a directory listed before (the listing
+    looked it up); they end when no cold file is left."""
     dirs = sorted({os.path.dirname(f) for f in files})
+    listed: set[str] = set()
+    unprobed = iter(files)
+    probe = 0
+    while True:
+        if probe % PROBE_EVERY_LS == 0 and dirs:
+            directory = dirs.pop()
+            listed.add(directory)
+            yield "ls", directory
+        else:
+            name = next((f for f in unprobed if os.path.dirname(f) not in listed), None)
+            if name is None:
+                return
+            yield "stat", name
+        probe += 1
+
+
+def latency(mode: str, size_mib: int, files: list[str]) -> dict[str, float]:
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
@@ -62,23 +89,24 @@ def latency(mode: str, size_mib: int, files: list[str]) -> dict[str, float]:
     os.read(read_fd, 1)
     os.close(read_fd)
     times: list[float] = []
-    probe = 0
     done = False
+    probes = cold_probes(files)
     began = next_at = time.perf_counter()
-    while not done and probe < len(files):
+    while not done:
         start = time.perf_counter()
         if start < next_at:
             time.sleep(next_at - start)
             start = time.perf_counter()
         next_at = start + PROBE_INTERVAL
-        if probe % PROBE_EVERY_LS == 0 and dirs:
-            directory = dirs.pop()
-            for name in os.listdir(directory):
-                os.lstat(os.path.join(directory, name))
+        kind, path = next(probes, ("", ""))
+        if kind == "ls":
+            for name in os.listdir(path):
+                os.lstat(os.path.join(path, name))
+        elif kind == "stat":
+            os.lstat(path)
         else:
-            os.lstat(files[probe])
+            break
         times.append(time.perf_counter() - start)
-        probe += 1
         done = os.waitpid(child, os.WNOHANG) != (0, 0)
     probed = time.perf_counter() - began
     if not done:

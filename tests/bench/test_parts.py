@@ -8,7 +8,9 @@ import pytest
 
 from unionfs.benchmarks import report
 from unionfs.benchmarks.cli import parse_templates
-from unionfs.benchmarks.profiles import TINY
+from unionfs.benchmarks.concurrent import PROBE_EVERY_LS, cold_probes
+from unionfs.benchmarks.data import tree_files
+from unionfs.benchmarks.profiles import FULL, TINY
 from unionfs.benchmarks.runner import Sample, rotated
 from unionfs.benchmarks.system import BenchError, merge_trees
 from unionfs.benchmarks.targets import BUILTIN
@@ -84,3 +86,22 @@ def test_verification_catches_skipped_work(tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
     rm_rf = BY_NAME["rm-rf"].verify
     assert rm_rf is not None and rm_rf(ctx) == "the tree is still there"
+
+
+def test_latency_probes_are_all_cold() -> None:
+    """No file is statted once a listing of its directory looked it up, every tenth probe
+    lists a directory not listed before, and the probes end when no cold file is left."""
+    files = tree_files(FULL, "a")
+    probes = list(cold_probes(files))
+    listed: set[str] = set()
+    statted: set[str] = set()
+    for index, (kind, path) in enumerate(probes):
+        assert (kind == "ls") == (index % PROBE_EVERY_LS == 0 and len(listed) < FULL.tree_dirs)
+        if kind == "ls":
+            assert path not in listed
+            listed.add(path)
+        else:
+            assert path.rsplit("/", 1)[0] not in listed and path not in statted
+            statted.add(path)
+    assert len(listed) == FULL.tree_dirs
+    assert 900 < len(probes) < 1100  # each lists or stats something not seen before

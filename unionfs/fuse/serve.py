@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from unionfs.fuse.reads import ReadSource
 log = logging.getLogger(__name__)
 
 WORKERS = 8  # pyfuse3's worker tasks when its own request loop is used
+# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
+# A worker thread back from its pwrite or lstat, or the trio thread back from a read of the
+# FUSE device, waits for the GIL up to this long while another thread runs Python code:
+# with the default, every 1 MiB WRITE of a big write waited up to 5 ms for it in its worker
+# thread, and a probe's LOOKUP behind them (benchmarks/README.md, issue 11's latency rows).
+SWITCH_INTERVAL = 0.0005
 FAIL_AT_ENV = "UNIONFS_TEST_FAIL_AT"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -111,6 +118,7 @@ def run_server(config: ServerConfig, union: Union, ready_fd: int | None = None) 
                 _tell_ready(ready_fd)
             workers = extensions.workers if extensions else WORKERS
             control = _control_handler(config, ops, extensions)
+            sys.setswitchinterval(SWITCH_INTERVAL)
             try:
                 trio.run(_serve, config.control_path, control, workers, ops)
             finally:
@@ -227,6 +235,7 @@ def _control_handler(config: ServerConfig, ops: UnionOperations,
                     "open_dirs": len(ops.dirs), "fds": _count_fds(),
                     "cached_dir_fds": sum(layer.cached_fds for layer in union.layers),
                     "threads": threading.active_count(), "slow_in_flight": ops.slow.in_flight,
+                    "switch_interval": sys.getswitchinterval(),
                     "entry_locks": len(ops.slow.entries)}
         if op in watch.CONTROL_OPS:  # metrics, faults
             return watch.control(ops, request)
