@@ -10,6 +10,7 @@ cannot replace a character device by a directory); the whiteout that comes back 
 from __future__ import annotations
 
 import errno
+import functools
 import stat
 
 from unionfs.core.merge import Entry
@@ -57,6 +58,7 @@ def kind_of(mode: int) -> Kind:
     return Kind.DIR if stat.S_ISDIR(mode) else Kind.OTHER
 
 
+@functools.cache  # six possible plans, of frozen steps: made once each (a create each file)
 def plan_create(kind: Kind, over_whiteout: bool, *, new_link: bool = False) -> tuple[Step, ...]:
     """The steps that put a new entry of ``kind`` at a name; ``over_whiteout``: the upper
     has a whiteout there; ``new_link``: a hard link to an existing file (it keeps its owner

@@ -73,7 +73,8 @@ class Changes:
             fds.append(os.open(entry_name, open_flags, stat.S_IMODE(mode), dir_fd=dir_fd))
 
         try:
-            node, st = self._make_entry(parent, name, mode, caller, make)
+            node, st = self._make_entry(parent, name, mode, caller, make,
+                                        made=lambda: os.fstat(fds[0]))
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -131,7 +132,10 @@ class Changes:
         _refuse(create_errno(name, self.u.merged(parent).get(name)), name)
 
     def _make_entry(self, parent: Node, name: bytes, mode: int, caller: Caller,
-                    make: Make) -> tuple[Node, os.stat_result]:
+                    make: Make, made: Callable[[], os.stat_result] | None = None,
+                    ) -> tuple[Node, os.stat_result]:
+        """Make ``parent/name`` with ``make``; ``made``: the new entry's stat from an fd
+        the make opened (cheaper than a stat of the name)."""
         self._check_new_name(parent, name)
         u = self.u
         u.copy_up(parent)
@@ -139,7 +143,7 @@ class Changes:
         owner = self._owner(parent, path, caller)
         kind = kind_of(mode)
         pfd = self._place(parent, path, name, make, kind, owner, mode)
-        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        st = made() if made is not None else os.stat(name, dir_fd=pfd, follow_symlinks=False)
         node = u.new_child(parent, name, st)
         node.absent_xattrs = {CAPABILITY}  # only a setxattr gives a file capabilities
         if kind is Kind.DIR:  # its view is known: empty, in the upper only

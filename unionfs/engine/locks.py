@@ -109,6 +109,14 @@ class EntryLocks:
             for key in reversed(taken):
                 self._release(key)
 
+    def busy(self, *keys: Key) -> bool:
+        """True when a request holds (or waits for) one of ``keys``. A change that does not
+        wait may run at once when this is False, with no await in between: the same as
+        :meth:`settled`, without the cost of an async context manager (an unlink of 10k
+        files paid a third of its handler time for it)."""
+        locks = self._locks
+        return bool(locks) and any(key in locks for key in keys)
+
     @contextlib.asynccontextmanager
     async def settled(self, *keys: Key) -> AsyncIterator[None]:
         """For a change that does not wait: run it once no request holds ``keys``. Free

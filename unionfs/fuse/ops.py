@@ -259,6 +259,9 @@ class UnionOperations(pyfuse3.Operations):
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
+        fd = self._upper_fd(node)
+        if fd is not None:  # open in the upper (the kernel asks before a chown of it)
+            return self._attrs(node, os.fstat(fd))
         return self._attrs(node, self.union.stat(node))
 
     @_errors
@@ -615,12 +618,18 @@ class UnionOperations(pyfuse3.Operations):
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self._node(parent_inode)
+        if not self.slow.entries.busy((parent.id, name)):  # the usual case: no copy-up
+            self.changes.unlink(parent, name)
+            return
         async with self.slow.entries.settled((parent.id, name)):
             self.changes.unlink(parent, name)
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self._node(parent_inode)
+        if not self.slow.entries.busy((parent.id, name)):
+            self.changes.rmdir(parent, name)
+            return
         async with self.slow.entries.settled((parent.id, name)):
             self.changes.rmdir(parent, name)
 
@@ -664,6 +673,10 @@ class UnionOperations(pyfuse3.Operations):
         fd = handle.fd if handle is not None and handle.layer == 0 else None
         if fd is None:
             fd = self._unlinked_upper_fd(node)
+        if fd is None and not fields.update_size:
+            # chown, chmod, utimens of a file open in the upper (tar sets them before it
+            # closes the file it made): through that fd, no path walked, nothing to copy up.
+            fd = self._upper_fd(node)
         if fd is None:
             await self.slow.copy_up(node)
         times = None
@@ -700,6 +713,14 @@ class UnionOperations(pyfuse3.Operations):
         if self.union.getxattr(node, name) is not None:
             await self.slow.copy_up(node)
         self.changes.removexattr(node, name, fd=self._unlinked_upper_fd(node))
+
+    def _upper_fd(self, node: Node) -> int | None:
+        """An fd of linked ``node`` open in the upper (the file its name leads to), if any.
+        Handles of a lower file are never one: a lower layer must never change."""
+        if not node.handles or node.parent is None or not self.union.writable:
+            return None
+        files = self.files
+        return next((f for f in node.handles if files[f].layer == 0), None)
 
     def _unlinked_upper_fd(self, node: Node) -> int | None:
         """For an unlinked node, an open fd of it in the upper: the only way left to change
