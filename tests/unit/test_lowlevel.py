@@ -7,6 +7,8 @@ import logging
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 
 from unionfs.fuse import lowlevel
 
@@ -57,3 +59,35 @@ def test_lseek_slot_of_this_pyfuse3() -> None:
     """This machine's pyfuse3 table has the lseek slot (libfuse 3.8+ headers)."""
     symbols = lowlevel._Symbols(pyfuse3.__file__)
     assert symbols.size("__pyx_v_7pyfuse3_fuse_ops") >= (lowlevel.SLOT_LSEEK + 1) * lowlevel._PTR
+
+
+def test_parked_worker_tasks_end_when_the_reader_left_without_handing_off() -> None:
+    """The reader found the session gone in its read and left pyfuse3's loop without a
+    hand-off (ENODEV after a lazy unmount's last close): the parked tasks still see the
+    end within PARKED_CHECK and stop, instead of keeping the server alive for ever."""
+    readers = lowlevel._Readers()
+    ended = False
+    results: list[bool] = []
+
+    async def gone_reader() -> None:
+        assert await readers.take(lambda: ended)  # becomes the reader, then leaves
+
+    async def parked() -> None:
+        results.append(await readers.take(lambda: ended))
+
+    async def main() -> None:
+        with trio.fail_after(100 * lowlevel.PARKED_CHECK):  # a hang fails (virtual time)
+            await both()
+
+    async def both() -> None:
+        nonlocal ended
+        async with trio.open_nursery() as nursery:
+            await gone_reader()
+            for _ in range(3):
+                nursery.start_soon(parked)
+            await trio.sleep(5 * lowlevel.PARKED_CHECK)
+            assert results == []  # the session is alive: they wait
+            ended = True
+        assert results == [False, False, False]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -304,6 +304,7 @@ def _reply_lseek(libfuse: ctypes.CDLL, table: _Table) -> Callable[[int, int], in
 
 
 YIELD_EVERY = 32  # requests served back to back before other trio tasks get a turn
+PARKED_CHECK = 1.0  # seconds between a parked worker task's looks at the session's end
 _GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
@@ -321,10 +322,19 @@ class _Readers:
             self.parked.unpark()
 
     async def take(self, exited: Callable[[], bool]) -> bool:
-        """Become the reader (False: the session ended meanwhile)."""
+        """Become the reader (False: the session ended meanwhile).
+
+        A parked task looks at the session every :data:`PARKED_CHECK` seconds too: a reader
+        whose read of the device found the session gone (ENODEV between the poll and the
+        read: a lazy unmount's last close) leaves pyfuse3's loop without handing off, and
+        ``pyfuse3.terminate()`` only wakes a task that waits on the device; without the look
+        the parked tasks would keep the server alive for ever, SIGTERM included."""
         task = trio.lowlevel.current_task()
         while self.reader is not None and self.reader is not task:
-            await self.parked.park()
+            with trio.move_on_after(PARKED_CHECK):
+                await self.parked.park()
+            if exited():
+                return False
         self.reader = task
         return not exited()
 
