@@ -348,6 +348,10 @@ class UnionOperations(pyfuse3.Operations):
             if found is None:  # removed since opendir
                 continue
             node, st = found
+            if node.is_dir and node.merged is None:  # its attributes need its view
+                view = self.slow.ahead.ready(parent, name)
+                if view is not None:
+                    self.slow.install_child(node, view)
             if not pyfuse3.readdir_reply(token, name, self._attrs(node, st), index + 1):
                 return
             node.lookups += 1
