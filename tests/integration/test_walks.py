@@ -120,17 +120,3 @@ def test_a_names_only_walk_looks_up_directories_only(stack: StackFactory,
     # attributes of its listing's first answer), none of the 61 files.
     assert SUBDIRS <= requests(mnt, "lookup") - lookups <= 1 + SUBDIRS
 
-
-def test_lookups_of_a_few_subdirectories_read_the_others_ahead(stack: StackFactory,
-                                                                mounts: Mounts) -> None:
-    """A walk given directories (find d/s00 d/s01 ...) lists no parent: after three lookups
-    of subdirectories of d, the others are read ahead, and their lookups use that."""
-    st = subdir_stack(stack)
-    mnt = mounts.unionfs(st)
-    for i in range(3):
-        os.stat(mnt / "d" / f"s{i:02d}")
-    assert wait_until(lambda: read_ahead(mnt)["read"] == SUBDIRS - 3), read_ahead(mnt)
-    found = subprocess.run(["find", *(str(mnt / "d" / f"s{i:02d}") for i in range(SUBDIRS))],
-                           capture_output=True, text=True, check=True, timeout=30).stdout
-    assert len(found.split()) == SUBDIRS * 3 + 1  # s*, s*/x, s*/y, s00/u
-    assert read_ahead(mnt) == {"read": SUBDIRS - 3, "used": SUBDIRS - 3}

@@ -3,9 +3,8 @@
 A walk (find, ls -R, du, a build tool scanning its sources) lists a directory, then looks up
 and lists its subdirectories one by one, in the listing's order. Cold, each of those waits for
 the disk (the subdirectory's inode, then its entries, in every layer it is in), one after
-another. When a listing of a directory starts (or a few of its subdirectories were looked up
-without one: a walk given directories as arguments), its subdirectories whose views are not
-built are read here, in worker threads of their own (:data:`LANES` at once, so the disk serves
+another. When a listing of a directory starts, its subdirectories whose views are not built
+are read here, in worker threads of their own (:data:`LANES` at once, so the disk serves
 several reads at a time), in listing order; a lookup of one of them takes the layers read
 (or waits for them while they are being read) instead of reading them itself
 (:meth:`SlowWork.child_view`).
@@ -36,9 +35,6 @@ log = logging.getLogger(__name__)
 AHEAD = 256  # subdirectories read ahead per listing, at most
 KEPT = 1024  # read-ahead entries kept in all (pending or read)
 LANES = 2  # worker threads reading ahead at once (for one listing)
-# A walk that was given directories (find d1 d2 ...) lists none of their parents: after this
-# many lookups of subdirectories of one parent that had to read them, read the others ahead.
-LOOKUPS_BEFORE_AHEAD = 3
 
 
 @dataclass(slots=True)
@@ -74,21 +70,6 @@ class ReadAhead:
         self.union = union
         self.stopping = stopping
         self.limiter = trio.CapacityLimiter(LANES)
-        self.lookups: dict[int, int] = {}  # parent node id -> subdirectories it read itself
-
-    def looked_up(self, parent: Node) -> bool:
-        """A lookup is about to read a subdirectory of ``parent`` itself (nothing was read
-        ahead): after :data:`LOOKUPS_BEFORE_AHEAD` of them, read the others ahead, as for a
-        listing. True when that started now."""
-        lookups = self.lookups
-        count = lookups.pop(parent.id, 0) + 1
-        if count < LOOKUPS_BEFORE_AHEAD:
-            lookups[parent.id] = count  # (re-inserted last: the oldest are dropped first)
-            while len(lookups) > KEPT:
-                del lookups[next(iter(lookups))]
-            return False
-        self.start(parent)
-        return True
 
     def start(self, parent: Node) -> None:
         """A listing of ``parent`` starts (its view is built): read its subdirectories."""

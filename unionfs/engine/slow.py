@@ -243,8 +243,6 @@ class SlowWork:
         ahead = await self.ahead.take(parent, name)
         if ahead is not None:
             return ahead
-        if self.ahead.looked_up(parent):
-            await self.ahead.take(parent, name)  # claims this one: it is read right here
         probe = Node(0, parent, name, True)  # transient: only for its paths in the layers
         path = probe.path()
         candidates = entry.dir_layers
