@@ -31,6 +31,8 @@ class EngineCounters:
     copy_ups: int = 0  # files, directories and symlinks copied up
     copy_up_bytes: int = 0  # data bytes copied up (regular files)
     views_built: int = 0  # merged directory views read from the layers (scandir per layer)
+    views_read_ahead: int = 0  # subdirectories of listed directories read ahead (engine/ahead)
+    views_from_read_ahead: int = 0  # lookups that found their directory read ahead
     threads: Callable[[], ThreadGauge] = no_threads
 
     def copied_up(self, st: stat_result) -> None:

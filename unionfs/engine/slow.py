@@ -13,8 +13,9 @@ trio thread. The locks that makes necessary, and their order, are in
 
 ``UNIONFS_TEST_HOLD`` (tests only) names a directory of FIFOs: when ``<kind>.held`` exists
 there, a worker thread about to do slow work of that kind (``copy-up``, ``fsync``, ``read``:
-a cold read about to wait for the disk, or ``copy-up-sync``: a copy-up's data is written, its
-sync comes next) writes the kind to it,
+a cold read about to wait for the disk, ``copy-up-sync``: a copy-up's data is written, its
+sync comes next, or ``view``: the layers of a directory being looked up are read) writes the
+kind to it,
 then waits until a byte can be read from ``<kind>.release``: a test can hold a copy-up as
 long as it likes and show that other requests complete meanwhile.
 """
@@ -32,6 +33,7 @@ from typing import TypeVar
 
 import trio
 
+from unionfs.engine.ahead import ChildView, ReadAhead
 from unionfs.engine.counters import ThreadGauge
 from unionfs.engine.locks import EntryLocks, Gate
 from unionfs.engine.nodes import Node
@@ -71,6 +73,7 @@ class SlowWork:
         self.entries = EntryLocks(self._before_wait)
         self.in_flight = 0
         self.read_wait = ReadWait()  # where cold reads wait for the disk
+        self.ahead = ReadAhead(union, self.stopping)  # subdirectories of listed directories
         self._holds = os.environ.get(HOLD_ENV) or None
         union.counters.threads = self._gauge
 
@@ -93,10 +96,11 @@ class SlowWork:
         meanwhile."""
         return await self._run(self.limiter, func, args, hold)
 
-    async def run_meta(self, func: Callable[..., T], *args: object) -> T:
+    async def run_meta(self, func: Callable[..., T], *args: object,
+                       hold: str | None = None) -> T:
         """:meth:`run` for metadata work (reading directories, stats), on threads of its
         own: a lookup or a listing never queues behind copies, syncs and data I/O."""
-        return await self._run(self.meta_limiter, func, args, None)
+        return await self._run(self.meta_limiter, func, args, hold)
 
     async def _run(self, limiter: trio.CapacityLimiter, func: Callable[..., T],
                    args: tuple[object, ...], hold: str | None) -> T:
@@ -226,6 +230,45 @@ class SlowWork:
                 union.merged(node)
             else:
                 union.install_view(node, listings, lower_paths)
+
+    async def child_view(self, parent: Node, name: bytes) -> ChildView | None:
+        """Before a lookup of ``parent/name``: when it is a directory whose merged view is
+        not built, read its layers in a worker thread (a cold directory waits for the disk
+        there, twice per layer: its inode, then its entries), so that the lookup's own lstat
+        finds the inode cached and :meth:`install_child` gives the node its view without
+        another read. None when there is nothing to read (the view is built, not a
+        directory, or a redirect is known: paths through redirects are found on the trio
+        thread)."""
+        union = self.union
+        entry = union.merged(parent).get(name)
+        if entry is None or not entry.is_dir or union.has_redirects:
+            return None
+        known = parent.children.get(name)
+        if known is not None and known.merged is not None:
+            return None
+        ahead = await self.ahead.take(parent, name)
+        if ahead is not None:
+            return ahead
+        probe = Node(0, parent, name, True)  # transient: only for its paths in the layers
+        path = probe.path()
+        candidates = entry.dir_layers
+        listings, lower_paths = await self.run_meta(union.read_listings, probe, candidates,
+                                                    hold="view")
+        return ChildView(entry, path, candidates, listings, lower_paths)
+
+    def install_child(self, node: Node, view: ChildView) -> None:
+        """Give directory ``node`` (just looked up) the view :meth:`child_view` read, unless
+        the directory changed meanwhile (moved, copied up, replaced: then it is read again
+        when needed) or the listing met a redirect."""
+        union = self.union
+        parent = node.parent
+        if (node.merged is None and node.is_dir and parent is not None
+                and not view.lower_paths and not union.has_redirects
+                and union.merged(parent).get(node.name) is view.entry
+                and view.entry.dir_layers == view.candidates and node.path() == view.path):
+            if view.read_ahead:
+                union.counters.views_from_read_ahead += 1
+            union.install_view(node, view.listings, view.lower_paths)
 
     async def stat_entries(self, node: Node, names: list[bytes] | None = None) -> None:
         """Before a listing of directory ``node`` answers with every entry's attributes

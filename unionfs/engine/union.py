@@ -104,6 +104,9 @@ class Union:
         self.table = NodeTable(root)
         self.root = root
         self.counters = EngineCounters()  # for `unionfs watch` (read by the FUSE adapter)
+        # Directories read ahead of their lookup, by (parent node id, name): entries of
+        # unionfs.engine.ahead, dropped when the directory's view is built by any path.
+        self.read_ahead: dict[tuple[int, bytes], object] = {}
         # True: every upper directory holding an entry with an origin is marked impure
         # (layers/ondisk.py), so an unmarked one needs no origin read per entry.
         self.impure_kept = self._keep_impure_markers() if self.writable else False
@@ -231,6 +234,8 @@ class Union:
     def install_view(self, node: Node, listings: list[tuple[int, LayerListing]],
                      lower_paths: dict[int, bytes]) -> dict[bytes, Entry]:
         """Make ``listings`` (from :meth:`read_listings`) the merged view of ``node``."""
+        if node.parent is not None and self.read_ahead:
+            self.read_ahead.pop((node.parent.id, node.name), None)
         node.lower_paths = lower_paths or None
         node.layers = tuple(index for index, _ in listings)
         node.impure = next((listing.impure for index, listing in listings if index == 0), None)
@@ -508,6 +513,7 @@ class Union:
         for index, layer in enumerate(self.layers):
             layer.index = index
         copier.upper = new
+        self.read_ahead.clear()  # read with the old layer numbers
         for node in self.table.nodes.values():
             node.merged = None
             node.layers = None

@@ -165,7 +165,9 @@ class Metrics:
             "cache": {"lookups": self.lookups, "lookups_from_view": self.lookups_from_view,
                       "negative_entries": self.negative, "readdirs": self.readdirs,
                       "readdirs_from_view": self.readdirs_from_view,
-                      "views_built": engine.views_built},
+                      "views_built": engine.views_built,
+                      "views_read_ahead": engine.views_read_ahead,
+                      "views_from_read_ahead": engine.views_from_read_ahead},
             "threads": {**engine.threads()._asdict(), "requests_in_flight": self.in_flight},
             "slowest": self.slowest.snapshot(),
         }

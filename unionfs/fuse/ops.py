@@ -121,7 +121,24 @@ class DirHandle:
 # padded to 8 bytes.
 _DIRENT = struct.Struct("<QQII")
 _PADDING = [b"\0" * ((8 - n % 8) % 8) for n in range(8)]
-FIRST_PLUS = 16  # entries of a listing's first READDIRPLUS once plain READDIR is served
+FIRST_PLUS = 16  # entries of a listing's first READDIRPLUS once plain READDIR is served, at most
+
+
+def _first_plus_end(entries: list[tuple[bytes, Any]], most: int) -> int:
+    """Where the first READDIRPLUS answer of a listing ends (see :data:`FIRST_PLUS`).
+
+    The kernel asks for attributes at the start of every listing, whether the caller wants
+    them or not. The answer carries "." and "..", then entries up to the first name not
+    starting with a dot: a caller that stats what it reads (ls -l skips hidden names) stats
+    that one, the kernel sees it (its dentry came with attributes) and asks READDIRPLUS
+    for the rest of the listing; a caller that only reads names (find) gets the rest by
+    plain READDIR, and pays one lstat per directory instead of one per entry."""
+    end = 2
+    while end < len(entries) and end < most:
+        end += 1
+        if not entries[end - 1][0].startswith(b"."):
+            break
+    return end
 
 
 @dataclass
@@ -243,9 +260,12 @@ class UnionOperations(pyfuse3.Operations):
             return self._entry(up, self.union.stat(up))
         if parent.merged is None:
             await self.slow.view(parent)
+        view = await self.slow.child_view(parent, name)
         found = self.union.lookup(parent, name)
         if found is None:
             return self._negative()
+        if view is not None:
+            self.slow.install_child(found[0], view)
         return self._entry(*found)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -288,6 +308,7 @@ class UnionOperations(pyfuse3.Operations):
             entries = handle.entries = [(b".", None), (b"..", None),
                                         *self.union.merged(parent).items()]
             handle.statted = 0
+            self.slow.ahead.start(parent)  # a walk looks its subdirectories up next
         return entries
 
     async def _stat_ahead(self, handle: DirHandle, entries: list[tuple[bytes, Any]],
@@ -311,11 +332,7 @@ class UnionOperations(pyfuse3.Operations):
         entries = await self._listing(handle, start_id)
         end = len(entries)
         if start_id == 0 and self.first_plus:
-            # The kernel asks for attributes at the start of every listing, whether the
-            # caller wants them or not: answer a few, so a caller that only reads names
-            # (find) goes on with plain READDIR, and one that stats them (ls -l) gets
-            # READDIRPLUS from the next chunk on (the kernel sees it use these).
-            end = min(end, self.first_plus)
+            end = _first_plus_end(entries, self.first_plus)
         await self._stat_ahead(handle, entries, start_id, end)
         for index in range(start_id, end):
             name, entry = entries[index]
@@ -334,6 +351,10 @@ class UnionOperations(pyfuse3.Operations):
             if found is None:  # removed since opendir
                 continue
             node, st = found
+            if node.is_dir and node.merged is None:  # its attributes need its view
+                view = self.slow.ahead.ready(parent, name)
+                if view is not None:
+                    self.slow.install_child(node, view)
             if not pyfuse3.readdir_reply(token, name, self._attrs(node, st), index + 1):
                 return
             node.lookups += 1

@@ -236,7 +236,9 @@ def _control_handler(config: ServerConfig, ops: UnionOperations,
                     "cached_dir_fds": sum(layer.cached_fds for layer in union.layers),
                     "threads": threading.active_count(), "slow_in_flight": ops.slow.in_flight,
                     "switch_interval": sys.getswitchinterval(),
-                    "entry_locks": len(ops.slow.entries)}
+                    "entry_locks": len(ops.slow.entries),
+                    "read_ahead": {"read": union.counters.views_read_ahead,
+                                   "used": union.counters.views_from_read_ahead}}
         if op in watch.CONTROL_OPS:  # metrics, faults
             return watch.control(ops, request)
         if op == "switch_upper":
