@@ -12,14 +12,12 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import signal
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Mounts, Stack
-from tests.integration.test_cli import wait_until
 from tests.integration.test_concurrency import (
     MODES,
     Hold,
@@ -27,6 +25,7 @@ from tests.integration.test_concurrency import (
     holding,
     many_held,
     others_answer,
+    sigterm_while_held,
     started,
     wait_until_held,
 )
@@ -154,10 +153,7 @@ def test_sigterm_during_a_cold_read_unmounts_cleanly(stack: StackFactory, mounts
     log_file = mounts.log_files[-1]
     with started(_direct_read(mnt / "big", 2, tmp_path / "part")) as reader:
         assert hold.wait_held() == "read"
-        os.kill(handle.pid, signal.SIGTERM)
-        assert wait_until(lambda: "signal 15: unmounting" in log_file.read_text())
-        hold.release()
-        assert handle.process.wait(30) == 0
+        sigterm_while_held(handle, log_file, hold)
         reader.wait(30)
     assert not is_mounted(mnt)
     assert "still in a read" not in log_file.read_text()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import Mounts, Stack
 from tests.integration.test_cli import wait_until
-from unionfs.api import is_mounted, server_stats
+from unionfs.api import MountHandle, is_mounted, server_stats
 from unionfs.engine.slow import META_THREADS, THREADS
 
 StackFactory = Callable[..., Stack]
@@ -254,6 +254,15 @@ def test_requests_complete_during_a_tree_copy_up(stack: StackFactory, mounts: Mo
     assert not (mnt / "tree").exists()
 
 
+def sigterm_while_held(handle: MountHandle, log_file: Path, hold: Hold) -> None:
+    """SIGTERM the server, release the held work once the server has taken the signal, and
+    check that the server then exits 0."""
+    os.kill(handle.pid, signal.SIGTERM)
+    assert wait_until(lambda: "signal 15: unmounting" in log_file.read_text())
+    hold.release()
+    assert handle.process.wait(30) == 0
+
+
 def test_sigterm_during_a_copy_up_unmounts_and_leaves_nothing(stack: StackFactory,
                                                               mounts: Mounts,
                                                               tmp_path: Path) -> None:
@@ -265,12 +274,9 @@ def test_sigterm_during_a_copy_up_unmounts_and_leaves_nothing(stack: StackFactor
     log_file = mounts.log_files[-1]
     with started(["sh", "-c", f"echo x >> {mnt / 'big'}"]) as writer:
         hold.wait_held()
-        os.kill(handle.pid, signal.SIGTERM)
         # Released once the server has taken the signal: the copy then goes on, sees the
         # stop at its first chunk and gives up.
-        assert wait_until(lambda: "signal 15: unmounting" in log_file.read_text())
-        hold.release()
-        assert handle.process.wait(30) == 0
+        sigterm_while_held(handle, log_file, hold)
         writer.wait(30)
     assert not is_mounted(mnt)
     assert not (st.upper / "big").exists()
