@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pagecache import drop_from_cache
 from unionfs.engine.readwait import INLINE_LIMIT_NS, ReadWait
 from unionfs.fuse import reads
 from unionfs.fuse.reads import MAX_READ, ReadServer
@@ -58,8 +59,7 @@ def file(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _drop(fd: int) -> None:
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    drop_from_cache(fd, SIZE)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ read never waits on the trio thread (unionfs.engine.readwait)."""
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,6 +27,7 @@ from tests.integration.test_concurrency import (
     started,
     wait_until_held,
 )
+from tests.pagecache import drop_from_cache
 from unionfs.api import is_mounted, server_stats
 
 MIB = 1 << 20
@@ -41,42 +40,12 @@ def _stack_with_cold_file(stack: StackFactory) -> tuple[Stack, bytes]:
     spec: dict[str, object] = {"big": data, "tree/a": "a", "tree/sub/b": "b"}
     spec.update({f"other/f{i}": f"{i}" for i in range(100)})
     st = stack(spec)
-    _drop_from_cache(st.lowers[0] / "big")
-    return st, data
-
-
-def _drop_from_cache(path: Path) -> None:
-    """Drop the file's pages from the page cache, and check (mincore) that they are gone:
-    a read the cache could answer would never reach a thread, and the test would wait for
-    a hold that never comes."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(st.lowers[0] / "big", os.O_RDONLY)
     try:
-        os.fsync(fd)
-        for _ in range(5):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            if not _resident_pages(fd):
-                return
-        raise AssertionError(f"{path}: pages stay in the page cache")
+        drop_from_cache(fd, SIZE)
     finally:
         os.close(fd)
-
-
-def _resident_pages(fd: int) -> int:
-    """How many pages of the file's first SIZE bytes are in the page cache (mincore)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    address = libc.mmap(None, SIZE, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-    try:
-        vector = ctypes.create_string_buffer(SIZE // mmap.PAGESIZE)
-        assert libc.mincore(address, SIZE, vector) == 0, os.strerror(ctypes.get_errno())
-        return sum(byte & 1 for byte in vector.raw)
-    finally:
-        libc.munmap(address, SIZE)
+    return st, data
 
 
 def _direct_read(source: Path, mib: int, out: Path) -> list[str]:
