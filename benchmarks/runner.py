@@ -3,7 +3,8 @@
 For each round, for each workload, every target in turn (the order rotates each round so a
 slow moment of the machine is spread over all targets): fresh upper and work directories,
 mount, drop the caches, time the command cold, time it again warm where that makes sense,
-read the server's peak RSS, unmount, delete the scratch. A target that cannot mount is
+read the server's peak RSS, unmount, retire the scratch (deleted at the end of the run, so
+that no cell creates files right after another cell's mass deletion). A target that cannot mount is
 reported as failed for the rest of the run instead of stopping it.
 """
 
@@ -25,10 +26,13 @@ from unionfs.benchmarks.system import (
     drop_caches,
     one_line,
     remove_tree,
+    retire_tree,
     unmount_all_under,
 )
 from unionfs.benchmarks.targets import Layout, Mounted, Target
 from unionfs.benchmarks.workloads import Command, Context, NotAvailable, Workload
+
+RETIRED = ".retired"  # below the scratch: finished cells, deleted at the end of the run
 
 
 @dataclass
@@ -137,7 +141,7 @@ class Runner:
             return failed(f"failed: {exc}")
         finally:
             unmount_all_under(cell)
-            remove_tree(cell)
+            retire_tree(cell, self.config.scratch / RETIRED)
 
     def _context(self, target: Target, path: Path, upper: Path, private: Path) -> Context:
         return Context(sizes=self.config.sizes, data=self.config.data, path=path, upper=upper,

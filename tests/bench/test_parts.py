@@ -12,7 +12,7 @@ from unionfs.benchmarks.concurrent import PROBE_EVERY_LS, cold_probes
 from unionfs.benchmarks.data import tree_files
 from unionfs.benchmarks.profiles import FULL, TINY
 from unionfs.benchmarks.runner import Sample, rotated
-from unionfs.benchmarks.system import BenchError, merge_trees
+from unionfs.benchmarks.system import BIG_FILE, BenchError, merge_trees, retire_tree
 from unionfs.benchmarks.targets import BUILTIN
 from unionfs.benchmarks.workloads import BY_NAME
 
@@ -71,6 +71,23 @@ def test_merge_trees_upper_names_win(tmp_path: Path) -> None:
     assert (out / "d" / "a").read_text() == "upper"
     assert (out / "d" / "b").read_text() == "lower"
     assert (out / "d" / "b").stat().st_ino == (lower / "d" / "b").stat().st_ino
+
+
+def test_retired_cells_keep_small_files_until_the_end(tmp_path: Path) -> None:
+    trash = tmp_path / "trash"
+    for _ in range(2):
+        cell = tmp_path / "cell"
+        (cell / "d").mkdir(parents=True)
+        (cell / "d" / "small").write_text("x")
+        with (cell / "big").open("wb") as big:
+            big.truncate(BIG_FILE)
+        retire_tree(cell, trash)
+        assert not cell.exists()
+    kept = sorted(trash.iterdir())
+    assert [p.name for p in kept] == ["cell-0", "cell-1"]
+    for old in kept:
+        assert (old / "d" / "small").read_text() == "x"
+        assert not (old / "big").exists()
 
 
 def test_verification_catches_skipped_work(tmp_path: Path) -> None:
