@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from unionfs.benchmarks import report
 from unionfs.benchmarks.cli import parse_templates
 from unionfs.benchmarks.concurrent import PROBE_EVERY_LS, cold_probes
-from unionfs.benchmarks.data import tree_files
+from unionfs.benchmarks.data import _make_src, tree_files
 from unionfs.benchmarks.profiles import FULL, TINY
 from unionfs.benchmarks.runner import Sample, rotated
 from unionfs.benchmarks.system import BIG_FILE, BenchError, merge_trees, retire_tree
@@ -122,3 +124,18 @@ def test_latency_probes_are_all_cold() -> None:
             statted.add(path)
     assert len(listed) == FULL.tree_dirs
     assert 900 < len(probes) < 1100  # each lists or stats something not seen before
+
+
+def test_git_index_of_src_is_not_racy(tmp_path: Path) -> None:
+    """No module of the src repository shares its second with the index (git would read
+    those files again in every `git status`: "racily clean"), and the tree is clean."""
+    _make_src(tmp_path, TINY)
+    repo = tmp_path / "src"
+    index = int((repo / ".git" / "index").stat().st_mtime)
+    modules = list((repo / "pkg").iterdir())
+    assert len(modules) == TINY.src_modules + 1
+    assert all(int(p.stat().st_mtime) < index for p in modules)
+    env = {**os.environ, "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == ""
