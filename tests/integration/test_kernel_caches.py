@@ -32,8 +32,7 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
     assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
                                                    "cache_symlinks", "lean_wait",
                                                    "parallel_dirops", "readdir_names",
-                                                   "getxattr_known", "lseek", "reads",
-                                                   "times_flushed"}
+                                                   "getxattr_known", "lseek", "reads"}
 
 
 def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:
@@ -129,33 +128,6 @@ def test_xattrs_known_absent_are_answered_at_once_and_stay_right(stack: StackFac
     os.setxattr(mnt / "bare", "user.new", b"w")
     assert os.getxattr(mnt / "bare", "user.new") == b"w"
     assert os.listxattr(mnt / "bare") == ["user.new"]
-
-
-@pytest.mark.parametrize("extra", [pytest.param([], id="extensions"),
-                                   pytest.param(["no_extensions"], id="plain")])
-def test_ctime_flush_of_unlinked_files_is_answered(stack: StackFactory, mounts: Mounts,
-                                                    extra: list[str]) -> None:
-    """The kernel sends a SETATTR of the times after each unlink of a regular file (its
-    writeback cache flushing the new ctime): answered without a change on the fast path
-    (counted), while a file unlinked but still open keeps getting its times set for real."""
-    st = stack({f"d/f{i}": "x" for i in range(20)} | {"kept": "k"})
-    mnt = mounts.unionfs(st, extra=extra)
-    (mnt / "d/new").write_text("n")  # an upper file too
-    before = requests(mnt, "setattr")
-    for name in [f"f{i}" for i in range(20)] + ["new"]:
-        os.unlink(mnt / "d" / name)
-    assert requests(mnt, "setattr") >= before + 21
-    assert os.listdir(mnt / "d") == []
-    assert not (st.upper / "d/new").exists()
-    fd = os.open(mnt / "kept", os.O_RDWR)
-    try:
-        os.unlink(mnt / "kept")
-        os.utime(fd, ns=(1_000_000_000, 2_000_000_000))
-        assert os.fstat(fd).st_mtime_ns == 2_000_000_000
-        assert os.read(fd, 10) == b"k"
-    finally:
-        os.close(fd)
-    assert not (mnt / "kept").exists()
 
 
 def test_forgotten_inodes_are_freed(stack: StackFactory, mounts: Mounts) -> None:

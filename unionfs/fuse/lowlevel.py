@@ -61,7 +61,6 @@ import ctypes
 import errno
 import logging
 import os
-import platform
 import select
 import time
 from collections.abc import Callable, Coroutine
@@ -79,7 +78,6 @@ T = TypeVar("T")
 
 # Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
 SLOT_INIT = 0
-SLOT_SETATTR = 5
 SLOT_READ = 15
 SLOT_GETXATTR = 26
 SLOT_OPENDIR = 20
@@ -129,35 +127,8 @@ _READ = _READDIR  # (req, ino, size, off, fi), as readdir's
 _READ_CALL = ctypes.PYFUNCTYPE(None, *_READDIR_ARGS)
 _LSEEK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
                           ctypes.c_int, ctypes.c_void_p)
-_SETATTR_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_int,
-                 ctypes.c_void_p)
-_SETATTR = ctypes.CFUNCTYPE(None, *_SETATTR_ARGS)
-_SETATTR_CALL = ctypes.PYFUNCTYPE(None, *_SETATTR_ARGS)
-# libfuse's to_set bits (FUSE_SET_ATTR_*) that change more than the times: mode, uid, gid,
-# size, and KILL_SUIDGID (1 << 11).
-_SET_ATTR_NOT_TIMES = 0b1111 | 1 << 11
-_STAT_SIZE = 144  # sizeof(struct stat) on x86_64
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
 _DECREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythonapi))
-
-class _Stat(ctypes.Structure):
-    """struct stat of x86_64 Linux (the only layout :func:`_times_flushed` replies with)."""
-
-    _fields_ = [("st_dev", ctypes.c_uint64), ("st_ino", ctypes.c_uint64),
-                ("st_nlink", ctypes.c_uint64), ("st_mode", ctypes.c_uint32),
-                ("st_uid", ctypes.c_uint32), ("st_gid", ctypes.c_uint32),
-                ("pad0", ctypes.c_int32), ("st_rdev", ctypes.c_uint64),
-                ("st_size", ctypes.c_int64), ("st_blksize", ctypes.c_int64),
-                ("st_blocks", ctypes.c_int64),
-                ("st_atime", ctypes.c_int64), ("st_atime_nsec", ctypes.c_int64),
-                ("st_mtime", ctypes.c_int64), ("st_mtime_nsec", ctypes.c_int64),
-                ("st_ctime", ctypes.c_int64), ("st_ctime_nsec", ctypes.c_int64),
-                ("reserved", ctypes.c_int64 * 3)]
-
-
-TimesFlushed = Callable[[int], "pyfuse3.EntryAttributes | None"]
-"""(inode) -> the attributes to reply to a SETATTR of the times only, when the answer needs
-no I/O (the kernel's ctime flush of a file just unlinked), else None; must not raise."""
 
 FallocateHandler = Callable[[int, int, int, int], int]
 """(fh, mode, offset, length) -> 0 or a positive errno; must not raise."""
@@ -203,8 +174,8 @@ class Installed:
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
             readdir_names: ReaddirNames | None = None,
             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-            lseek: Lseek | None = None, reads: ReadSource | None = None,
-            times_flushed: TimesFlushed | None = None) -> Installed | None:
+            lseek: Lseek | None = None, reads: ReadSource | None = None
+            ) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
     ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
@@ -212,9 +183,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
     with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once;
     with ``lseek``, SEEK_DATA/SEEK_HOLE (left out, with a warning, when its slot or
     ``fuse_reply_lseek`` cannot be checked; the rest is installed all the same); with
-    ``reads``, READ served by a :class:`ReadServer` (reader threads that reply themselves);
-    with ``times_flushed``, a SETATTR of the times only that it answers is replied at once
-    (x86_64 only: the struct stat replied is that layout's).
+    ``reads``, READ served by a :class:`ReadServer` (reader threads that reply themselves).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -224,7 +193,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         table = _Table.locate()
         libfuse = _libfuse()
         installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead,
-                             xattr_absent, lseek, reads, times_flushed)
+                             xattr_absent, lseek, reads)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -260,8 +229,7 @@ def _libfuse() -> ctypes.CDLL:
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
              poll_us: int, readdir_names: ReaddirNames | None = None,
              max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-             lseek: Lseek | None = None, reads: ReadSource | None = None,
-             times_flushed: TimesFlushed | None = None) -> Installed:
+             lseek: Lseek | None = None, reads: ReadSource | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -299,16 +267,6 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
             callbacks.append(_LSEEK(_submitting("lseek", lseek, submit, reply_lseek,
                                                 reply_err)))
             features = (*features, "lseek")
-    if times_flushed is not None and platform.machine() == "x86_64" and (
-            ctypes.sizeof(_Stat) == _STAT_SIZE):
-        reply_attr = libfuse.fuse_reply_attr
-        reply_attr.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double]
-        reply_attr.restype = ctypes.c_int
-        original_setattr = _SETATTR_CALL(table.session_slot(SLOT_SETATTR))
-        slots.append(SLOT_SETATTR)
-        callbacks.append(_SETATTR(_times_flushed(original_setattr, times_flushed,
-                                                 reply_attr)))
-        features = (*features, "times_flushed")
     server = None
     if reads is not None:
         reply_at = libfuse["fuse_reply_buf"]  # its own function object: (req, address, size)
@@ -559,37 +517,6 @@ def _getxattr_known(original: Callable[[int, int, int, int], None], absent: Xatt
     return getxattr
 
 
-def _times_flushed(original: Callable[[int, int, int, int, int], None],
-                   answer: TimesFlushed, reply_attr: Callable[[int, int, float], int]
-                   ) -> Callable[..., None]:
-    """setattr: the attributes at once where ``answer`` knows them (the SETATTR of the times
-    the kernel sends after each unlink of a file), else pyfuse3's own handler."""
-    def setattr_(req: int, ino: int, attr: int, to_set: int, fi: int) -> None:
-        st, timeout = None, 0.0
-        try:
-            attrs = None if to_set & _SET_ATTR_NOT_TIMES else answer(ino)
-            if attrs is not None:
-                st, timeout = _stat_of(attrs), attrs.attr_timeout
-        except BaseException:  # a callback must never unwind into libfuse
-            log.exception("setattr check failed unexpectedly")
-        if st is None:
-            original(req, ino, attr, to_set, fi)
-        else:
-            reply_attr(req, ctypes.addressof(st), timeout)
-
-    return setattr_
-
-
-def _stat_of(attrs: pyfuse3.EntryAttributes) -> _Stat:
-    st = _Stat(st_ino=attrs.st_ino, st_nlink=attrs.st_nlink, st_mode=attrs.st_mode,
-               st_uid=attrs.st_uid, st_gid=attrs.st_gid, st_rdev=attrs.st_rdev,
-               st_size=attrs.st_size, st_blksize=attrs.st_blksize, st_blocks=attrs.st_blocks)
-    st.st_atime, st.st_atime_nsec = divmod(attrs.st_atime_ns, 10**9)
-    st.st_mtime, st.st_mtime_nsec = divmod(attrs.st_mtime_ns, 10**9)
-    st.st_ctime, st.st_ctime_nsec = divmod(attrs.st_ctime_ns, 10**9)
-    return st
-
-
 def _read_served(original: Callable[[int, int, int, int, int], None], server: ReadServer,
                  reply_err: Callable[[int, int], int]) -> Callable[..., None]:
     """read: served by ``server`` (which replies, now or from a reader thread), or by
@@ -649,7 +576,6 @@ class _Table:
             SLOT_READDIRPLUS: symbols.address("__pyx_f_7pyfuse3_fuse_readdirplus"),
             SLOT_GETXATTR: symbols.address("__pyx_f_7pyfuse3_fuse_getxattr"),
             SLOT_READ: symbols.address("__pyx_f_7pyfuse3_fuse_read"),
-            SLOT_SETATTR: symbols.address("__pyx_f_7pyfuse3_fuse_setattr"),
             SLOT_READDIR: None, SLOT_FLOCK: None, SLOT_FALLOCATE: None,
         }
         for slot, address in expected.items():

@@ -423,20 +423,6 @@ class UnionOperations(pyfuse3.Operations):
         self.requests["getxattr"] += 1
         return True
 
-    def times_flushed(self, inode: int) -> pyfuse3.EntryAttributes | None:
-        """setattr's fast path (fuse/lowlevel.py) for a SETATTR of the times only: the
-        attributes of an unlinked, closed node without a kept fd (the kernel flushing the
-        ctime of each file it unlinked), as :meth:`setattr` answers it (no change, no I/O);
-        None for anything else or while requests are watched. Never raises."""
-        if self.watch is not None:
-            return None
-        node = self.union.table.nodes.get(inode)
-        if (node is None or node.parent is not None or node is self.union.root
-                or node.handles or node.orphan_fd is not None or node.last_stat is None):
-            return None
-        self.requests["setattr"] += 1
-        return self._attrs(node, node.last_stat)
-
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         return self.union.listxattr(self._node(inode))

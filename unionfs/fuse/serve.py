@@ -166,7 +166,6 @@ def _install_extensions(config: ServerConfig, ops: UnionOperations
                                   max_readahead=readahead.READ_AHEAD_KB << 10,
                                   xattr_absent=ops.xattr_known_absent,
                                   lseek=ops.lseek,
-                                  times_flushed=ops.times_flushed,
                                   reads=ReadSource(ops.read_fd, ops.slow.read_wait,
                                                    functools.partial(ops.slow.hold, "read")))
     if extensions is not None:
