@@ -139,3 +139,6 @@ def test_git_index_of_src_is_not_racy(tmp_path: Path) -> None:
     out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], env=env,
                          capture_output=True, text=True, check=True).stdout
     assert out == ""
+    trust = subprocess.run(["git", "-C", str(repo), "config", "core.trustctime"], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert trust.strip() == "false"  # the native target's hard links change ctimes
