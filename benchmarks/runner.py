@@ -4,8 +4,8 @@ For each round, for each workload, every target in turn (the order rotates each 
 slow moment of the machine is spread over all targets): fresh upper and work directories,
 mount, drop the caches, time the command cold, time it again warm where that makes sense,
 read the server's peak RSS, unmount, retire the scratch (deleted at the end of the run, so
-that no cell creates files right after another cell's mass deletion). A target that cannot mount is
-reported as failed for the rest of the run instead of stopping it.
+that no cell creates files right after another cell's mass deletion). A target that cannot
+mount is reported as failed for the rest of the run instead of stopping it.
 """
 
 from __future__ import annotations
