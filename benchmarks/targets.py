@@ -131,10 +131,14 @@ class KernelOverlayRedirect(KernelOverlay):
 
 
 def start_mount_process(argv: list[str], layout: Layout) -> subprocess.Popen[bytes]:
-    """Start a mount command logging to the layout's log; return once the mount is live."""
+    """Start a mount command logging to the layout's log; return once the mount is live.
+
+    It runs in ``/``: ``python -m unionfs`` imports from its working directory first, so a
+    template that points PYTHONPATH at a frozen copy would otherwise serve the checkout
+    the benchmark was started from (every layout path is absolute)."""
     with open(layout.log, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True, cwd="/")
     try:
         wait_mounted(layout.mnt, proc, MOUNT_TIMEOUT, layout.log)
     except BaseException:
