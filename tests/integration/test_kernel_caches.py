@@ -32,7 +32,8 @@ def test_extensions_are_installed(stack: StackFactory, mounts: Mounts) -> None:
     assert set(server_stats(mnt)["features"]) == {"fallocate", "cache_readdir",
                                                    "cache_symlinks", "lean_wait",
                                                    "parallel_dirops", "readdir_names",
-                                                   "getxattr_known", "lseek", "reads"}
+                                                   "getxattr_known", "lseek", "reads",
+                                                   "writes"}
 
 
 def test_without_polling(stack: StackFactory, mounts: Mounts) -> None:

@@ -26,7 +26,10 @@ blocks on a lock it calls ``before_wait`` (the request loop's hand-off: another 
 on reading requests), so a request that waits never stalls the others.
 
 The reader threads of :mod:`unionfs.fuse.reads` take none of these locks: they change
-nothing, they only read an open handle's fd and reply to the kernel.
+nothing, they only read an open handle's fd and reply to the kernel. The writer threads of
+:mod:`unionfs.fuse.writes` take none either: the trio thread takes the gate for each write
+it hands them (:meth:`Gate.share_now`, which never waits) and releases it when the thread
+hands the write back, answered (:meth:`Gate.unshare`, on the trio thread).
 """
 
 from __future__ import annotations
@@ -62,9 +65,27 @@ class Gate:
         try:
             yield
         finally:
-            self.sharers -= 1
-            if not self.sharers and self._drained is not None:
-                self._drained.set()
+            self.unshare()
+
+    @property
+    def switch_pending(self) -> bool:
+        """A switch waits for the sharers (or runs): new sharers wait."""
+        return self._reopened is not None
+
+    def share_now(self) -> bool:
+        """Take it shared without waiting, if no switch is pending (then True: the caller
+        must :meth:`unshare` later, on the trio thread). For work handed to a thread that
+        ends outside any task (the WRITE slot's writer threads)."""
+        if self._reopened is not None:
+            return False
+        self.sharers += 1
+        return True
+
+    def unshare(self) -> None:
+        """Leave a shared hold (from :meth:`share_now`, or at the end of :meth:`shared`)."""
+        self.sharers -= 1
+        if not self.sharers and self._drained is not None:
+            self._drained.set()
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:

@@ -24,7 +24,12 @@ session at ``pyfuse3.init``. What the union needs and pyfuse3's table lacks:
 * ``read`` (FUSE_READ): served by :class:`unionfs.fuse.reads.ReadServer` in the callback,
   from the page cache at once, and by its reader threads (which reply themselves, the GIL
   released) where the disk must be waited for; pyfuse3's own handler serves what it gives
-  back (while requests are watched, a handle it does not know, a READ over 1 MiB).
+  back (while requests are watched, a handle it does not know, a READ over 1 MiB);
+* ``write_buf`` (FUSE_WRITE; libfuse calls it rather than ``write`` when it is set, as
+  pyfuse3 sets both): served by :class:`unionfs.fuse.writes.WriteServer`, which copies the
+  data once and writes it on the trio thread or in its writer threads (which reply
+  themselves); pyfuse3's own handler serves what it gives back, and a buffer that is not in
+  memory (spliced from a pipe: never, as our init drops ``FUSE_CAP_SPLICE_READ``).
 
 It also replaces pyfuse3's wait for the next request (:func:`_lean_wait`): pyfuse3 takes a
 trio lock and parks in epoll before every request, which costs more than most of our handlers.
@@ -72,6 +77,7 @@ import trio
 
 from unionfs.fuse import handshake
 from unionfs.fuse.reads import ReadServer, ReadSource
+from unionfs.fuse.writes import WriteServer, WriteSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +85,7 @@ T = TypeVar("T")
 # Slots of struct fuse_lowlevel_ops (libfuse 3 ABI: fields are only ever appended).
 SLOT_INIT = 0
 SLOT_READ = 15
+SLOT_WRITE_BUF = 36
 SLOT_GETXATTR = 26
 SLOT_OPENDIR = 20
 SLOT_READDIR = 21
@@ -96,6 +103,7 @@ _FI_BITS_OFFSET = 4
 _FI_KEEP_CACHE = 1 << 2
 _FI_CACHE_READDIR = 1 << 6
 _FI_FH_OFFSET = 16
+_FUSE_BUF_IS_FD = 1 << 1  # enum fuse_buf_flags: the buffer is a file descriptor
 # struct fuse_conn_info: proto_major, proto_minor, max_write, max_read, max_readahead,
 # capable, want (unsigned each).
 _CONN_MAX_READAHEAD = 4
@@ -125,6 +133,11 @@ _GETXATTR = ctypes.CFUNCTYPE(None, *_GETXATTR_ARGS)
 _GETXATTR_CALL = ctypes.PYFUNCTYPE(None, *_GETXATTR_ARGS)
 _READ = _READDIR  # (req, ino, size, off, fi), as readdir's
 _READ_CALL = ctypes.PYFUNCTYPE(None, *_READDIR_ARGS)
+# write_buf(req, ino, struct fuse_bufvec *bufv, off, fi)
+_WRITE_BUF_ARGS = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_void_p)
+_WRITE_BUF = ctypes.CFUNCTYPE(None, *_WRITE_BUF_ARGS)
+_WRITE_BUF_CALL = ctypes.PYFUNCTYPE(None, *_WRITE_BUF_ARGS)
 _LSEEK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
                           ctypes.c_int, ctypes.c_void_p)
 _INCREF = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
@@ -159,6 +172,7 @@ class Installed:
     features: tuple[str, ...] = ("fallocate", "cache_readdir", "cache_symlinks", "lean_wait")
     workers: int = WORKERS
     reads: ReadServer | None = None
+    writes: WriteServer | None = None
 
     def hand_off(self) -> None:
         """The calling request is about to wait: another worker task reads requests."""
@@ -169,13 +183,15 @@ class Installed:
         threads (they reply through the session)."""
         if self.reads is not None:
             self.reads.close()
+        if self.writes is not None:
+            self.writes.close()
 
 
 def install(fallocate: FallocateHandler, *, poll_us: int = 0,
             readdir_names: ReaddirNames | None = None,
             max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-            lseek: Lseek | None = None, reads: ReadSource | None = None
-            ) -> Installed | None:
+            lseek: Lseek | None = None, reads: ReadSource | None = None,
+            writes: WriteSource | None = None) -> Installed | None:
     """Add fallocate, cached directory listings and symlinks, and the lean request wait
     (polling ``poll_us`` microseconds before it sleeps) to the live session; with
     ``readdir_names``, plain READDIR; with ``max_readahead``, that read-ahead window in
@@ -183,7 +199,8 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
     with ``xattr_absent``, a getxattr it knows the answer of is answered ENODATA at once;
     with ``lseek``, SEEK_DATA/SEEK_HOLE (left out, with a warning, when its slot or
     ``fuse_reply_lseek`` cannot be checked; the rest is installed all the same); with
-    ``reads``, READ served by a :class:`ReadServer` (reader threads that reply themselves).
+    ``reads``, READ served by a :class:`ReadServer` (reader threads that reply themselves);
+    with ``writes``, WRITE served by a :class:`WriteServer` (the same, for writes).
 
     Call after ``pyfuse3.init`` and before ``pyfuse3.main``. Returns None (after logging
     why) when this pyfuse3/libfuse build cannot be extended safely; nothing is changed then.
@@ -193,7 +210,7 @@ def install(fallocate: FallocateHandler, *, poll_us: int = 0,
         table = _Table.locate()
         libfuse = _libfuse()
         installed = _install(table, libfuse, fallocate, poll_us, readdir_names, max_readahead,
-                             xattr_absent, lseek, reads)
+                             xattr_absent, lseek, reads, writes)
     except (Unsupported, OSError, AttributeError, ValueError, AssertionError) as exc:
         log.warning("running without fallocate and cached directory listings: %s", exc)
         return None
@@ -229,7 +246,8 @@ def _libfuse() -> ctypes.CDLL:
 def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
              poll_us: int, readdir_names: ReaddirNames | None = None,
              max_readahead: int = 0, xattr_absent: XattrAbsent | None = None,
-             lseek: Lseek | None = None, reads: ReadSource | None = None) -> Installed:
+             lseek: Lseek | None = None, reads: ReadSource | None = None,
+             writes: WriteSource | None = None) -> Installed:
     reply_err = libfuse.fuse_reply_err
     reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reply_err.restype = ctypes.c_int
@@ -277,6 +295,16 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
         slots.append(SLOT_READ)
         callbacks.append(_READ(_read_served(original_read, server, reply_err)))
         features = (*features, "reads")
+    writer = None
+    if writes is not None:
+        reply_write = libfuse.fuse_reply_write
+        reply_write.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        reply_write.restype = ctypes.c_int
+        original_write = _WRITE_BUF_CALL(table.session_slot(SLOT_WRITE_BUF))
+        writer = WriteServer(writes, reply_write, reply_err)
+        slots.append(SLOT_WRITE_BUF)
+        callbacks.append(_WRITE_BUF(_write_served(original_write, writer, reply_err)))
+        features = (*features, "writes")
     addresses = [ctypes.cast(callback, ctypes.c_void_p).value or 0 for callback in callbacks]
     # Everything that can fail has been done: from here on, only writes.
     for slot, address in zip(slots, addresses, strict=True):
@@ -284,7 +312,9 @@ def _install(table: _Table, libfuse: ctypes.CDLL, fallocate: FallocateHandler,
     setattr(pyfuse3, "_wait_fuse_readable", wait)  # noqa: B010 (not declared by pyfuse3)
     if server is not None:
         server.start()
-    return Installed(callbacks, readers, features, reads=server)
+    if writer is not None:
+        writer.start()
+    return Installed(callbacks, readers, features, reads=server, writes=writer)
 
 
 def _reply_lseek(libfuse: ctypes.CDLL, table: _Table) -> Callable[[int, int], int] | None:
@@ -535,6 +565,36 @@ def _read_served(original: Callable[[int, int, int, int, int], None], server: Re
     return read
 
 
+def _write_served(original: Callable[[int, int, int, int, int], None], server: WriteServer,
+                  reply_err: Callable[[int, int], int]) -> Callable[..., None]:
+    """write_buf: served by ``server`` where the data is one buffer in memory (the only kind
+    without splicing), else (or where the server gives it back) by pyfuse3's handler."""
+    def write_buf(req: int, ino: int, bufv: int, off: int, fi: int) -> None:
+        try:
+            data = _in_memory(bufv)
+            taken = data is not None and server(
+                req, ctypes.c_uint64.from_address(fi + _FI_FH_OFFSET).value, data[0],
+                data[1], off)
+        except BaseException:  # a callback must never unwind into libfuse
+            log.exception("write failed unexpectedly; returning EIO")
+            reply_err(req, errno.EIO)
+            return
+        if not taken:
+            original(req, ino, bufv, off, fi)
+
+    return write_buf
+
+
+def _in_memory(bufv: int) -> tuple[int, int] | None:
+    """(address, size) of the data of a ``struct fuse_bufvec`` that is one buffer in memory;
+    None otherwise. The vector: count, idx, off (size_t each), then ``struct fuse_buf``:
+    size (size_t), flags (enum, padded), mem (pointer), fd, pos."""
+    count, index, skip, size, flags, mem = (ctypes.c_size_t * 6).from_address(bufv)
+    if count != 1 or index != 0 or flags & _FUSE_BUF_IS_FD or not mem or skip > size:
+        return None
+    return mem + skip, size - skip
+
+
 def _fallocate_replying(handler: FallocateHandler,
                         reply_err: Callable[[int, int], int]) -> Callable[..., None]:
     def fallocate(req: int, ino: int, mode: int, offset: int, length: int, fi: int) -> None:
@@ -576,6 +636,7 @@ class _Table:
             SLOT_READDIRPLUS: symbols.address("__pyx_f_7pyfuse3_fuse_readdirplus"),
             SLOT_GETXATTR: symbols.address("__pyx_f_7pyfuse3_fuse_getxattr"),
             SLOT_READ: symbols.address("__pyx_f_7pyfuse3_fuse_read"),
+            SLOT_WRITE_BUF: symbols.address("__pyx_f_7pyfuse3_fuse_write_buf"),
             SLOT_READDIR: None, SLOT_FLOCK: None, SLOT_FALLOCATE: None,
         }
         for slot, address in expected.items():

@@ -26,6 +26,8 @@ from unionfs.engine.dirents import DT_DIR, NameLister, dot_number
 from unionfs.engine.nodes import Node
 from unionfs.engine.slow import SlowWork
 from unionfs.engine.union import Union
+from unionfs.fuse.writes import Route
+from unionfs.layers.pacing import WritebackPacer
 from unionfs.layers.syscalls import RENAME_EXCHANGE, fallocate, proc_path
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,17 @@ _OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | _FMODE_EXEC | os.O_DIRECT
 # (dirty page limits), so its large writes go to a worker thread.
 STREAMING = 16 << 20
 LARGE_WRITE = 64 << 10
+
+
+def write_whole(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """pwrite all of ``data``, or raise the error that stopped it (a full disk: ENOSPC). The
+    kernel turns a short WRITE reply into EIO for the caller, where the upper itself would
+    have given ENOSPC at the next write."""
+    view = memoryview(data)
+    done = os.pwrite(fd, view, offset)
+    while 0 < done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
 
 
 def _errors(func: Callable[..., Coroutine[Any, Any, T]],
@@ -104,6 +117,7 @@ class Handle:
     layer: int
     flags: int
     written: int = 0  # bytes written through large writes (see STREAMING)
+    pacer: WritebackPacer | None = None  # a streaming file's writeback pacing
 
 
 @dataclass(slots=True)
@@ -168,6 +182,9 @@ class UnionOperations(pyfuse3.Operations):
         # file's data or attributes go to a worker thread too while any run (they would
         # wait for the file's inode lock on the trio thread).
         self.bulk: Counter[int] = Counter()
+        # Thread-safe: run a function on the trio thread soon (set once trio runs; the
+        # WRITE slot's writer threads hand their end back through it).
+        self.call_soon: Callable[[Callable[[], None]], object] | None = None
         self.dirs: dict[int, DirHandle] = {}
         # With plain READDIR served (unionfs.fuse.lowlevel): the most entries the first
         # READDIRPLUS of a listing answers (0: as many as fit).
@@ -487,6 +504,41 @@ class UnionOperations(pyfuse3.Operations):
             self, fh: int, off: int, size: int) -> bytes | bytearray:
         return await self.slow.read(self._fd(fh), size, off)
 
+    def write_route(self, fh: int, size: int) -> Route | None:
+        """Where the WRITE slot (:mod:`unionfs.fuse.writes`) writes ``size`` bytes of ``fh``,
+        as :meth:`write` decides: a write of a streaming file, or of a file with writes in
+        worker threads, goes to a writer thread, holding the gate (a live commit waits for
+        it) and counted in :attr:`bulk` until the thread hands it back. None: :meth:`write`
+        serves it (watched requests, an unknown handle, a commit about to switch)."""
+        handle = self.files.get(fh)
+        if self.watch is not None or handle is None:
+            return None
+        node_id = handle.node.id
+        streaming = size >= LARGE_WRITE and self._streaming(fh, size)
+        if not (streaming or self.bulk[node_id]):
+            self.requests["write"] += 1
+            return Route(fh)
+        if self.call_soon is None or not self.slow.gate.share_now():
+            return None
+        self.requests["write"] += 1
+        self.bulk[node_id] += 1
+        call_soon = self.call_soon
+        return Route(fh, lambda: call_soon(functools.partial(self._written, node_id)))
+
+    def _written(self, node_id: int) -> None:
+        """A write of :meth:`write_route` in a writer thread is answered (trio thread)."""
+        self._bulk_done(node_id)
+        self.slow.gate.unshare()
+
+    def write_at(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        """pwrite of a write in a thread (any thread), keeping the kernel's mtime; a
+        streaming file's writeback is paced (see :meth:`_streaming`)."""
+        written = self._keeping_mtime(fd, lambda: write_whole(fd, data, offset))
+        handle = self.files.get(fd)  # open until its WRITEs are answered (then RELEASE)
+        if handle is not None and handle.pacer is not None:
+            handle.pacer.wrote(offset, written)
+        return written
+
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files.get(fh)
@@ -496,9 +548,8 @@ class UnionOperations(pyfuse3.Operations):
             # would wait for their inode lock (held while the kernel throttles them).
             async with self.slow.gate.shared():
                 with self._in_bulk(handle):
-                    return await self.slow.run(self._keeping_mtime, fh,
-                                               lambda: os.pwrite(fh, buf, off))
-        return self._keeping_mtime(fh, lambda: os.pwrite(fh, buf, off))
+                    return await self.slow.run(self.write_at, fh, buf, off, hold="write")
+        return self._keeping_mtime(fh, lambda: write_whole(fh, buf, off))
 
     @contextlib.contextmanager
     def _in_bulk(self, handle: Handle | None) -> Iterator[None]:
@@ -511,16 +562,26 @@ class UnionOperations(pyfuse3.Operations):
         try:
             yield
         finally:
-            self.bulk[node_id] -= 1
-            if not self.bulk[node_id]:
-                del self.bulk[node_id]
+            self._bulk_done(node_id)
+
+    def _bulk_done(self, node_id: int) -> None:
+        self.bulk[node_id] -= 1
+        if not self.bulk[node_id]:
+            del self.bulk[node_id]
 
     def _streaming(self, fh: int, size: int) -> bool:
         handle = self.files.get(fh)
         if handle is None:
             return False
         handle.written += size
-        return handle.written > STREAMING
+        if handle.written <= STREAMING:
+            return False
+        if handle.pacer is None and self.union.copier is not None and self.union.copier.sync:
+            # As a copy-up's: the writeback starts as the file is written, so its fsync
+            # does not flood the disk that everyone else's reads wait for (-o volatile:
+            # left to the kernel).
+            handle.pacer = WritebackPacer(fh)
+        return True
 
     def _keeping_mtime(self, fd: int, change: Callable[[], T]) -> T:
         """Change an open upper file. Under the writeback cache the kernel owns mtime: it

@@ -65,7 +65,7 @@ class ReadSource:
     hold: Hold | None = None
 
 
-class _Buffer:
+class Buffer:
     """A fixed, page-aligned buffer and its address (see ``page_aligned``: the kernel's
     copy into a buffer just past a page boundary is 5x slower on the build VM)."""
 
@@ -84,7 +84,7 @@ class ReadServer:
         self.reply_err = reply_err
         self.wait = wait
         self.hold = hold
-        self.buffer = _Buffer()
+        self.buffer = Buffer()
         self.jobs: queue.SimpleQueue[tuple[int, int, int, int] | None] = queue.SimpleQueue()
         self.timings: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self.abandoned = False  # set at close() when a reader did not finish in time
@@ -152,7 +152,7 @@ class ReadServer:
         self.reply_err(req, exc.errno or errno.EIO)
 
     def _reader(self) -> None:
-        buffer = _Buffer()
+        buffer = Buffer()
         while (job := self.jobs.get()) is not _STOP:
             req, fd, size, offset = job
             try:

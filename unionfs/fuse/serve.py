@@ -35,6 +35,7 @@ from unionfs.fuse import lowlevel, readahead, watch
 from unionfs.fuse.control import Handler, serve_control
 from unionfs.fuse.ops import FIRST_PLUS, Timeouts, UnionOperations
 from unionfs.fuse.reads import ReadSource
+from unionfs.fuse.writes import WriteSource
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,9 @@ def _install_extensions(config: ServerConfig, ops: UnionOperations
                                   xattr_absent=ops.xattr_known_absent,
                                   lseek=ops.lseek,
                                   reads=ReadSource(ops.read_fd, ops.slow.read_wait,
-                                                   functools.partial(ops.slow.hold, "read")))
+                                                   functools.partial(ops.slow.hold, "read")),
+                                  writes=WriteSource(ops.write_route, ops.write_at,
+                                                     functools.partial(ops.slow.hold, "write")))
     if extensions is not None:
         ops.slow.before_wait = extensions.hand_off
         if "readdir_names" in extensions.features:
@@ -237,6 +240,8 @@ def _control_handler(config: ServerConfig, ops: UnionOperations,
                     "threads": threading.active_count(), "slow_in_flight": ops.slow.in_flight,
                     "switch_interval": sys.getswitchinterval(),
                     "entry_locks": len(ops.slow.entries),
+                    "gate": {"sharers": ops.slow.gate.sharers,
+                             "switch_pending": ops.slow.gate.switch_pending},
                     "read_ahead": {"read": union.counters.views_read_ahead,
                                    "used": union.counters.views_from_read_ahead}}
         if op in watch.CONTROL_OPS:  # metrics, faults
@@ -263,6 +268,7 @@ def _detach_stderr() -> None:
 
 async def _serve(control_path: str, control: Handler, workers: int,
                  ops: UnionOperations) -> None:
+    ops.call_soon = trio.lowlevel.current_trio_token().run_sync_soon
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, ops)
         await nursery.start(serve_control, control_path, control)
