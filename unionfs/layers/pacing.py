@@ -30,10 +30,12 @@ from unionfs.layers.syscalls import (
 
 log = logging.getLogger(__name__)
 
-# Measured on this project's benchmark machine (a virtio disk, mq-deadline), p99 of a cold
-# stat elsewhere during a 1 GiB copy-up: 8 MiB windows 50-90 ms, 4 MiB 35-45 ms, 1 MiB
-# 25-40 ms; unpaced 50-85 ms. The copy-up itself took no longer with 1 MiB (2.38 s).
-WINDOW = 1 << 20  # bytes written per writeback started
+# Measured on the benchmark VM (virtio disk), 2026-12-02, frozen variants in the same runs
+# (benchmarks/README.md, "the pacing window, again"), medians: a 1 GiB copy-up + fsync took
+# 1.96 s with 1 MiB windows, about 1.2 s with 4 MiB (the kernel's overlayfs 1.6 s) and 1.04 s
+# with 16 MiB; the p99 of a cold probe elsewhere during it was 20-18-25 ms, and during a
+# 1 GiB write + fsync 74-40-48 ms. 4 MiB is the fastest without a worse p99.
+WINDOW = 4 << 20  # bytes written per writeback started
 LAG = 1  # windows on their way to the disk besides the newest one
 _WAIT = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ESPIPE)
