@@ -173,14 +173,24 @@ class ReadServer:
     def close(self) -> None:
         """Stop the reader threads once the queued reads are answered (before the session
         is destroyed: a reader replies through it)."""
-        started = [thread for thread in self.threads if thread.ident is not None]
-        for _ in started:
-            self.jobs.put(_STOP)
-        deadline = time.monotonic() + JOIN_SECONDS
-        for thread in started:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                # Its read never returned (a hung disk): it must not reply once the
-                # session is destroyed; the kernel's side ends with the unmount anyway.
-                self.abandoned = True
-                log.warning("%s is still in a read at shutdown", thread.name)
+        if not stop_threads(self.threads, lambda: self.jobs.put(_STOP), "read"):
+            self.abandoned = True
+
+
+def stop_threads(threads: list[threading.Thread], put_stop: Callable[[], None],
+                 what: str) -> bool:
+    """Queue one stop per started thread (after the work already queued) and join them
+    within :data:`JOIN_SECONDS` in all. False when one is still in its ``what`` (a hung
+    disk): it must then not reply once the session is destroyed (the caller's
+    ``abandoned``); the kernel's side ends with the unmount anyway."""
+    started = [thread for thread in threads if thread.ident is not None]
+    for _ in started:
+        put_stop()
+    deadline = time.monotonic() + JOIN_SECONDS
+    stopped = True
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stopped = False
+            log.warning("%s is still in a %s at shutdown", thread.name, what)
+    return stopped

@@ -31,18 +31,16 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unionfs.fuse.reads import Buffer
+from unionfs.fuse.reads import Buffer, stop_threads
 
 log = logging.getLogger(__name__)
 
 WRITERS = 4  # writer threads: a dozen WRITEs in flight, two cores
 MAX_WRITE = 1 << 20  # the largest WRITE served here (max_pages 256); larger go to pyfuse3
 SPARE_BUFFERS = 16  # buffers kept for reuse (about the kernel's background WRITEs)
-JOIN_SECONDS = 10.0  # how long close() waits for a writer stuck in a write
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +177,5 @@ class WriteServer:
     def close(self) -> None:
         """Stop the writer threads once the queued writes are answered (before the session
         is destroyed: a writer replies through it)."""
-        started = [thread for thread in self.threads if thread.ident is not None]
-        for _ in started:
-            self.jobs.put(None)
-        deadline = time.monotonic() + JOIN_SECONDS
-        for thread in started:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                self.abandoned = True
-                log.warning("%s is still in a write at shutdown", thread.name)
+        if not stop_threads(self.threads, lambda: self.jobs.put(None), "write"):
+            self.abandoned = True
