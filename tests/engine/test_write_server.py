@@ -156,6 +156,31 @@ def test_failures_are_errno_replies(target: tuple[int, Path], replies: Replies,
         os.close(readonly)
 
 
+def test_a_write_that_cannot_be_queued_hands_its_route_back(
+        target: tuple[int, Path], replies: Replies, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No buffer for the copy (memory exhausted): EIO, and the route's done is called at
+    once, so the gate it holds is released (else a live commit would wait forever)."""
+    fd, _ = target
+    union = Union(fd)
+    server = _server(replies, union)
+
+    def no_memory(size: int) -> None:
+        raise MemoryError(size)
+
+    monkeypatch.setattr("unionfs.fuse.writes.Buffer", no_memory)
+    while not server.spare.empty():  # no spare buffer either
+        server.spare.get_nowait()
+    try:
+        _buf, address = _request(b"data")
+        assert server(12, 8, address, 4, 0) is True
+    finally:
+        server.close()
+    assert replies.got[12][0] == -errno.EIO
+    assert union.done == [threading.current_thread().name]
+    assert "failed unexpectedly" in caplog.text
+
+
 def test_close_answers_queued_writes_first(target: tuple[int, Path], replies: Replies) -> None:
     fd, path = target
     server = _server(replies, Union(fd))

@@ -130,12 +130,19 @@ class WriteServer:
         self._reply(req, self.source.write_at(fd, buffer.view[:size], offset))
 
     def _queue(self, req: int, route: Route, address: int, size: int, offset: int) -> None:
+        """Hand a copy of the data to a writer thread. If that fails, the route is handed
+        back at once: it holds the gate, and a live commit would wait for it forever."""
         try:
-            buffer = self.spare.get_nowait()
-        except queue.Empty:
-            buffer = Buffer(MAX_WRITE)
-        ctypes.memmove(buffer.address, address, size)
-        self.jobs.put(_Job(req, route, buffer, size, offset))
+            try:
+                buffer = self.spare.get_nowait()
+            except queue.Empty:
+                buffer = Buffer(MAX_WRITE)
+            ctypes.memmove(buffer.address, address, size)
+            self.jobs.put(_Job(req, route, buffer, size, offset))
+        except BaseException:
+            assert route.done is not None
+            route.done()
+            raise
 
     def _reply(self, req: int, written: int) -> None:
         code = self.reply_write(req, written)
