@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,10 @@ from .helpers import (
     unmount,
 )
 
+# Prints the number of each file once it and its log line are written: the test waits on
+# those lines (never on a clock) before each commit. A full pipe holds it back meanwhile.
 WRITER = r"""
-import os, sys, time
+import os, sys
 root, stop = sys.argv[1], sys.argv[2]
 os.makedirs(os.path.join(root, "w"), exist_ok=True)
 log = open(os.path.join(root, "w", "log"), "a")
@@ -36,10 +37,10 @@ while not os.path.exists(stop) or i < 50:
         f.write(str(i) * 100)
     log.write(f"{i}\n")
     log.flush()
+    print(i, flush=True)
     i += 1
-    time.sleep(0.002)
 log.close()
-print(i)
+print("total", i)
 """
 
 
@@ -84,22 +85,37 @@ def _check_snapshot(files: dict[str, bytes], final_log: bytes) -> int:
     return len(done)
 
 
+def _wait_for_file(writer: subprocess.Popen[str], number: int) -> None:
+    """Read the writer's progress until it has written file ``number``."""
+    assert writer.stdout is not None
+    while (line := writer.stdout.readline()).strip().isdigit():
+        if int(line) >= number:
+            return
+    raise AssertionError(f"the writer ended before file {number}: {line!r}")
+
+
+def _logged(mnt: Path) -> int:
+    """How many files the writer has logged, read through the mount: after a commit has
+    returned, every file from this number on was written after its snapshot."""
+    return len((mnt / "w" / "log").read_bytes().split())
+
+
 def test_commit_while_a_process_keeps_writing(tmp_path: Path, mounted) -> None:  # type: ignore[no-untyped-def]
     store_dir, mnt = mounted
     stop = tmp_path / "stop"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt), str(stop)],
                               stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        _wait_for_file(writer, 20)
         ok(store_dir, "commit", str(mnt), "snap1", "-m", "first")
-        time.sleep(0.5)
+        _wait_for_file(writer, _logged(mnt) + 20)
         ok(store_dir, "commit", str(mnt), "snap2", "-m", "second")
-        time.sleep(0.3)
+        _wait_for_file(writer, _logged(mnt) + 20)
     finally:
         stop.write_text("")
         out, _ = writer.communicate(timeout=60)
     assert writer.returncode == 0
-    total = int(out)
+    total = int(out.split()[-1])
     final_log = (mnt / "w" / "log").read_bytes()
     assert [int(x) for x in final_log.split()] == list(range(total))
     for i in range(total):
