@@ -144,3 +144,29 @@ def test_git_index_of_src_is_not_racy(tmp_path: Path) -> None:
 
     assert git("status", "--porcelain") == ""
     assert git("config", "core.trustctime").strip() == "false"
+
+
+def test_hops_measures_every_hand_off_and_the_lane_returns_errors() -> None:
+    """The hop benchmark gives a positive figure per hand-off, and its Lane (a hand-off
+    without trio's thread cache) returns the worker's exception to the awaiting task."""
+    import trio
+
+    from unionfs.benchmarks import hops
+
+    result = hops.measure(batches=1, trips=20)
+    assert set(result) == {"queue", "socket", "to_thread", "to_thread_300us", "lane",
+                           "lane_300us"}
+    assert all(value > 0 for name, value in result.items() if not name.endswith("300us"))
+
+    def fails() -> None:
+        raise ValueError("from the worker")
+
+    async def hop() -> None:
+        lane = hops.Lane(threads=1)
+        try:
+            with pytest.raises(ValueError, match="from the worker"):
+                await lane.run(fails)
+        finally:
+            lane.close()
+
+    trio.run(hop)
